@@ -1,0 +1,42 @@
+//! pd-quorum: places PD and TiKV pods so that losing one topology domain
+//! never loses a Raft majority (tidb-operator's tidb-scheduler HA predicate).
+//!
+//! - PD: at most `max(1, (replicas + 1) / 2 - 1)` pods per domain.
+//! - TiKV: one per domain until three domains host TiKV, then
+//!   `ceil(replicas / 3)`; fewer than 3 replicas: no limit.
+//! - Only the least-loaded eligible domains stay open (strict balancing).
+//! - Failure members and ordinals beyond `replicas` are not counted.
+//! - Nodes without the topology label are never eligible.
+//! - A pod whose claim is bound, offered exactly one node, goes back there.
+//! - While another pod of the same component is between filter and bind,
+//!   the pod waits: counts are only trustworthy one placement at a time.
+
+mod quorum;
+
+pub use quorum::{Settings, filter};
+
+use steward_sdk::cluster::HostCluster;
+use steward_sdk::scheduler::{FilterResult, Guest, NodeScore, SchedulerNeeds};
+use steward_sdk::{Node, Pod};
+
+struct PdQuorum;
+
+impl Guest for PdQuorum {
+    fn validate_settings(settings: String) -> Result<SchedulerNeeds, String> {
+        let s = Settings::parse(&settings)?;
+        Ok(SchedulerNeeds {
+            node_labels: vec![s.topology_key],
+        })
+    }
+
+    fn filter(settings: String, pod: Pod, nodes: Vec<Node>) -> Result<FilterResult, String> {
+        let s = Settings::parse(&settings)?;
+        Ok(filter(&HostCluster, &s, &pod, &nodes).into())
+    }
+
+    fn prioritize(_: String, _: Pod, _: Vec<Node>) -> Result<Vec<NodeScore>, String> {
+        Ok(Vec::new())
+    }
+}
+
+steward_sdk::scheduler::export_scheduler_policy!(PdQuorum with_types_in steward_sdk::scheduler);

@@ -1,0 +1,280 @@
+//! The worked examples of tidb-scheduler's HA predicate, one test each.
+
+use steward_sdk::build::{claim, node, pod, statefulset};
+use steward_sdk::cluster::FakeCluster;
+use steward_sdk::tidb::FAILURES_ANNOTATION;
+use steward_sdk::{Node, Pod};
+
+use super::*;
+
+const ZONE: &str = "topology.kubernetes.io/zone";
+
+fn member(component: &str, ordinal: u32) -> Pod {
+    pod(&format!("basic-{component}-{ordinal}")).component("basic", component)
+}
+
+fn nodes(names: &[&str]) -> Vec<Node> {
+    names.iter().map(|n| node(n)).collect()
+}
+
+/// Names of the candidate nodes the filter lets through.
+fn accepted(cluster: &FakeCluster, s: &Settings, pod: &Pod, candidates: &[Node]) -> Vec<String> {
+    let out = filter(cluster, s, pod, candidates);
+    candidates
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !out.is_rejected(*i))
+        .map(|(_, n)| n.name.clone())
+        .collect()
+}
+
+fn reasons(cluster: &FakeCluster, s: &Settings, pod: &Pod, candidates: &[Node]) -> Vec<String> {
+    let out = filter(cluster, s, pod, candidates);
+    out.iter().map(|(_, r)| r.to_string()).collect()
+}
+
+fn cluster_with(sts: steward_sdk::Workload, pods: Vec<Pod>) -> FakeCluster {
+    let mut c = FakeCluster::default().with_workload(sts);
+    for n in ["A", "B", "C", "D"] {
+        c = c.with_node(node(n));
+    }
+    c.pods = pods;
+    c
+}
+
+#[test]
+fn pd_of_three_avoids_nodes_that_already_hold_one() {
+    let c = cluster_with(
+        statefulset("basic-pd", 3),
+        vec![member("pd", 0).on("A"), member("pd", 1).on("B")],
+    );
+    let s = Settings::default();
+    let p = member("pd", 2).pending();
+    assert_eq!(
+        accepted(&c, &s, &p, &nodes(&["A", "B", "C", "D"])),
+        ["C", "D"]
+    );
+}
+
+#[test]
+fn pd_with_only_full_candidates_is_refused_with_reasons() {
+    let c = cluster_with(
+        statefulset("basic-pd", 3),
+        vec![member("pd", 0).on("A"), member("pd", 1).on("B")],
+    );
+    let s = Settings::default();
+    let p = member("pd", 2).pending();
+    let candidates = nodes(&["A", "B"]);
+    assert!(accepted(&c, &s, &p, &candidates).is_empty());
+    let why = reasons(&c, &s, &p, &candidates);
+    assert_eq!(why.len(), 2);
+    assert!(
+        why[0]
+            .contains("kubernetes.io/hostname=A already has 1 pd pod(s) of basic; at most 1 of 3"),
+        "{why:?}"
+    );
+}
+
+#[test]
+fn pd_of_five_fills_only_the_least_loaded_domain() {
+    let c = cluster_with(
+        statefulset("basic-pd", 5),
+        vec![
+            member("pd", 0).on("A"),
+            member("pd", 1).on("A"),
+            member("pd", 2).on("B"),
+            member("pd", 3).on("C"),
+        ],
+    );
+    let s = Settings::default();
+    let p = member("pd", 4).pending();
+    let candidates = nodes(&["A", "B", "C", "D"]);
+    assert_eq!(accepted(&c, &s, &p, &candidates), ["D"]);
+    let why = reasons(&c, &s, &p, &candidates);
+    assert!(why[0].contains("at most 2 of 5"), "{why:?}");
+    assert!(
+        why[1].contains("least-loaded domains are filled first"),
+        "{why:?}"
+    );
+}
+
+#[test]
+fn pd_limit_follows_replicas() {
+    let max = |r| Component::Pd.max_per_domain(r, 0);
+    assert_eq!(
+        [1, 2, 3, 4, 5, 6, 7].map(max),
+        [1, 2, 3, 4, 5, 6, 7].map(|r| Some(match r {
+            5 | 6 => 2,
+            7 => 3,
+            _ => 1,
+        }))
+    );
+    let tikv = |r| Component::Tikv.max_per_domain(r, 3);
+    assert_eq!([3, 4, 5, 6, 7, 8].map(tikv), [1, 2, 2, 2, 3, 3].map(Some));
+}
+
+#[test]
+fn tikv_stays_one_per_domain_until_three_domains_are_used() {
+    let c = cluster_with(
+        statefulset("basic-tikv", 4),
+        vec![member("tikv", 0).on("A"), member("tikv", 1).on("B")],
+    );
+    let s = Settings::default();
+    let p = member("tikv", 2).pending();
+    assert_eq!(
+        accepted(&c, &s, &p, &nodes(&["A", "B", "C", "D"])),
+        ["C", "D"]
+    );
+
+    // Three domains in use: ceil(4/3) = 2 per domain, least-loaded first.
+    let c = cluster_with(
+        statefulset("basic-tikv", 4),
+        vec![
+            member("tikv", 0).on("A"),
+            member("tikv", 1).on("B"),
+            member("tikv", 2).on("C"),
+        ],
+    );
+    let p = member("tikv", 3).pending();
+    assert_eq!(
+        accepted(&c, &s, &p, &nodes(&["A", "B", "C"])),
+        ["A", "B", "C"]
+    );
+    assert_eq!(accepted(&c, &s, &p, &nodes(&["A", "B", "C", "D"])), ["D"]);
+}
+
+#[test]
+fn tikv_below_three_replicas_has_no_limit() {
+    let c = cluster_with(
+        statefulset("basic-tikv", 2),
+        vec![member("tikv", 0).on("A")],
+    );
+    let s = Settings::default();
+    let p = member("tikv", 1).pending();
+    let candidates = vec![
+        node("A"),
+        node("B"),
+        node("C").without_label("kubernetes.io/hostname"),
+    ];
+    assert_eq!(accepted(&c, &s, &p, &candidates), ["A", "B"]);
+}
+
+#[test]
+fn zone_topology_counts_per_zone_and_skips_unlabelled_nodes() {
+    let mut c = cluster_with(
+        statefulset("basic-pd", 3),
+        vec![member("pd", 0).on("A"), member("pd", 1).on("C")],
+    );
+    c.nodes = vec![
+        node("A").label(ZONE, "z1"),
+        node("B").label(ZONE, "z1"),
+        node("C").label(ZONE, "z2"),
+        node("D").label(ZONE, "z3"),
+        node("E"),
+    ];
+    let s = Settings {
+        topology_key: ZONE.into(),
+    };
+    let p = member("pd", 2).pending();
+    let candidates: Vec<Node> = c.nodes.clone();
+    assert_eq!(accepted(&c, &s, &p, &candidates), ["D"]);
+    let out = filter(&c, &s, &p, &candidates);
+    let e = out.iter().find(|(i, _)| *i == 4).unwrap().1;
+    assert!(e.contains("no topology.kubernetes.io/zone label"), "{e}");
+}
+
+#[test]
+fn failure_members_and_undesired_ordinals_are_not_counted() {
+    // tikv-1 on B failed; failover raised replicas to 4. Its domain is free again.
+    let sts = statefulset("basic-tikv", 4).annotation(
+        FAILURES_ANNOTATION,
+        r#"[{"pod":"basic-tikv-1","storeId":5,"createdAtMs":1}]"#,
+    );
+    let c = cluster_with(
+        sts,
+        vec![
+            member("tikv", 0).on("A"),
+            member("tikv", 1).on("B"),
+            member("tikv", 2).on("C"),
+        ],
+    );
+    let s = Settings::default();
+    let p = member("tikv", 3).pending();
+    // Domains in use (A, C) < 3, so max 1: B and D are open.
+    assert_eq!(
+        accepted(&c, &s, &p, &nodes(&["A", "B", "C", "D"])),
+        ["B", "D"]
+    );
+
+    // basic-pd-3 is beyond replicas 3 (scaled in): it does not count.
+    let c = cluster_with(
+        statefulset("basic-pd", 3),
+        vec![member("pd", 0).on("A"), member("pd", 3).on("B")],
+    );
+    let p = member("pd", 1).pending();
+    assert_eq!(accepted(&c, &s, &p, &nodes(&["A", "B", "C"])), ["B", "C"]);
+}
+
+#[test]
+fn a_pod_with_a_bound_claim_returns_to_its_only_node() {
+    let c = cluster_with(
+        statefulset("basic-pd", 3),
+        vec![member("pd", 0).on("A"), member("pd", 1).on("B")],
+    )
+    .with_claim(claim("pd-basic-pd-2").bound_to("pv-2"));
+    let s = Settings::default();
+    let p = member("pd", 2).pending().claim("pd-basic-pd-2");
+    assert_eq!(accepted(&c, &s, &p, &nodes(&["A"])), ["A"]);
+    // With more than one candidate the quorum rule applies again.
+    assert_eq!(accepted(&c, &s, &p, &nodes(&["A", "C"])), ["C"]);
+}
+
+#[test]
+fn a_member_waits_while_another_is_between_filter_and_bind() {
+    let c = cluster_with(
+        statefulset("basic-pd", 3),
+        vec![
+            member("pd", 0).pending().in_flight(),
+            member("pd", 1).pending(),
+        ],
+    );
+    let s = Settings::default();
+    let p = member("pd", 1).pending();
+    let candidates = nodes(&["A", "B"]);
+    assert!(accepted(&c, &s, &p, &candidates).is_empty());
+    assert!(reasons(&c, &s, &p, &candidates)[0].contains("waiting for pod default/basic-pd-0"));
+    // The in-flight pod itself is not blocked by its own earlier attempt.
+    let p0 = member("pd", 0).pending();
+    assert_eq!(accepted(&c, &s, &p0, &candidates), ["A", "B"]);
+}
+
+#[test]
+fn other_pods_pass_untouched() {
+    let c = FakeCluster::default();
+    let s = Settings::default();
+    let tidb = pod("basic-tidb-0").component("basic", "tidb");
+    assert_eq!(accepted(&c, &s, &tidb, &nodes(&["A", "B"])), ["A", "B"]);
+    let plain = pod("web-0");
+    assert_eq!(accepted(&c, &s, &plain, &nodes(&["A"])), ["A"]);
+}
+
+#[test]
+fn a_member_without_a_statefulset_is_refused_with_a_reason() {
+    let c = FakeCluster::default();
+    let s = Settings::default();
+    let mut p = member("pd", 0).pending();
+    p.owner = None;
+    let why = reasons(&c, &s, &p, &nodes(&["A"]));
+    assert!(why[0].contains("has no owning StatefulSet"), "{why:?}");
+}
+
+#[test]
+fn settings_are_checked() {
+    assert_eq!(
+        Settings::parse("").unwrap().topology_key,
+        "kubernetes.io/hostname"
+    );
+    assert!(Settings::parse(r#"{"topologyKey": ""}"#).is_err());
+    let e = Settings::parse(r#"{"topologyKye": "zone"}"#).unwrap_err();
+    assert!(e.contains("unknown field `topologyKye`"), "{e}");
+}

@@ -1,0 +1,161 @@
+//! Builders for test fixtures, so tests read like the rules they check:
+//! `pod("basic-pd-1").component("basic", "pd").on("node-a")`.
+
+use crate::{Claim, Node, Owner, Pod, Workload};
+
+fn pairs(map: &[(&str, &str)]) -> Vec<(String, String)> {
+    map.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A running, ready pod in namespace `default`, not yet on a node.
+pub fn pod(name: &str) -> Pod {
+    Pod {
+        namespace: "default".into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        labels: Vec::new(),
+        annotations: Vec::new(),
+        owner: None,
+        node_name: None,
+        scheduler_name: "default-scheduler".into(),
+        phase: "Running".into(),
+        ready: true,
+        deleting: false,
+        claims: Vec::new(),
+        in_flight: false,
+    }
+}
+
+impl Pod {
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.push((key.into(), value.into()));
+        self
+    }
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.annotations.push((key.into(), value.into()));
+        self
+    }
+    /// A tidb-operator member pod: instance/component labels and the owning
+    /// StatefulSet `<instance>-<component>`.
+    pub fn component(self, instance: &str, component: &str) -> Self {
+        let mut p = self
+            .label("app.kubernetes.io/instance", instance)
+            .label("app.kubernetes.io/component", component);
+        p.owner = Some(Owner {
+            kind: "StatefulSet".into(),
+            name: format!("{instance}-{component}"),
+        });
+        p
+    }
+    pub fn on(mut self, node: &str) -> Self {
+        self.node_name = Some(node.into());
+        self
+    }
+    pub fn pending(mut self) -> Self {
+        self.node_name = None;
+        self.phase = "Pending".into();
+        self.ready = false;
+        self
+    }
+    pub fn in_flight(mut self) -> Self {
+        self.in_flight = true;
+        self
+    }
+    pub fn claim(mut self, name: &str) -> Self {
+        self.claims.push(name.into());
+        self
+    }
+}
+
+/// A ready, schedulable node whose hostname label is its name.
+pub fn node(name: &str) -> Node {
+    Node {
+        name: name.into(),
+        labels: pairs(&[("kubernetes.io/hostname", name)]),
+        ready: true,
+        unschedulable: false,
+        taints: Vec::new(),
+    }
+}
+
+impl Node {
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.retain(|(k, _)| k != key);
+        self.labels.push((key.into(), value.into()));
+        self
+    }
+    pub fn without_label(mut self, key: &str) -> Self {
+        self.labels.retain(|(k, _)| k != key);
+        self
+    }
+}
+
+/// A pending claim in namespace `default`.
+pub fn claim(name: &str) -> Claim {
+    Claim {
+        namespace: "default".into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        labels: Vec::new(),
+        annotations: Vec::new(),
+        storage_class: None,
+        phase: "Pending".into(),
+        volume_name: None,
+        requested_bytes: 0,
+        access_modes: vec!["ReadWriteOnce".into()],
+        deleting: false,
+    }
+}
+
+impl Claim {
+    pub fn bound_to(mut self, volume: &str) -> Self {
+        self.phase = "Bound".into();
+        self.volume_name = Some(volume.into());
+        self
+    }
+    pub fn class(mut self, storage_class: &str) -> Self {
+        self.storage_class = Some(storage_class.into());
+        self
+    }
+    pub fn requesting(mut self, bytes: u64) -> Self {
+        self.requested_bytes = bytes;
+        self
+    }
+}
+
+/// A settled StatefulSet in namespace `default` with `replicas` replicas.
+pub fn statefulset(name: &str, replicas: u32) -> Workload {
+    Workload {
+        kind: "StatefulSet".into(),
+        namespace: "default".into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        labels: Vec::new(),
+        annotations: Vec::new(),
+        replicas,
+        partition: None,
+        update_strategy: "RollingUpdate".into(),
+        generation: 1,
+        observed_generation: 1,
+        status_replicas: replicas,
+        ready_replicas: replicas,
+        updated_replicas: replicas,
+        current_revision: format!("{name}-1"),
+        update_revision: format!("{name}-1"),
+        selector: Vec::new(),
+        claim_templates: Vec::new(),
+    }
+}
+
+impl Workload {
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.annotations.push((key.into(), value.into()));
+        self
+    }
+}

@@ -1,0 +1,88 @@
+//! Snapshots: a multi-document YAML of ordinary Kubernetes objects (what
+//! `kubectl get -o yaml` prints), for offline serving, `run` and `simulate`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::{ClusterCache, convert};
+
+/// Loads every object of the file into `cache`. Kinds the cache does not
+/// hold (Namespaces, custom resources, ...) are skipped. Returns how many
+/// objects were loaded.
+pub fn load_snapshot(cache: &ClusterCache, path: &Path) -> Result<usize> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read snapshot {}", path.display()))?;
+    let mut loaded = 0;
+    for (i, document) in serde_norway::Deserializer::from_str(&text).enumerate() {
+        let value = serde_json::Value::deserialize(document)
+            .with_context(|| format!("{}: document {} is not valid YAML", path.display(), i + 1))?;
+        loaded += ingest(cache, value)
+            .with_context(|| format!("{}: document {}", path.display(), i + 1))?;
+    }
+    cache.mark_synced();
+    Ok(loaded)
+}
+
+fn ingest(cache: &ClusterCache, value: serde_json::Value) -> Result<usize> {
+    if value.is_null() {
+        return Ok(0);
+    }
+    let kind = value
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or_default()
+        .to_string();
+    match kind.as_str() {
+        "List" => {
+            let mut n = 0;
+            for item in value
+                .get("items")
+                .and_then(|i| i.as_array())
+                .into_iter()
+                .flatten()
+            {
+                n += ingest(cache, item.clone())?;
+            }
+            Ok(n)
+        }
+        "Pod" => {
+            cache.upsert_pod(convert::pod(&parse(value, &kind)?));
+            Ok(1)
+        }
+        "Node" => {
+            cache.upsert_node(convert::node(&parse(value, &kind)?));
+            Ok(1)
+        }
+        "PersistentVolumeClaim" => {
+            cache.upsert_claim(convert::claim(&parse(value, &kind)?));
+            Ok(1)
+        }
+        "PersistentVolume" => {
+            cache.upsert_volume(convert::volume(&parse(value, &kind)?));
+            Ok(1)
+        }
+        "StorageClass" => {
+            cache.upsert_storage_class(convert::storage_class(&parse(value, &kind)?));
+            Ok(1)
+        }
+        "StatefulSet" => {
+            cache.upsert_workload(convert::workload(&parse(value, &kind)?));
+            Ok(1)
+        }
+        "" => bail!("the object has no kind"),
+        _ => Ok(0),
+    }
+}
+
+fn parse<T: DeserializeOwned>(value: serde_json::Value, kind: &str) -> Result<T> {
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(|n| n.as_str())
+        .unwrap_or("(unnamed)")
+        .to_string();
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| anyhow::anyhow!("{kind} {name}: field {}: {}", e.path(), e.inner()))
+}

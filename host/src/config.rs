@@ -1,0 +1,330 @@
+//! The configuration file (YAML). Invalid configuration is refused at start
+//! with a message naming the field.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::runtime::MAX_MEMORY_MIB;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Where cluster state comes from.
+    pub cluster: ClusterSource,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+    /// Directory of precompiled components; default `~/.cache/steward/modules`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
+    /// Directory the config file is in; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// Exactly one of `snapshot` or `kubeconfig`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "ClusterFields")]
+pub enum ClusterSource {
+    /// A multi-document YAML of Kubernetes objects.
+    Snapshot(PathBuf),
+    /// A kubeconfig file; `""` uses the in-cluster service account or the
+    /// default kubeconfig (`$KUBECONFIG`, `~/.kube/config`).
+    Kubeconfig(String),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClusterFields {
+    snapshot: Option<PathBuf>,
+    kubeconfig: Option<String>,
+}
+
+impl TryFrom<ClusterFields> for ClusterSource {
+    type Error = String;
+
+    fn try_from(f: ClusterFields) -> Result<Self, String> {
+        match (f.snapshot, f.kubeconfig) {
+            (Some(s), None) => Ok(ClusterSource::Snapshot(s)),
+            (None, Some(k)) => Ok(ClusterSource::Kubeconfig(k)),
+            _ => Err(
+                "set exactly one of snapshot (a YAML file of objects) or kubeconfig \
+                      (a kubeconfig path, or \"\" for in-cluster)"
+                    .into(),
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the HTTP server (extender, health, metrics).
+    pub listen: SocketAddr,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8686)),
+            max_body_bytes: 32 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Path prefix of the extender verbs (kube-scheduler's `urlPrefix` path).
+    pub url_prefix: String,
+    /// How long a filtered pod counts as in flight without a binding.
+    pub in_flight_seconds: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            url_prefix: "/scheduler".into(),
+            in_flight_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hook {
+    Scheduler,
+    Admission,
+    Reconcile,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureMode {
+    /// Errors refuse: every node fails, every review is denied.
+    #[default]
+    FailClosed,
+    /// Errors are logged and the policy is skipped.
+    FailOpen,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub id: String,
+    pub hook: Hook,
+    /// Path of the component (`.wasm`).
+    pub module: PathBuf,
+    /// Which pods the policy sees; empty selects every pod.
+    #[serde(default)]
+    pub select: PodSelectorConfig,
+    /// The policy's own settings, handed to it as JSON.
+    #[serde(default)]
+    pub settings: serde_json::Value,
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    #[serde(default = "default_memory_mib", rename = "memoryMiB")]
+    pub memory_mib: u64,
+}
+
+fn default_deadline_ms() -> u64 {
+    100
+}
+
+fn default_memory_mib() -> u64 {
+    64
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodSelectorConfig {
+    #[serde(default)]
+    pub scheduler_names: Vec<String>,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub match_expressions: Vec<MatchExpression>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MatchExpression {
+    pub key: String,
+    pub operator: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config = Config::parse(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Config> {
+        let de = serde_norway::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // YAML errors may already start with the path.
+            if path == "." || inner.starts_with(&format!("{path}: ")) {
+                anyhow::anyhow!("{inner}")
+            } else {
+                anyhow::anyhow!("{path}: {inner}")
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !self.scheduler.url_prefix.starts_with('/') {
+            bail!("scheduler.urlPrefix: must start with `/`");
+        }
+        let mut ids = HashSet::new();
+        for (i, p) in self.policies.iter().enumerate() {
+            let at = format!("policies[{i}]");
+            if p.id.is_empty() || !p.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                bail!(
+                    "{at}.id: `{}` must be non-empty letters, digits and `-`",
+                    p.id
+                );
+            }
+            if !ids.insert(&p.id) {
+                bail!("{at}.id: `{}` is used by an earlier policy", p.id);
+            }
+            if !(1..=60_000).contains(&p.deadline_ms) {
+                bail!("{at}.deadlineMs: {} is outside 1..=60000", p.deadline_ms);
+            }
+            if !(1..=MAX_MEMORY_MIB).contains(&p.memory_mib) {
+                bail!(
+                    "{at}.memoryMiB: {} is outside 1..={MAX_MEMORY_MIB}",
+                    p.memory_mib
+                );
+            }
+            for (j, e) in p.select.match_expressions.iter().enumerate() {
+                if !["In", "NotIn", "Exists", "DoesNotExist"].contains(&e.operator.as_str()) {
+                    bail!(
+                        "{at}.select.matchExpressions[{j}].operator: `{}` is not one of In, NotIn, \
+                         Exists, DoesNotExist",
+                        e.operator
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A configuration with one scheduler policy selecting every pod, over
+    /// a snapshot (for `steward run`).
+    pub fn single_policy(
+        snapshot: PathBuf,
+        module: PathBuf,
+        settings: serde_json::Value,
+    ) -> Config {
+        Config {
+            cluster: ClusterSource::Snapshot(snapshot),
+            server: ServerConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            cache_dir: None,
+            policies: vec![PolicyConfig {
+                id: module
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().replace('_', "-"))
+                    .unwrap_or_else(|| "policy".into()),
+                hook: Hook::Scheduler,
+                module,
+                select: PodSelectorConfig::default(),
+                settings,
+                failure_mode: FailureMode::FailClosed,
+                deadline_ms: default_deadline_ms(),
+                memory_mib: default_memory_mib(),
+            }],
+            base_dir: PathBuf::new(),
+        }
+    }
+
+    /// A path from the config, resolved against the config file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// The precompiled-component cache directory.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        match &self.cache_dir {
+            Some(dir) => Some(self.resolve(dir)),
+            None => {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/steward/modules"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "cluster: {snapshot: s.yaml}\npolicies:\n- id: pd-quorum\n  hook: scheduler\n  module: p.wasm\n";
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8686");
+        assert_eq!(c.scheduler.url_prefix, "/scheduler");
+        let p = &c.policies[0];
+        assert_eq!((p.deadline_ms, p.memory_mib), (100, 64));
+        assert_eq!(p.failure_mode, FailureMode::FailClosed);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = Config::parse(&format!("{MINIMAL}  deadline: 5\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("policies[0]: unknown field `deadline`"),
+            "{e}"
+        );
+        let e = Config::parse(&format!("{MINIMAL}  memoryMiB: 4096\n")).unwrap_err();
+        assert!(e.to_string().contains("policies[0].memoryMiB: 4096"), "{e}");
+        let e = Config::parse(&MINIMAL.replace("scheduler\n", "schedular\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("policies[0].hook: unknown variant `schedular`"),
+            "{e}"
+        );
+        let e = Config::parse("cluster: {}\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("cluster: set exactly one of snapshot"),
+            "{e}"
+        );
+        let twice = format!("{MINIMAL}- id: pd-quorum\n  hook: scheduler\n  module: q.wasm\n");
+        let e = Config::parse(&twice).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("policies[1].id: `pd-quorum` is used"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! Steward: Kubernetes scheduler-extender, admission and reconcile hooks whose
+//! decisions come from sandboxed Wasm components.
+//!
+//! The request path reads top to bottom: a hook module ([`extender`]) decodes
+//! the request, [`policy`] selects the configured policies for it, [`runtime`]
+//! evaluates each in a fresh sandboxed instance that queries [`cluster`], and
+//! the hook module encodes the answer.
+
+pub mod cluster;
+pub mod config;
+pub mod extender;
+pub mod metrics;
+pub mod policy;
+pub mod runtime;
+pub mod server;
+pub mod simulate;

@@ -1,0 +1,163 @@
+//! The `steward` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use steward::cluster::{ClusterCache, load_snapshot};
+use steward::config::{ClusterSource, Config};
+use steward::extender::{Binder, Extender};
+use steward::server::App;
+
+#[derive(Parser)]
+#[command(
+    name = "steward",
+    version,
+    about = "Kubernetes scheduler, admission and reconcile hooks as sandboxed Wasm policies"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the hooks (scheduler extender, health, metrics).
+    Serve {
+        /// Configuration file (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Evaluate one request file against one policy and print the answer.
+    Run {
+        /// The policy component (.wasm).
+        #[arg(long)]
+        module: PathBuf,
+        /// The policy's settings (JSON).
+        #[arg(long, default_value = "{}")]
+        settings: String,
+        /// Cluster snapshot (multi-document YAML) the policy queries.
+        #[arg(long)]
+        snapshot: PathBuf,
+        /// The request body, as kube-scheduler would send it.
+        #[arg(long)]
+        request: PathBuf,
+        /// Which extender verb the request is for.
+        #[arg(long, value_enum, default_value = "filter")]
+        verb: Verb,
+    },
+    /// Place the pending pods of a snapshot with the configured policies and
+    /// report where each lands and why other nodes were refused.
+    Simulate {
+        /// Configuration file; its cluster source must be a snapshot.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Use this snapshot instead of the configured one.
+        #[arg(long)]
+        snapshot: Option<PathBuf>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Verb {
+    Filter,
+    Prioritize,
+    Preempt,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STEWARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(&config)?;
+            tokio::runtime::Runtime::new()?.block_on(steward::server::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            module,
+            settings,
+            snapshot,
+            request,
+            verb,
+        } => {
+            let settings: serde_json::Value =
+                serde_json::from_str(&settings).context("--settings is not JSON")?;
+            let config = Config::single_policy(snapshot, module, settings);
+            let extender = offline_extender(&config)?;
+            let body = std::fs::read(&request)
+                .with_context(|| format!("cannot read request {}", request.display()))?;
+            let decode = |what| format!("{} is not a valid {what} request", request.display());
+            let answer =
+                match verb {
+                    Verb::Filter => serde_json::to_value(extender.filter(
+                        serde_json::from_slice(&body).with_context(|| decode("filter"))?,
+                    )?)?,
+                    Verb::Prioritize => serde_json::to_value(extender.prioritize(
+                        serde_json::from_slice(&body).with_context(|| decode("prioritize"))?,
+                    )?)?,
+                    Verb::Preempt => serde_json::to_value(extender.preempt(
+                        serde_json::from_slice(&body).with_context(|| decode("preempt"))?,
+                    )?)?,
+                };
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate {
+            config,
+            snapshot,
+            json,
+        } => {
+            let mut config = Config::load(&config)?;
+            if let Some(s) = snapshot {
+                config.cluster = ClusterSource::Snapshot(std::path::absolute(s)?);
+            }
+            let extender = offline_extender(&config)?;
+            let placements = steward::simulate::run(&extender);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&placements)?);
+            } else {
+                print!("{}", steward::simulate::render(&placements));
+            }
+            let all_placed = placements.iter().all(|p| p.node.is_some());
+            Ok(if all_placed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+    }
+}
+
+/// The extender over a snapshot, without a server.
+fn offline_extender(config: &Config) -> Result<Arc<Extender>> {
+    let ClusterSource::Snapshot(path) = &config.cluster else {
+        bail!("this command needs a snapshot as its cluster source (cluster.snapshot)");
+    };
+    let runtime = steward::runtime::Runtime::new(config.cache_dir())?;
+    let policies = steward::policy::PolicySet::load(&runtime, config)?;
+    let cluster = Arc::new(ClusterCache::default());
+    load_snapshot(&cluster, &config.resolve(path))?;
+    Ok(App::new(config, policies, cluster, Binder::Snapshot).extender)
+}

@@ -1,0 +1,135 @@
+//! Prometheus metrics: evaluations by policy and outcome, their latency,
+//! traps and deadline hits, and requests per endpoint.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvaluationLabels {
+    pub policy: String,
+    pub hook: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: String,
+    pub code: u16,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    evaluations: Family<EvaluationLabels, Counter>,
+    latency: Family<PolicyLabels, Histogram>,
+    traps: Family<PolicyLabels, Counter>,
+    deadlines: Family<PolicyLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    pass_through: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("steward");
+        let evaluations = Family::<EvaluationLabels, Counter>::default();
+        let latency = Family::<PolicyLabels, Histogram>::new_with_constructor(|| {
+            // 10 µs .. ~10 s
+            Histogram::new(exponential_buckets(1e-5, 2.0, 21))
+        });
+        let traps = Family::<PolicyLabels, Counter>::default();
+        let deadlines = Family::<PolicyLabels, Counter>::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let pass_through = Counter::default();
+        registry.register(
+            "evaluations",
+            "Policy evaluations by policy, hook and outcome",
+            evaluations.clone(),
+        );
+        registry.register(
+            "evaluation_duration_seconds",
+            "Time one policy evaluation took, instantiation included",
+            latency.clone(),
+        );
+        registry.register("traps", "Evaluations that trapped", traps.clone());
+        registry.register(
+            "deadline_exceeded",
+            "Evaluations stopped at their deadline",
+            deadlines.clone(),
+        );
+        registry.register(
+            "requests",
+            "Hook requests by endpoint and HTTP status",
+            requests.clone(),
+        );
+        registry.register(
+            "pass_through",
+            "Scheduler requests for pods no policy selects",
+            pass_through.clone(),
+        );
+        Metrics {
+            registry,
+            evaluations,
+            latency,
+            traps,
+            deadlines,
+            requests,
+            pass_through,
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one evaluation; `outcome` is `ok` or an error kind.
+    pub fn evaluation(&self, policy: &str, hook: &str, outcome: &str, took: Duration) {
+        self.evaluations
+            .get_or_create(&EvaluationLabels {
+                policy: policy.into(),
+                hook: hook.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        let p = PolicyLabels {
+            policy: policy.into(),
+        };
+        self.latency.get_or_create(&p).observe(took.as_secs_f64());
+        match outcome {
+            "trap" | "memory" => {
+                self.traps.get_or_create(&p).inc();
+            }
+            "deadline" => {
+                self.deadlines.get_or_create(&p).inc();
+            }
+            _ => {}
+        }
+    }
+
+    pub fn request(&self, endpoint: &str, code: u16) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.into(),
+                code,
+            })
+            .inc();
+    }
+
+    pub fn pass_through(&self) {
+        self.pass_through.inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,151 @@
+//! The configured policies: loading them, and choosing which ones a request
+//! goes to.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use arc_swap::ArcSwap;
+
+use crate::config::{Config, FailureMode, Hook, PodSelectorConfig, PolicyConfig};
+use crate::runtime::{Limits, Pod, Runtime, SchedulerPolicy, World};
+
+/// Which pods a policy sees.
+#[derive(Debug, Clone, Default)]
+pub struct PodSelector {
+    scheduler_names: Vec<String>,
+    namespaces: Vec<String>,
+    labels: Vec<crate::runtime::SelectorRequirement>,
+}
+
+impl PodSelector {
+    pub fn from_config(c: &PodSelectorConfig) -> PodSelector {
+        use crate::runtime::{SelectorOperator, SelectorRequirement};
+        let labels = c
+            .match_labels
+            .iter()
+            .map(|(k, v)| SelectorRequirement {
+                key: k.clone(),
+                operator: SelectorOperator::In,
+                values: vec![v.clone()],
+            })
+            .chain(c.match_expressions.iter().map(|e| SelectorRequirement {
+                key: e.key.clone(),
+                operator: match e.operator.as_str() {
+                    "NotIn" => SelectorOperator::NotIn,
+                    "Exists" => SelectorOperator::Exists,
+                    "DoesNotExist" => SelectorOperator::DoesNotExist,
+                    _ => SelectorOperator::In,
+                },
+                values: e.values.clone(),
+            }))
+            .collect();
+        PodSelector {
+            scheduler_names: c.scheduler_names.clone(),
+            namespaces: c.namespaces.clone(),
+            labels,
+        }
+    }
+
+    pub fn matches(&self, pod: &Pod) -> bool {
+        (self.scheduler_names.is_empty() || self.scheduler_names.contains(&pod.scheduler_name))
+            && (self.namespaces.is_empty() || self.namespaces.contains(&pod.namespace))
+            && crate::cluster::selector_matches(&pod.labels, &self.labels)
+    }
+}
+
+/// A scheduler policy with what the host needs to route to it.
+pub struct ScheduledPolicy {
+    pub id: String,
+    pub digest: String,
+    pub selector: PodSelector,
+    pub failure_mode: FailureMode,
+    pub policy: SchedulerPolicy,
+}
+
+/// Every loaded policy, in configuration order (the order they run in).
+#[derive(Default)]
+pub struct PolicySet {
+    pub scheduler: Vec<Arc<ScheduledPolicy>>,
+}
+
+impl PolicySet {
+    /// Loads and validates every policy of the configuration.
+    pub fn load(runtime: &Runtime, config: &Config) -> Result<PolicySet> {
+        let mut set = PolicySet::default();
+        for p in &config.policies {
+            let loaded = load_scheduler_policy(runtime, config, p).with_context(|| {
+                format!("policy {} ({})", p.id, config.resolve(&p.module).display())
+            })?;
+            set.scheduler.push(Arc::new(loaded));
+        }
+        Ok(set)
+    }
+
+    /// The scheduler policies that select `pod`, in order.
+    pub fn scheduler_for<'a>(
+        &'a self,
+        pod: &'a Pod,
+    ) -> impl Iterator<Item = &'a Arc<ScheduledPolicy>> {
+        self.scheduler
+            .iter()
+            .filter(move |p| p.selector.matches(pod))
+    }
+}
+
+fn load_scheduler_policy(
+    runtime: &Runtime,
+    config: &Config,
+    p: &PolicyConfig,
+) -> Result<ScheduledPolicy> {
+    if p.hook != Hook::Scheduler {
+        bail!(
+            "hook {:?} is not served yet; only scheduler policies are",
+            p.hook
+        );
+    }
+    let path = config.resolve(&p.module);
+    let wasm = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (component, world) = runtime.load(&wasm)?;
+    if world != World::Scheduler {
+        bail!(
+            "the component implements the {} world, but the policy is configured with hook scheduler",
+            world.name()
+        );
+    }
+    let settings = if p.settings.is_null() {
+        String::new()
+    } else {
+        p.settings.to_string()
+    };
+    let limits = Limits {
+        deadline: Duration::from_millis(p.deadline_ms),
+        memory_bytes: (p.memory_mib << 20) as usize,
+    };
+    let policy = SchedulerPolicy::new(runtime, &p.id, &component, settings, limits)?;
+    Ok(ScheduledPolicy {
+        id: p.id.clone(),
+        digest: crate::runtime::digest(&wasm),
+        selector: PodSelector::from_config(&p.select),
+        failure_mode: p.failure_mode,
+        policy,
+    })
+}
+
+/// The live policy set; swapped atomically, read without locks.
+pub struct PolicyStore {
+    current: ArcSwap<PolicySet>,
+}
+
+impl PolicyStore {
+    pub fn new(set: PolicySet) -> PolicyStore {
+        PolicyStore {
+            current: ArcSwap::from_pointee(set),
+        }
+    }
+
+    /// The set to evaluate one request with; a swap does not affect it.
+    pub fn current(&self) -> Arc<PolicySet> {
+        self.current.load_full()
+    }
+}

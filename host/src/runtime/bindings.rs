@@ -1,0 +1,32 @@
+//! Host bindings of the WIT package, one module per world. The shared
+//! interfaces are generated once (`common`) so every world uses the same
+//! `Pod`, `Node`, ... types and the same host implementations.
+
+pub mod common {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "sdk-common",
+    });
+}
+
+pub mod scheduler {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "scheduler",
+        with: {
+            "steward:policy/types": super::common::steward::policy::types,
+            "steward:policy/cluster": super::common::steward::policy::cluster,
+            "steward:policy/log": super::common::steward::policy::log,
+        },
+    });
+}
+
+pub use common::steward::policy::types::{
+    Claim, LogLevel, Node, NodeSelectorTerm, Owner, Pod, SelectorOperator, SelectorRequirement,
+    StorageClass, Taint, Volume, Workload,
+};
+pub use scheduler::steward::policy::scheduling::{FilterResult, NodeScore, SchedulerNeeds};
+
+/// The WIT package version this host serves; components built against
+/// another version are refused at load.
+pub const WIT_PACKAGE: &str = "steward:policy@0.1.0";

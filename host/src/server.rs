@@ -1,0 +1,258 @@
+//! The HTTP server: extender verbs under the configured prefix, plus
+//! `/healthz`, `/readyz` and `/metrics`.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+
+use crate::cluster::{ClusterCache, load_snapshot, watch_cluster};
+use crate::config::{ClusterSource, Config};
+use crate::extender::{BadRequest, Binder, Extender};
+use crate::metrics::Metrics;
+use crate::policy::{PolicySet, PolicyStore};
+use crate::runtime::{MAX_CONCURRENT_INSTANCES, Runtime};
+
+/// Everything a request handler needs.
+#[derive(Clone)]
+pub struct App {
+    pub extender: Arc<Extender>,
+    pub metrics: Arc<Metrics>,
+    pub cluster: Arc<ClusterCache>,
+    /// Bounds concurrent evaluations to the instances the pool holds.
+    pub permits: Arc<Semaphore>,
+    pub max_body_bytes: usize,
+}
+
+impl App {
+    /// Builds the runtime, loads the policies and starts the cluster source.
+    pub async fn start(config: &Config) -> Result<App> {
+        let runtime = Runtime::new(config.cache_dir())?;
+        let policies = PolicySet::load(&runtime, config)?;
+        let cluster = Arc::new(ClusterCache::new(std::time::Duration::from_secs(
+            config.scheduler.in_flight_seconds,
+        )));
+        let binder = match &config.cluster {
+            ClusterSource::Snapshot(path) => {
+                let path = config.resolve(path);
+                let n = load_snapshot(&cluster, &path)?;
+                tracing::info!(objects = n, snapshot = %path.display(), "snapshot loaded");
+                Binder::Snapshot
+            }
+            ClusterSource::Kubeconfig(path) => {
+                let client = kube_client(path).await?;
+                tokio::spawn(watch_cluster(client.clone(), cluster.clone()));
+                Binder::Kubernetes(client)
+            }
+        };
+        Ok(App::new(config, policies, cluster, binder))
+    }
+
+    pub fn new(
+        config: &Config,
+        policies: PolicySet,
+        cluster: Arc<ClusterCache>,
+        binder: Binder,
+    ) -> App {
+        let metrics = Arc::new(Metrics::default());
+        let extender = Arc::new(Extender {
+            policies: Arc::new(PolicyStore::new(policies)),
+            cluster: cluster.clone(),
+            metrics: metrics.clone(),
+            binder,
+        });
+        App {
+            extender,
+            metrics,
+            cluster,
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_INSTANCES as usize)),
+            max_body_bytes: config.server.max_body_bytes,
+        }
+    }
+
+    pub fn router(self, url_prefix: &str) -> Router {
+        let prefix = url_prefix.trim_end_matches('/');
+        Router::new()
+            .route(&format!("{prefix}/filter"), post(filter))
+            .route(&format!("{prefix}/prioritize"), post(prioritize))
+            .route(&format!("{prefix}/preempt"), post(preempt))
+            .route(&format!("{prefix}/bind"), post(bind))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .with_state(self)
+    }
+}
+
+async fn kube_client(kubeconfig: &str) -> Result<kube::Client> {
+    let config = if kubeconfig.is_empty() {
+        kube::Config::infer()
+            .await
+            .context("no in-cluster service account and no kubeconfig")?
+    } else {
+        let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+            .with_context(|| format!("cannot read kubeconfig {kubeconfig}"))?;
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .with_context(|| format!("kubeconfig {kubeconfig} is not usable"))?
+    };
+    kube::Client::try_from(config).context("cannot build a Kubernetes client")
+}
+
+/// Serves until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> Result<()> {
+    let app = App::start(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    tracing::info!(addr = %config.server.listen, prefix = %config.scheduler.url_prefix, "serving");
+    serve_on(listener, app, &config.scheduler.url_prefix).await
+}
+
+/// Serves `app` on a bound listener until SIGINT or SIGTERM.
+pub async fn serve_on(listener: tokio::net::TcpListener, app: App, url_prefix: &str) -> Result<()> {
+    axum::serve(listener, app.router(url_prefix))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}
+
+fn text(code: StatusCode, message: String) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message,
+    )
+        .into_response()
+}
+
+/// Reads, decodes and evaluates one extender request off the reactor.
+async fn evaluate<A, R>(
+    app: App,
+    endpoint: &'static str,
+    body: Body,
+    verb: impl FnOnce(&Extender, A) -> Result<R, BadRequest> + Send + 'static,
+) -> Response
+where
+    A: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+{
+    let response = match read_body(body, app.max_body_bytes).await {
+        Err(message) => text(StatusCode::BAD_REQUEST, message),
+        Ok(bytes) => {
+            let permit = app
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("never closed");
+            let extender = app.extender.clone();
+            let outcome = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let args: A = serde_json::from_slice(&bytes).map_err(|e| {
+                    BadRequest(format!("cannot decode the {endpoint} request: {e}"))
+                })?;
+                let result = verb(&extender, args)?;
+                Ok::<_, BadRequest>(serde_json::to_vec(&result).expect("answers serialize"))
+            })
+            .await;
+            match outcome {
+                Ok(Ok(json)) => (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    json,
+                )
+                    .into_response(),
+                Ok(Err(BadRequest(message))) => text(StatusCode::BAD_REQUEST, message),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("evaluation failed: {e}"),
+                ),
+            }
+        }
+    };
+    app.metrics.request(endpoint, response.status().as_u16());
+    response
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, String> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let source = std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        if source.contains("length limit") || e.to_string().contains("length limit") {
+            format!("the request body is larger than {limit} bytes (server.maxBodyBytes)")
+        } else {
+            format!("cannot read the request body: {e}")
+        }
+    })
+}
+
+async fn filter(State(app): State<App>, body: Body) -> Response {
+    evaluate(app, "filter", body, |e, args| e.filter(args)).await
+}
+
+async fn prioritize(State(app): State<App>, body: Body) -> Response {
+    evaluate(app, "prioritize", body, |e, args| e.prioritize(args)).await
+}
+
+async fn preempt(State(app): State<App>, body: Body) -> Response {
+    evaluate(app, "preempt", body, |e, args| e.preempt(args)).await
+}
+
+async fn bind(State(app): State<App>, body: Body) -> Response {
+    let response = match read_body(body, app.max_body_bytes).await {
+        Err(message) => text(StatusCode::BAD_REQUEST, message),
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Err(e) => text(
+                StatusCode::BAD_REQUEST,
+                format!("cannot decode the bind request: {e}"),
+            ),
+            Ok(args) => axum::Json(app.extender.bind(args).await).into_response(),
+        },
+    };
+    app.metrics.request("bind", response.status().as_u16());
+    response
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    if app.cluster.is_synced() {
+        text(StatusCode::OK, "ready".into())
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster cache has not synced yet".into(),
+        )
+    }
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
+}

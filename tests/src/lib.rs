@@ -1,0 +1,147 @@
+//! Shared helpers of Steward's cross-crate tests: built guests, fixtures,
+//! the example snapshot, and servers on loopback.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use steward::cluster::{ClusterCache, load_snapshot};
+use steward::config::Config;
+use steward::extender::Binder;
+use steward::policy::PolicySet;
+use steward::runtime::Runtime;
+use steward::server::App;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    xtask::workspace_root()
+}
+
+/// A file under `tests/fixtures/`.
+pub fn fixture(path: &str) -> PathBuf {
+    root().join("tests/fixtures").join(path)
+}
+
+pub fn fixture_json(path: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture(path)).expect("fixture exists");
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+/// The bundled snapshot of the seed's cluster.
+pub fn example_snapshot() -> PathBuf {
+    root().join("deploy/examples/basic-cluster.yaml")
+}
+
+/// A built guest component (builds the guests on first use).
+pub fn guest(stem: &str) -> PathBuf {
+    xtask::guest_wasm(stem).expect("guest components build")
+}
+
+/// One engine for the whole test process (the pooling allocator reserves
+/// address space per engine). Precompiled components go to a temp dir.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("steward-tests-{}", std::process::id()));
+        Runtime::new(Some(dir)).expect("runtime starts")
+    })
+}
+
+/// A configuration from YAML policies (`{pd_quorum}`/`{misbehave}` expand
+/// to the built guests), over the example snapshot.
+pub fn config(policies_yaml: &str) -> Config {
+    let yaml = format!(
+        "cluster: {{snapshot: {}}}\npolicies:\n{}",
+        example_snapshot().display(),
+        policies_yaml
+            .replace("{pd_quorum}", &guest("pd_quorum").display().to_string())
+            .replace("{misbehave}", &guest("misbehave").display().to_string())
+    );
+    Config::parse(&yaml).expect("test config is valid")
+}
+
+/// The app over the example snapshot with the given policies.
+pub fn app(policies_yaml: &str) -> App {
+    let config = config(policies_yaml);
+    let policies = PolicySet::load(runtime(), &config).expect("policies load");
+    let cluster = Arc::new(ClusterCache::default());
+    load_snapshot(&cluster, &example_snapshot()).expect("snapshot loads");
+    App::new(&config, policies, cluster, Binder::Snapshot)
+}
+
+/// pd-quorum over the example snapshot, selecting every pod.
+pub const PD_QUORUM: &str = "- id: pd-quorum\n  hook: scheduler\n  module: {pd_quorum}\n";
+
+/// Serves `app` on an ephemeral loopback port; returns its address.
+pub async fn serve(app: App) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("loopback port");
+    let addr = listener.local_addr().expect("bound");
+    tokio::spawn(async move {
+        axum_serve(listener, app).await;
+    });
+    addr
+}
+
+async fn axum_serve(listener: tokio::net::TcpListener, app: App) {
+    steward::server::serve_on(listener, app, "/scheduler")
+        .await
+        .expect("test server runs");
+}
+
+/// A minimal HTTP/1.1 client: one POST, returns (status, body).
+pub async fn post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
+    request(addr, "POST", path, body).await
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    request(addr, "GET", path, b"").await
+}
+
+async fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("write head");
+    // The server may answer (and close) before reading an oversized body.
+    let _ = s.write_all(body).await;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, dechunk(&body))
+}
+
+/// Joins a chunked HTTP body (the server streams large answers).
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((size, tail)) = rest.split_once("\r\n") else {
+            return body.to_string();
+        };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            return body.to_string();
+        };
+        if n == 0 {
+            return out;
+        }
+        if tail.len() < n {
+            return body.to_string();
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+}
