@@ -60,7 +60,7 @@ impl Component {
     /// Most pods of this component one domain may hold, or None for no limit.
     fn max_per_domain(self, replicas: u32, domains_in_use: usize) -> Option<u32> {
         match self {
-            Component::Pd => Some(((replicas + 1) / 2).saturating_sub(1).max(1)),
+            Component::Pd => Some(replicas.div_ceil(2).saturating_sub(1).max(1)),
             Component::Tikv if replicas < 3 => None,
             Component::Tikv if domains_in_use < 3 => Some(1),
             Component::Tikv => Some(replicas.div_ceil(3)),

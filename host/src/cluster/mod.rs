@@ -277,6 +277,11 @@ impl ClusterCache {
             .collect()
     }
 
+    /// Every cached node.
+    pub fn all_nodes(&self) -> Vec<Node> {
+        self.state.read().nodes.values().cloned().collect()
+    }
+
     /// Pod names (namespace, name) bound or placed on `node`, for tests and
     /// simulation reports.
     pub fn pods_on(&self, node: &str) -> Vec<(String, String)> {

@@ -307,11 +307,9 @@ impl Extender {
         all.into_iter()
             .map(|i| HostPriority {
                 host: candidates.name(i).to_string(),
-                score: if voters == 0 {
-                    0
-                } else {
-                    i64::from((sums[i] + voters / 2) / voters)
-                },
+                score: (sums[i] + voters / 2)
+                    .checked_div(voters)
+                    .map_or(0, i64::from),
             })
             .collect()
     }

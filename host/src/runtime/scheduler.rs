@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
-use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::Runtime;
@@ -14,7 +13,9 @@ use crate::cluster::ClusterQuery;
 
 /// A loaded, validated scheduler policy, ready to evaluate.
 pub struct SchedulerPolicy {
-    engine: Engine,
+    /// Keeps the engine and its epoch ticker alive: without the ticker no
+    /// deadline would ever fire.
+    runtime: Runtime,
     pre: SchedulerPre<sandbox::GuestState>,
     id: Arc<str>,
     settings: String,
@@ -31,8 +32,7 @@ impl SchedulerPolicy {
         settings: String,
         limits: Limits,
     ) -> Result<SchedulerPolicy> {
-        let engine = runtime.engine().clone();
-        let linker = sandbox::linker(&engine).map_err(anyhow::Error::from)?;
+        let linker = sandbox::linker(runtime.engine()).map_err(anyhow::Error::from)?;
         let pre = linker
             .instantiate_pre(component)
             .map_err(anyhow::Error::from)
@@ -41,7 +41,7 @@ impl SchedulerPolicy {
             .map_err(anyhow::Error::from)
             .context("the component does not match the scheduler world")?;
         let mut policy = SchedulerPolicy {
-            engine,
+            runtime: runtime.clone(),
             pre,
             id: id.into(),
             settings,
@@ -125,7 +125,8 @@ impl SchedulerPolicy {
             &super::bindings::scheduler::Scheduler,
         ) -> wasmtime::Result<T>,
     ) -> Result<T, EvalError> {
-        let mut store = sandbox::store(&self.engine, self.id.clone(), cluster, self.limits);
+        let mut store =
+            sandbox::store(self.runtime.engine(), self.id.clone(), cluster, self.limits);
         let result = self
             .pre
             .instantiate(&mut store)
