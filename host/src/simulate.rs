@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::extender::{Candidates, Extender};
+use crate::extender::{CandidateNodes, Extender};
 use crate::runtime::{Node, Pod};
 
 /// Where one pod went.
@@ -70,10 +70,10 @@ fn place(extender: &Extender, pod: &Pod, nodes: &[Node]) -> Placement {
             None => names.push(n.name.clone()),
         }
     }
-    let verdict = extender.filter_pod(pod, Candidates::Names(names));
+    let verdict = extender.filter_pod(pod, CandidateNodes::Names(names));
     refused.extend(verdict.failed_nodes);
     let passed = verdict.node_names.unwrap_or_default();
-    let scores = extender.prioritize_pod(pod, &Candidates::Names(passed.clone()));
+    let scores = extender.prioritize_pod(pod, &CandidateNodes::Names(passed.clone()));
     // Highest score; ties go to the node with fewer pods, then by name.
     let best = scores
         .iter()

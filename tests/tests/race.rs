@@ -2,7 +2,7 @@
 //! next PD pod is filtered the watch may not show the previous one placed.
 //! Steward counts pods it let through (and bound) before the watch does.
 
-use steward::extender::Candidates;
+use steward::extender::CandidateNodes;
 use steward::runtime::Pod;
 use steward_tests::{PD_QUORUM, app};
 
@@ -13,8 +13,8 @@ const NODES: [&str; 4] = [
     "k8s-10-6-163-54",
 ];
 
-fn all_nodes() -> Candidates {
-    Candidates::Names(NODES.iter().map(|n| n.to_string()).collect())
+fn all_nodes() -> CandidateNodes {
+    CandidateNodes::Names(NODES.iter().map(|n| n.to_string()).collect())
 }
 
 fn pod(app: &steward::server::App, name: &str) -> Pod {

@@ -4,14 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use steward::extender::Candidates;
+use steward::extender::CandidateNodes;
 use steward::runtime::Pod;
 use steward_tests::{app, config, runtime};
 
 const NODES: [&str; 2] = ["k8s-10-6-163-51", "k8s-10-6-163-53"];
 
-fn nodes() -> Candidates {
-    Candidates::Names(NODES.iter().map(|n| n.to_string()).collect())
+fn nodes() -> CandidateNodes {
+    CandidateNodes::Names(NODES.iter().map(|n| n.to_string()).collect())
 }
 
 fn misbehaving(behaviour: &str, mode: &str) -> String {

@@ -15,9 +15,9 @@ mod quorum;
 
 pub use quorum::{Settings, filter};
 
+use steward_sdk::Pod;
 use steward_sdk::cluster::HostCluster;
-use steward_sdk::scheduler::{FilterResult, Guest, NodeScore, SchedulerNeeds};
-use steward_sdk::{Node, Pod};
+use steward_sdk::scheduler::{Candidates, FilterResult, Guest, NodeScore, SchedulerNeeds};
 
 struct PdQuorum;
 
@@ -29,12 +29,12 @@ impl Guest for PdQuorum {
         })
     }
 
-    fn filter(settings: String, pod: Pod, nodes: Vec<Node>) -> Result<FilterResult, String> {
+    fn filter(settings: String, pod: Pod, nodes: Candidates) -> Result<FilterResult, String> {
         let s = Settings::parse(&settings)?;
         Ok(filter(&HostCluster, &s, &pod, &nodes).into())
     }
 
-    fn prioritize(_: String, _: Pod, _: Vec<Node>) -> Result<Vec<NodeScore>, String> {
+    fn prioritize(_: String, _: Pod, _: Candidates) -> Result<Vec<NodeScore>, String> {
         Ok(Vec::new())
     }
 }

@@ -1,14 +1,15 @@
 //! The placement rule, written against [`ClusterView`] so it is tested on
 //! fixtures natively and runs on the host's cache inside Wasm.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use serde::Deserialize;
 use steward_sdk::cluster::ClusterView;
 use steward_sdk::filter::Rejections;
 use steward_sdk::labels::{self, ordinal};
+use steward_sdk::scheduler::Candidates;
 use steward_sdk::tidb::{self, COMPONENT_LABEL, INSTANCE_LABEL};
-use steward_sdk::{Node, Pod, settings};
+use steward_sdk::{Pod, settings};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -76,19 +77,26 @@ impl Component {
 }
 
 /// Decides which candidate `nodes` the pod may not use. Pods that are not PD
-/// or TiKV members of a TiDB cluster pass untouched.
-pub fn filter(cluster: &impl ClusterView, s: &Settings, pod: &Pod, nodes: &[Node]) -> Rejections {
+/// or TiKV members of a TiDB cluster pass untouched. `nodes.labels[0]` is
+/// the topology column (the one label this policy asks for).
+pub fn filter(
+    cluster: &impl ClusterView,
+    s: &Settings,
+    pod: &Pod,
+    nodes: &Candidates,
+) -> Rejections {
     let mut out = Rejections::default();
     let (Some(component), Some(instance)) =
         (Component::of(pod), labels::get(&pod.labels, INSTANCE_LABEL))
     else {
         return out;
     };
-    if nodes.is_empty() {
+    let count = nodes.nodes.len();
+    if count == 0 {
         return out;
     }
     let reject_all = |out: &mut Rejections, reason: &str, unresolvable: bool| {
-        for i in 0..nodes.len() {
+        for i in 0..count {
             out.reject(i, reason, unresolvable);
         }
     };
@@ -113,7 +121,7 @@ pub fn filter(cluster: &impl ClusterView, s: &Settings, pod: &Pod, nodes: &[Node
 
     // Rescheduling: kube-scheduler already narrowed a pod with a bound local
     // volume to the volume's node.
-    if nodes.len() == 1 && claims_bound(cluster, pod) {
+    if count == 1 && claims_bound(cluster, pod) {
         return out;
     }
 
@@ -144,90 +152,114 @@ pub fn filter(cluster: &impl ClusterView, s: &Settings, pod: &Pod, nodes: &[Node
     };
     let failed: BTreeSet<&str> = failures.iter().map(|f| f.pod.as_str()).collect();
     let replicas = workload.replicas;
-
-    // Candidate domains; nodes without the topology label are never eligible.
     let key = &s.topology_key;
-    let mut domain_of_candidate: HashMap<&str, &str> = HashMap::new();
-    let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
-    for (i, node) in nodes.iter().enumerate() {
-        match labels::get(&node.labels, key) {
-            Some(domain) => {
-                domain_of_candidate.insert(&node.name, domain);
-                counts.insert(domain, 0);
-            }
-            None => out.reject(
-                i,
-                &format!("node has no {key} label, so it belongs to no topology domain"),
-                true,
-            ),
-        }
-    }
+    let column: Vec<Option<u32>> = (0..count).map(|i| nodes.label(0, i)).collect();
 
-    // Count the desired, healthy members per domain.
-    let mut domains_in_use: BTreeSet<String> = BTreeSet::new();
+    // Members per domain id (ids are dense: a Vec is the map), for the
+    // candidate domains; every domain hosting a desired, healthy member
+    // counts as in use.
+    let mut counts = DomainCounts::new(&column);
+    let mut domains_in_use: BTreeSet<u32> = BTreeSet::new();
     for member in &members {
         let desired = ordinal(&member.name).is_some_and(|o| o < replicas);
         if member.uid == pod.uid || !desired || failed.contains(member.name.as_str()) {
             continue;
         }
-        let Some(node_name) = member.node_name.as_deref() else {
+        let Some(domain) = member
+            .node_name
+            .as_deref()
+            .and_then(|n| cluster.node_label_id(n, key))
+        else {
             continue;
         };
-        let domain = match domain_of_candidate.get(node_name) {
-            Some(d) => Some(d.to_string()),
-            None => cluster
-                .get_node(node_name)
-                .and_then(|n| labels::get(&n.labels, key).map(str::to_string)),
-        };
-        if let Some(domain) = domain {
-            if let Some(count) = counts.get_mut(domain.as_str()) {
-                *count += 1;
+        counts.add_member(domain);
+        domains_in_use.insert(domain);
+    }
+
+    let no_label = format!("node has no {key} label, so it belongs to no topology domain");
+    let Some(max) = component.max_per_domain(replicas, domains_in_use.len()) else {
+        for (i, d) in column.iter().enumerate() {
+            if d.is_none() {
+                out.reject(i, &no_label, true);
             }
-            domains_in_use.insert(domain);
+        }
+        return out;
+    };
+    let least = counts.least_below(max);
+    let comp = component.name();
+    let mut reasons: HashMap<u32, String> = HashMap::new();
+    for (i, domain) in column.iter().enumerate() {
+        let Some(domain) = *domain else {
+            out.reject(i, &no_label, true);
+            continue;
+        };
+        let n = counts.get(domain);
+        if n < max && Some(n) == least {
+            continue;
+        }
+        let reason = reasons.entry(domain).or_insert_with(|| {
+            let text = cluster
+                .label_text(key, domain)
+                .unwrap_or_else(|| format!("#{domain}"));
+            if n >= max {
+                format!(
+                    "{key}={text} already has {n} {comp} pod(s) of {instance}; at most {max} of \
+                     {replicas} may share a domain {}",
+                    component.why()
+                )
+            } else {
+                format!(
+                    "{key}={text} has {n} {comp} pod(s) of {instance} while other domains have \
+                     {}: the least-loaded domains are filled first",
+                    least.unwrap_or(0)
+                )
+            }
+        });
+        out.reject(i, reason, true);
+    }
+    out
+}
+
+/// Member counts of the candidate domains, indexed by domain id.
+struct DomainCounts {
+    /// `NOT_CANDIDATE` for ids no candidate has.
+    counts: Vec<u32>,
+}
+
+const NOT_CANDIDATE: u32 = u32::MAX;
+
+impl DomainCounts {
+    fn new(column: &[Option<u32>]) -> DomainCounts {
+        let size = column.iter().flatten().max().map_or(0, |&m| m as usize + 1);
+        let mut counts = vec![NOT_CANDIDATE; size];
+        for &d in column.iter().flatten() {
+            counts[d as usize] = 0;
+        }
+        DomainCounts { counts }
+    }
+
+    fn add_member(&mut self, domain: u32) {
+        if let Some(c) = self
+            .counts
+            .get_mut(domain as usize)
+            .filter(|c| **c != NOT_CANDIDATE)
+        {
+            *c += 1;
         }
     }
 
-    let Some(max) = component.max_per_domain(replicas, domains_in_use.len()) else {
-        return out;
-    };
-    let least = counts.values().copied().filter(|&c| c < max).min();
-    let summary = || {
-        counts
-            .iter()
-            .map(|(d, c)| format!("{d} ({c})"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let comp = component.name();
-    for (i, node) in nodes.iter().enumerate() {
-        let Some(domain) = domain_of_candidate.get(node.name.as_str()) else {
-            continue;
-        };
-        let count = counts[domain];
-        if count >= max {
-            out.reject(
-                i,
-                &format!(
-                    "{key}={domain} already has {count} {comp} pod(s) of {instance}; at most {max} \
-                     of {replicas} may share a domain {}",
-                    component.why()
-                ),
-                true,
-            );
-        } else if Some(count) != least {
-            out.reject(
-                i,
-                &format!(
-                    "{key}={domain} has {count} {comp} pod(s) of {instance} while other domains \
-                     have {}: the least-loaded domains are filled first (domains: {})",
-                    least.unwrap_or(0),
-                    summary()
-                ),
-                true,
-            );
-        }
+    fn get(&self, domain: u32) -> u32 {
+        self.counts[domain as usize]
     }
-    out
+
+    /// The smallest count below `max` among candidate domains.
+    fn least_below(&self, max: u32) -> Option<u32> {
+        self.counts
+            .iter()
+            .copied()
+            .filter(|&c| c != NOT_CANDIDATE && c < max)
+            .min()
+    }
 }
 
 fn claims_bound(cluster: &impl ClusterView, pod: &Pod) -> bool {

@@ -14,6 +14,18 @@ pub trait ClusterView {
     fn get_volume(&self, name: &str) -> Option<Volume>;
     fn get_storage_class(&self, name: &str) -> Option<StorageClass>;
     fn get_workload(&self, kind: &str, namespace: &str, name: &str) -> Option<Workload>;
+    /// Name of the node with host id `id` (scheduler candidates carry ids).
+    fn node_name(&self, id: u32) -> Option<String>;
+    /// Text of value id `id` of label `key`.
+    fn label_text(&self, key: &str, id: u32) -> Option<String>;
+    /// Value id of `text` for label `key`, if any node carries it.
+    fn label_id(&self, key: &str, text: &str) -> Option<u32>;
+
+    /// The value id of label `key` on the named node.
+    fn node_label_id(&self, node: &str, key: &str) -> Option<u32> {
+        let node = self.get_node(node)?;
+        self.label_id(key, labels::get(&node.labels, key)?)
+    }
 }
 
 /// The host's cluster cache, through the `cluster` import.
@@ -44,9 +56,20 @@ impl ClusterView for HostCluster {
     fn get_workload(&self, kind: &str, namespace: &str, name: &str) -> Option<Workload> {
         host::get_workload(kind, namespace, name)
     }
+    fn node_name(&self, id: u32) -> Option<String> {
+        host::node_name(id)
+    }
+    fn label_text(&self, key: &str, id: u32) -> Option<String> {
+        host::label_text(key, id)
+    }
+    fn label_id(&self, key: &str, text: &str) -> Option<u32> {
+        host::label_id(key, text)
+    }
 }
 
 /// An in-memory cluster for unit tests; fill it with [`crate::build`].
+/// A node's id is its index in `nodes`; a label value's id is the index of
+/// the first node carrying it.
 #[derive(Default, Clone)]
 pub struct FakeCluster {
     pub pods: Vec<Pod>,
@@ -128,5 +151,46 @@ impl ClusterView for FakeCluster {
             .iter()
             .find(|w| w.kind == kind && w.namespace == namespace && w.name == name)
             .cloned()
+    }
+    fn node_name(&self, id: u32) -> Option<String> {
+        self.nodes.get(id as usize).map(|n| n.name.clone())
+    }
+    fn label_text(&self, key: &str, id: u32) -> Option<String> {
+        labels::get(&self.nodes.get(id as usize)?.labels, key).map(str::to_string)
+    }
+    fn label_id(&self, key: &str, text: &str) -> Option<u32> {
+        self.nodes
+            .iter()
+            .position(|n| labels::get(&n.labels, key) == Some(text))
+            .map(|i| i as u32)
+    }
+}
+
+#[cfg(feature = "scheduler")]
+impl FakeCluster {
+    /// The `candidates` of a scheduler call over the named nodes (which
+    /// must be in `nodes`), with columns for `label_keys`.
+    pub fn candidates(&self, names: &[&str], label_keys: &[&str]) -> crate::scheduler::Candidates {
+        let ids: Vec<u32> = names
+            .iter()
+            .map(|name| {
+                let i = self.nodes.iter().position(|n| n.name == *name);
+                i.unwrap_or_else(|| panic!("candidate {name} is not a node of the fake cluster"))
+                    as u32
+            })
+            .collect();
+        let labels = label_keys
+            .iter()
+            .map(|key| {
+                ids.iter()
+                    .map(|&id| {
+                        labels::get(&self.nodes[id as usize].labels, key)
+                            .and_then(|text| self.label_id(key, text))
+                            .unwrap_or(crate::scheduler::NO_LABEL)
+                    })
+                    .collect()
+            })
+            .collect();
+        crate::scheduler::Candidates { nodes: ids, labels }
     }
 }

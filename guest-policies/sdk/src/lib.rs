@@ -62,6 +62,18 @@ pub mod scheduler {
         default_bindings_module: "steward_sdk::scheduler",
     });
     pub use self::steward::policy::scheduling::Rejection;
+
+    /// A candidate's value id in a `labels` column when the node lacks the
+    /// label.
+    pub const NO_LABEL: u32 = u32::MAX;
+
+    impl Candidates {
+        /// Candidate `index`'s value id in label column `column`.
+        pub fn label(&self, column: usize, index: usize) -> Option<u32> {
+            let id = *self.labels.get(column)?.get(index)?;
+            (id != NO_LABEL).then_some(id)
+        }
+    }
 }
 
 #[cfg(feature = "admission")]

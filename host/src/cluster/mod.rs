@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
+use rustc_hash::FxHashMap;
 
 use crate::runtime::{
     Claim, Node, Pod, SelectorOperator, SelectorRequirement, StorageClass, Volume, Workload,
@@ -19,6 +20,9 @@ use crate::runtime::{
 
 pub use snapshot::load_snapshot;
 pub use watch::watch_cluster;
+
+/// A candidate's label value id when the node lacks the label.
+pub const NO_LABEL: u32 = u32::MAX;
 
 /// How long a placement Steward knows of waits for the watch to confirm it
 /// before it is forgotten (kube-scheduler never reports a failed binding
@@ -67,10 +71,90 @@ struct Placement {
     since: Instant,
 }
 
+/// Value ids of one node label, interned so candidate lists carry numbers.
+#[derive(Default)]
+struct LabelColumn {
+    ids: FxHashMap<String, u32>,
+    texts: Vec<String>,
+    /// By node id; [`NO_LABEL`] where the node lacks the label.
+    of_node: Vec<u32>,
+}
+
+impl LabelColumn {
+    fn set(&mut self, node_id: u32, node: Option<&Node>, key: &str) {
+        let value = node
+            .and_then(|n| n.labels.iter().find(|(k, _)| k == key))
+            .map(|(_, v)| v);
+        let id = value.map(|v| match self.ids.get(v) {
+            Some(&id) => id,
+            None => {
+                let id = self.texts.len() as u32;
+                self.texts.push(v.clone());
+                self.ids.insert(v.clone(), id);
+                id
+            }
+        });
+        let i = node_id as usize;
+        if self.of_node.len() <= i {
+            self.of_node.resize(i + 1, NO_LABEL);
+        }
+        self.of_node[i] = id.unwrap_or(NO_LABEL);
+    }
+}
+
+/// Nodes by stable id (never reused while the process runs), plus the
+/// label columns policies asked for.
+#[derive(Default)]
+struct NodeTable {
+    /// FxHash: kube-scheduler sends thousands of names per call.
+    ids: FxHashMap<String, u32>,
+    nodes: Vec<Option<Node>>,
+    columns: HashMap<String, LabelColumn>,
+}
+
+impl NodeTable {
+    fn get(&self, name: &str) -> Option<&Node> {
+        self.nodes[*self.ids.get(name)? as usize].as_ref()
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().flatten()
+    }
+
+    fn upsert(&mut self, node: Node) {
+        let next = self.ids.len() as u32;
+        let id = *self.ids.entry(node.name.clone()).or_insert(next);
+        for (key, column) in &mut self.columns {
+            column.set(id, Some(&node), key);
+        }
+        if self.nodes.len() <= id as usize {
+            self.nodes.resize(id as usize + 1, None);
+        }
+        self.nodes[id as usize] = Some(node);
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(&id) = self.ids.get(name) {
+            self.nodes[id as usize] = None;
+            for (key, column) in &mut self.columns {
+                column.set(id, None, key);
+            }
+        }
+    }
+
+    fn add_column(&mut self, key: &str) {
+        let mut column = LabelColumn::default();
+        for (id, node) in self.nodes.iter().enumerate() {
+            column.set(id as u32, node.as_ref(), key);
+        }
+        self.columns.insert(key.to_string(), column);
+    }
+}
+
 #[derive(Default)]
 struct State {
     pods: HashMap<String, NamespacePods>,
-    nodes: HashMap<String, Node>,
+    nodes: NodeTable,
     claims: HashMap<(String, String), Claim>,
     volumes: HashMap<String, Volume>,
     storage_classes: HashMap<String, StorageClass>,
@@ -127,7 +211,7 @@ impl ClusterCache {
     }
 
     pub fn upsert_node(&self, node: Node) {
-        self.state.write().nodes.insert(node.name.clone(), node);
+        self.state.write().nodes.upsert(node);
     }
 
     pub fn remove_node(&self, name: &str) {
@@ -234,19 +318,13 @@ impl ClusterCache {
         true
     }
 
-    /// Which of `names` the cache knows as nodes.
-    pub fn known_nodes(&self, names: &[String]) -> Vec<bool> {
-        let s = self.state.read();
-        names.iter().map(|n| s.nodes.contains_key(n)).collect()
-    }
-
     /// Forgets a placement (its binding failed).
     pub fn abandon_placement(&self, uid: &str) {
         self.state.write().placements.remove(uid);
     }
 
     pub fn node_count(&self) -> usize {
-        self.state.read().nodes.len()
+        self.state.read().nodes.live().count()
     }
 
     pub fn pod_count(&self) -> usize {
@@ -258,14 +336,44 @@ impl ClusterCache {
             .sum()
     }
 
-    /// Candidate nodes by name, carrying only the label keys a policy asked
-    /// for; `None` for names the cache does not know.
-    pub fn candidates(&self, names: &[&str], label_keys: &[String]) -> Vec<Option<Node>> {
+    /// Host ids of the named nodes; `None` for names the cache does not know.
+    pub fn node_ids(&self, names: &[String]) -> Vec<Option<u32>> {
         let s = self.state.read();
         names
             .iter()
-            .map(|name| s.nodes.get(*name).map(|n| project(n, label_keys)))
+            .map(|name| {
+                let id = *s.nodes.ids.get(name)?;
+                s.nodes.nodes[id as usize].as_ref().map(|_| id)
+            })
             .collect()
+    }
+
+    /// For each key, the value id of each node in `ids` (the `labels`
+    /// columns of a scheduler call).
+    pub fn label_columns(&self, ids: &[u32], keys: &[String]) -> Vec<Vec<u32>> {
+        {
+            let s = self.state.read();
+            if keys.iter().all(|k| s.nodes.columns.contains_key(k)) {
+                return keys
+                    .iter()
+                    .map(|k| {
+                        let of_node = &s.nodes.columns[k].of_node;
+                        ids.iter()
+                            .map(|&id| of_node.get(id as usize).copied().unwrap_or(NO_LABEL))
+                            .collect()
+                    })
+                    .collect();
+            }
+        }
+        {
+            let mut s = self.state.write();
+            for k in keys {
+                if !s.nodes.columns.contains_key(k) {
+                    s.nodes.add_column(k);
+                }
+            }
+        }
+        self.label_columns(ids, keys)
     }
 
     /// Every cached pod, as stored (no placements applied).
@@ -279,7 +387,7 @@ impl ClusterCache {
 
     /// Every cached node.
     pub fn all_nodes(&self) -> Vec<Node> {
-        self.state.read().nodes.values().cloned().collect()
+        self.state.read().nodes.live().cloned().collect()
     }
 
     /// Pod names (namespace, name) bound or placed on `node`, for tests and
@@ -298,22 +406,6 @@ impl ClusterCache {
             .collect();
         out.sort();
         out
-    }
-}
-
-/// Copies a node with only the wanted label keys.
-pub fn project(node: &Node, label_keys: &[String]) -> Node {
-    Node {
-        name: node.name.clone(),
-        labels: node
-            .labels
-            .iter()
-            .filter(|(k, _)| label_keys.iter().any(|w| w == k))
-            .cloned()
-            .collect(),
-        ready: node.ready,
-        unschedulable: node.unschedulable,
-        taints: node.taints.clone(),
     }
 }
 
@@ -428,7 +520,7 @@ impl ClusterQuery {
         let s = self.cache.state.read();
         let mut nodes: Vec<Node> = s
             .nodes
-            .values()
+            .live()
             .filter(|n| selector_matches(&n.labels, selector))
             .cloned()
             .collect();
@@ -438,6 +530,25 @@ impl ClusterQuery {
 
     pub fn get_node(&self, name: &str) -> Option<Node> {
         self.cache.state.read().nodes.get(name).cloned()
+    }
+
+    pub fn node_name(&self, id: u32) -> Option<String> {
+        let s = self.cache.state.read();
+        s.nodes
+            .nodes
+            .get(id as usize)?
+            .as_ref()
+            .map(|n| n.name.clone())
+    }
+
+    pub fn label_text(&self, key: &str, id: u32) -> Option<String> {
+        let s = self.cache.state.read();
+        s.nodes.columns.get(key)?.texts.get(id as usize).cloned()
+    }
+
+    pub fn label_id(&self, key: &str, text: &str) -> Option<u32> {
+        let s = self.cache.state.read();
+        s.nodes.columns.get(key)?.ids.get(text).copied()
     }
 
     pub fn get_claim(&self, namespace: &str, name: &str) -> Option<Claim> {

@@ -11,11 +11,11 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1 as k8s;
 use kube::api::PostParams;
 
-use crate::cluster::{ClusterCache, ClusterQuery, convert, project};
+use crate::cluster::{ClusterCache, ClusterQuery, convert};
 use crate::config::FailureMode;
 use crate::metrics::Metrics;
 use crate::policy::{PolicySet, PolicyStore, ScheduledPolicy};
-use crate::runtime::{Node, Pod};
+use crate::runtime::{Candidates, Pod};
 use wire::*;
 
 /// A request the extender cannot act on; answered with HTTP 400.
@@ -40,28 +40,33 @@ pub struct Extender {
 }
 
 /// The candidate nodes of a request.
-pub enum Candidates {
+pub enum CandidateNodes {
     /// `nodeCacheCapable`: names, looked up in the cache.
     Names(Vec<String>),
     /// Full node objects, kept verbatim for the answer.
-    Objects(NodeList, Vec<Node>),
+    Objects(NodeList, Vec<String>),
 }
 
-impl Candidates {
+impl CandidateNodes {
+    /// Reads the request's candidates. Full node objects are the
+    /// scheduler's current view of those nodes: the cache takes them in.
     pub fn from_args(
+        cache: &ClusterCache,
         nodes: Option<NodeList>,
         names: Option<Vec<String>>,
-    ) -> Result<Candidates, BadRequest> {
+    ) -> Result<CandidateNodes, BadRequest> {
         match (names, nodes) {
-            (Some(names), _) => Ok(Candidates::Names(names)),
+            (Some(names), _) => Ok(CandidateNodes::Names(names)),
             (None, Some(list)) => {
-                let mut records = Vec::with_capacity(list.items.len());
+                let mut names = Vec::with_capacity(list.items.len());
                 for (i, raw) in list.items.iter().enumerate() {
                     let node: k8s::Node = serde_json::from_str(raw.get())
                         .map_err(|e| BadRequest(format!("Nodes.items[{i}] is not a Node: {e}")))?;
-                    records.push(convert::node(&node));
+                    let node = convert::node(&node);
+                    names.push(node.name.clone());
+                    cache.upsert_node(node);
                 }
-                Ok(Candidates::Objects(list, records))
+                Ok(CandidateNodes::Objects(list, names))
             }
             (None, None) => Err(BadRequest(
                 "the request has neither Nodes nor NodeNames; kube-scheduler sends one of them"
@@ -70,97 +75,109 @@ impl Candidates {
         }
     }
 
-    fn name(&self, i: usize) -> &str {
+    fn names(&self) -> &[String] {
         match self {
-            Candidates::Names(n) => &n[i],
-            Candidates::Objects(_, records) => &records[i].name,
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Candidates::Names(n) => n.len(),
-            Candidates::Objects(_, r) => r.len(),
-        }
-    }
-
-    /// The nodes at `alive`, with only `label_keys` labels.
-    fn project(&self, cache: &ClusterCache, alive: &[usize], label_keys: &[String]) -> Vec<Node> {
-        match self {
-            Candidates::Names(names) => {
-                let wanted: Vec<&str> = alive.iter().map(|&i| names[i].as_str()).collect();
-                cache
-                    .candidates(&wanted, label_keys)
-                    .into_iter()
-                    .zip(wanted)
-                    .map(|(n, name)| n.unwrap_or_else(|| unknown_node(name)))
-                    .collect()
-            }
-            Candidates::Objects(_, records) => alive
-                .iter()
-                .map(|&i| project(&records[i], label_keys))
-                .collect(),
-        }
-    }
-
-    /// Indices of nodes the extender can reason about; the others fail.
-    fn known(&self, cache: &ClusterCache, failed: &mut BTreeMap<String, String>) -> Vec<usize> {
-        match self {
-            Candidates::Names(names) => cache
-                .known_nodes(names)
-                .into_iter()
-                .enumerate()
-                .filter_map(|(i, known)| {
-                    if !known {
-                        failed.insert(
-                            names[i].clone(),
-                            "Steward's cluster cache does not know this node yet; it is \
-                             considered once the node watch delivers it"
-                                .into(),
-                        );
-                    }
-                    known.then_some(i)
-                })
-                .collect(),
-            Candidates::Objects(_, records) => (0..records.len()).collect(),
+            CandidateNodes::Names(n) | CandidateNodes::Objects(_, n) => n,
         }
     }
 
     /// The answer for the nodes at `alive`, in the request's mode.
     fn answer(self, alive: &[usize]) -> (Option<NodeList>, Option<Vec<String>>) {
         match self {
-            Candidates::Names(names) => (
+            CandidateNodes::Names(names) => (None, Some(keep_at(names, alive))),
+            CandidateNodes::Objects(list, _) => (
+                Some(NodeList {
+                    metadata: list.metadata,
+                    items: keep_at(list.items, alive),
+                }),
                 None,
-                Some(alive.iter().map(|&i| names[i].clone()).collect()),
             ),
-            Candidates::Objects(list, _) => {
-                let keep: HashSet<usize> = alive.iter().copied().collect();
-                let items = list
-                    .items
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(i, _)| keep.contains(i))
-                    .map(|(_, item)| item)
-                    .collect();
-                (
-                    Some(NodeList {
-                        metadata: list.metadata,
-                        items,
-                    }),
-                    None,
-                )
-            }
         }
     }
 }
 
-fn unknown_node(name: &str) -> Node {
-    Node {
-        name: name.to_string(),
-        labels: Vec::new(),
-        ready: false,
-        unschedulable: false,
-        taints: Vec::new(),
+/// The items at the ascending positions `keep`, moved out of `items`.
+fn keep_at<T>(items: Vec<T>, keep: &[usize]) -> Vec<T> {
+    let mut wanted = keep.iter().copied().peekable();
+    items
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| {
+            let hit = wanted.peek() == Some(i);
+            if hit {
+                wanted.next();
+            }
+            hit
+        })
+        .map(|(_, item)| item)
+        .collect()
+}
+
+/// The candidates still in play: request indices and host node ids.
+struct Alive {
+    index: Vec<usize>,
+    ids: Vec<u32>,
+}
+
+impl Alive {
+    /// The nodes the cache knows; the others fail with a reason.
+    fn known(
+        cache: &ClusterCache,
+        names: &[String],
+        failed: &mut BTreeMap<String, String>,
+    ) -> Alive {
+        let mut alive = Alive {
+            index: Vec::with_capacity(names.len()),
+            ids: Vec::with_capacity(names.len()),
+        };
+        for (i, id) in cache.node_ids(names).into_iter().enumerate() {
+            match id {
+                Some(id) => {
+                    alive.index.push(i);
+                    alive.ids.push(id);
+                }
+                None => {
+                    failed.insert(
+                        names[i].clone(),
+                        "Steward's cluster cache does not know this node yet; it is considered \
+                         once the node watch delivers it"
+                            .into(),
+                    );
+                }
+            }
+        }
+        alive
+    }
+
+    /// The call's `candidates` for a policy that asked for `label_keys`.
+    fn candidates(&self, cache: &ClusterCache, label_keys: &[String]) -> Candidates {
+        Candidates {
+            nodes: self.ids.clone(),
+            labels: cache.label_columns(&self.ids, label_keys),
+        }
+    }
+
+    /// Drops the candidates at these positions.
+    fn remove(&mut self, positions: &[usize]) {
+        let mut gone = vec![false; self.ids.len()];
+        for &p in positions {
+            gone[p] = true;
+        }
+        let mut at = 0;
+        self.index.retain(|_| {
+            at += 1;
+            !gone[at - 1]
+        });
+        let mut at = 0;
+        self.ids.retain(|_| {
+            at += 1;
+            !gone[at - 1]
+        });
+    }
+
+    fn clear(&mut self) {
+        self.index.clear();
+        self.ids.clear();
     }
 }
 
@@ -181,17 +198,17 @@ impl Extender {
     /// every node it may not.
     pub fn filter(&self, args: ExtenderArgs) -> Result<ExtenderFilterResult, BadRequest> {
         let pod = decode_pod(args.pod)?;
-        let candidates = Candidates::from_args(args.nodes, args.node_names)?;
+        let candidates = CandidateNodes::from_args(&self.cluster, args.nodes, args.node_names)?;
         Ok(self.filter_pod(&pod, candidates))
     }
 
     /// `filter` for a decoded pod.
-    pub fn filter_pod(&self, pod: &Pod, candidates: Candidates) -> ExtenderFilterResult {
+    pub fn filter_pod(&self, pod: &Pod, candidates: CandidateNodes) -> ExtenderFilterResult {
         let set = self.policies.current();
         let policies: Vec<&Arc<ScheduledPolicy>> = set.scheduler_for(pod).collect();
         if policies.is_empty() {
             self.metrics.pass_through();
-            let all: Vec<usize> = (0..candidates.len()).collect();
+            let all: Vec<usize> = (0..candidates.names().len()).collect();
             let (nodes, node_names) = candidates.answer(&all);
             return ExtenderFilterResult {
                 nodes,
@@ -200,9 +217,9 @@ impl Extender {
             };
         }
         let mut failed = BTreeMap::new();
-        let alive = candidates.known(&self.cluster, &mut failed);
+        let alive = Alive::known(&self.cluster, candidates.names(), &mut failed);
         let query = ClusterQuery::new(self.cluster.clone());
-        let v = self.run_filters(&policies, pod, &candidates, alive, failed, &query);
+        let v = self.run_filters(&policies, pod, candidates.names(), alive, failed, &query);
         if !v.alive.is_empty() && pod.node_name.is_none() {
             self.cluster.begin_placement(pod);
         }
@@ -220,43 +237,42 @@ impl Extender {
         &self,
         policies: &[&Arc<ScheduledPolicy>],
         pod: &Pod,
-        candidates: &Candidates,
-        mut alive: Vec<usize>,
+        names: &[String],
+        mut alive: Alive,
         mut failed: BTreeMap<String, String>,
         query: &ClusterQuery,
     ) -> Verdicts {
         let mut unresolvable = BTreeMap::new();
         for p in policies {
-            if alive.is_empty() {
+            if alive.ids.is_empty() {
                 break;
             }
-            let nodes = candidates.project(&self.cluster, &alive, &p.policy.needs().node_labels);
+            let candidates = alive.candidates(&self.cluster, &p.policy.needs().node_labels);
             let started = Instant::now();
-            let result = p.policy.filter(query.clone(), pod, &nodes);
+            let result = p.policy.filter(query.clone(), pod, &candidates);
             let outcome = result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.kind());
             self.metrics
                 .evaluation(&p.id, "scheduler", outcome, started.elapsed());
             match result {
                 Ok(r) => {
-                    let mut rejected = HashSet::new();
+                    let mut rejected = Vec::with_capacity(r.rejections.len());
                     for rej in &r.rejections {
-                        let index = alive[rej.node as usize];
-                        let name = candidates.name(index).to_string();
+                        let name = names[alive.index[rej.node as usize]].clone();
                         let reason = format!("{}: {}", p.id, r.reasons[rej.reason as usize]);
                         if rej.unresolvable {
                             unresolvable.insert(name.clone(), reason.clone());
                         }
                         failed.insert(name, reason);
-                        rejected.insert(index);
+                        rejected.push(rej.node as usize);
                     }
-                    alive.retain(|i| !rejected.contains(i));
+                    alive.remove(&rejected);
                 }
                 Err(e) => {
                     tracing::warn!(policy = %p.id, pod = %format!("{}/{}", pod.namespace, pod.name), "filter {e}");
                     if p.failure_mode == FailureMode::FailClosed {
                         let reason = format!("{}: policy {e}; failing closed", p.id);
-                        for &i in &alive {
-                            failed.insert(candidates.name(i).to_string(), reason.clone());
+                        for &i in &alive.index {
+                            failed.insert(names[i].clone(), reason.clone());
                         }
                         alive.clear();
                     }
@@ -264,7 +280,7 @@ impl Extender {
             }
         }
         Verdicts {
-            alive,
+            alive: alive.index,
             failed,
             unresolvable,
         }
@@ -274,18 +290,19 @@ impl Extender {
     /// that expressed a preference.
     pub fn prioritize(&self, args: ExtenderArgs) -> Result<Vec<HostPriority>, BadRequest> {
         let pod = decode_pod(args.pod)?;
-        let candidates = Candidates::from_args(args.nodes, args.node_names)?;
+        let candidates = CandidateNodes::from_args(&self.cluster, args.nodes, args.node_names)?;
         Ok(self.prioritize_pod(&pod, &candidates))
     }
 
     /// `prioritize` for a decoded pod.
-    pub fn prioritize_pod(&self, pod: &Pod, candidates: &Candidates) -> Vec<HostPriority> {
+    pub fn prioritize_pod(&self, pod: &Pod, candidates: &CandidateNodes) -> Vec<HostPriority> {
         let set = self.policies.current();
-        let all: Vec<usize> = (0..candidates.len()).collect();
-        let mut sums = vec![0u32; candidates.len()];
+        let names = candidates.names();
+        let mut sums = vec![0u32; names.len()];
         let mut voters = 0u32;
+        let alive = Alive::known(&self.cluster, names, &mut BTreeMap::new());
         for p in set.scheduler_for(pod) {
-            let nodes = candidates.project(&self.cluster, &all, &p.policy.needs().node_labels);
+            let nodes = alive.candidates(&self.cluster, &p.policy.needs().node_labels);
             let started = Instant::now();
             let result = p
                 .policy
@@ -297,19 +314,19 @@ impl Extender {
                 Ok(scores) if !scores.is_empty() => {
                     voters += 1;
                     for s in scores {
-                        sums[s.node as usize] += u32::from(s.score);
+                        sums[alive.index[s.node as usize]] += u32::from(s.score);
                     }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(policy = %p.id, "prioritize {e}; its scores are left out"),
             }
         }
-        all.into_iter()
-            .map(|i| HostPriority {
-                host: candidates.name(i).to_string(),
-                score: (sums[i] + voters / 2)
-                    .checked_div(voters)
-                    .map_or(0, i64::from),
+        names
+            .iter()
+            .zip(sums)
+            .map(|(name, sum)| HostPriority {
+                host: name.clone(),
+                score: (sum + voters / 2).checked_div(voters).map_or(0, i64::from),
             })
             .collect()
     }
@@ -350,18 +367,12 @@ impl Extender {
         let base = ClusterQuery::new(self.cluster.clone());
         let mut kept = BTreeMap::new();
         for (node, v) in victims {
-            let candidates = Candidates::Names(vec![node.clone()]);
+            let names = [node.clone()];
             let mut failed = BTreeMap::new();
-            let alive = candidates.known(&self.cluster, &mut failed);
+            let alive = Alive::known(&self.cluster, &names, &mut failed);
             let hidden: HashSet<String> = v.pods.iter().map(|p| p.uid.clone()).collect();
-            let verdict = self.run_filters(
-                &policies,
-                &pod,
-                &candidates,
-                alive,
-                failed,
-                &base.hiding(hidden),
-            );
+            let verdict =
+                self.run_filters(&policies, &pod, &names, alive, failed, &base.hiding(hidden));
             if !verdict.alive.is_empty() {
                 kept.insert(node, v);
             }

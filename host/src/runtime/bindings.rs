@@ -25,7 +25,9 @@ pub use common::steward::policy::types::{
     Claim, LogLevel, Node, NodeSelectorTerm, Owner, Pod, SelectorOperator, SelectorRequirement,
     StorageClass, Taint, Volume, Workload,
 };
-pub use scheduler::steward::policy::scheduling::{FilterResult, NodeScore, SchedulerNeeds};
+pub use scheduler::steward::policy::scheduling::{
+    Candidates, FilterResult, NodeScore, SchedulerNeeds,
+};
 
 /// The WIT package version this host serves; components built against
 /// another version are refused at load.

@@ -16,11 +16,11 @@ use anyhow::{Context, Result, bail};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use bindings::{Candidates, FilterResult, NodeScore, SchedulerNeeds};
 pub use bindings::{
     Claim, LogLevel, Node, NodeSelectorTerm, Owner, Pod, SelectorOperator, SelectorRequirement,
     StorageClass, Taint, Volume, WIT_PACKAGE, Workload,
 };
-pub use bindings::{FilterResult, NodeScore, SchedulerNeeds};
 pub use cache::digest;
 pub use sandbox::{EvalError, Limits};
 pub use scheduler::SchedulerPolicy;

@@ -225,4 +225,13 @@ impl cluster::Host for GuestState {
     fn get_workload(&mut self, kind: String, namespace: String, name: String) -> Option<Workload> {
         self.cluster.get_workload(&kind, &namespace, &name)
     }
+    fn node_name(&mut self, id: u32) -> Option<String> {
+        self.cluster.node_name(id)
+    }
+    fn label_text(&mut self, key: String, id: u32) -> Option<String> {
+        self.cluster.label_text(&key, id)
+    }
+    fn label_id(&mut self, key: String, text: String) -> Option<u32> {
+        self.cluster.label_id(&key, &text)
+    }
 }

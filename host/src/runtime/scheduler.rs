@@ -7,7 +7,7 @@ use wasmtime::component::Component;
 
 use super::Runtime;
 use super::bindings::scheduler::SchedulerPre;
-use super::bindings::{FilterResult, Node, NodeScore, Pod, SchedulerNeeds};
+use super::bindings::{Candidates, FilterResult, NodeScore, Pod, SchedulerNeeds};
 use super::sandbox::{self, EvalError, Limits};
 use crate::cluster::ClusterQuery;
 
@@ -72,7 +72,7 @@ impl SchedulerPolicy {
         &self,
         cluster: ClusterQuery,
         pod: &Pod,
-        nodes: &[Node],
+        nodes: &Candidates,
     ) -> Result<FilterResult, EvalError> {
         let result = self
             .run(cluster, |store, p| {
@@ -80,12 +80,12 @@ impl SchedulerPolicy {
             })?
             .map_err(EvalError::Guest)?;
         for r in &result.rejections {
-            if r.node as usize >= nodes.len() || r.reason as usize >= result.reasons.len() {
+            if r.node as usize >= nodes.nodes.len() || r.reason as usize >= result.reasons.len() {
                 return Err(EvalError::Invalid(format!(
                     "rejection of node #{} with reason #{} is out of range ({} nodes, {} reasons)",
                     r.node,
                     r.reason,
-                    nodes.len(),
+                    nodes.nodes.len(),
                     result.reasons.len()
                 )));
             }
@@ -98,7 +98,7 @@ impl SchedulerPolicy {
         &self,
         cluster: ClusterQuery,
         pod: &Pod,
-        nodes: &[Node],
+        nodes: &Candidates,
     ) -> Result<Vec<NodeScore>, EvalError> {
         let scores = self
             .run(cluster, |store, p| {
@@ -107,7 +107,7 @@ impl SchedulerPolicy {
             .map_err(EvalError::Guest)?;
         if let Some(bad) = scores
             .iter()
-            .find(|s| s.node as usize >= nodes.len() || s.score > 10)
+            .find(|s| s.node as usize >= nodes.nodes.len() || s.score > 10)
         {
             return Err(EvalError::Invalid(format!(
                 "score {} for node #{} is outside 0..=10 or the candidate list",

@@ -1,9 +1,9 @@
 //! The worked examples of tidb-scheduler's HA predicate, one test each.
 
+use steward_sdk::Pod;
 use steward_sdk::build::{claim, node, pod, statefulset};
 use steward_sdk::cluster::FakeCluster;
 use steward_sdk::tidb::FAILURES_ANNOTATION;
-use steward_sdk::{Node, Pod};
 
 use super::*;
 
@@ -13,23 +13,29 @@ fn member(component: &str, ordinal: u32) -> Pod {
     pod(&format!("basic-{component}-{ordinal}")).component("basic", component)
 }
 
-fn nodes(names: &[&str]) -> Vec<Node> {
-    names.iter().map(|n| node(n)).collect()
-}
-
 /// Names of the candidate nodes the filter lets through.
-fn accepted(cluster: &FakeCluster, s: &Settings, pod: &Pod, candidates: &[Node]) -> Vec<String> {
-    let out = filter(cluster, s, pod, candidates);
-    candidates
+fn accepted(cluster: &FakeCluster, s: &Settings, pod: &Pod, names: &[&str]) -> Vec<String> {
+    let out = filter(
+        cluster,
+        s,
+        pod,
+        &cluster.candidates(names, &[&s.topology_key]),
+    );
+    names
         .iter()
         .enumerate()
         .filter(|(i, _)| !out.is_rejected(*i))
-        .map(|(_, n)| n.name.clone())
+        .map(|(_, n)| n.to_string())
         .collect()
 }
 
-fn reasons(cluster: &FakeCluster, s: &Settings, pod: &Pod, candidates: &[Node]) -> Vec<String> {
-    let out = filter(cluster, s, pod, candidates);
+fn reasons(cluster: &FakeCluster, s: &Settings, pod: &Pod, names: &[&str]) -> Vec<String> {
+    let out = filter(
+        cluster,
+        s,
+        pod,
+        &cluster.candidates(names, &[&s.topology_key]),
+    );
     out.iter().map(|(_, r)| r.to_string()).collect()
 }
 
@@ -50,10 +56,7 @@ fn pd_of_three_avoids_nodes_that_already_hold_one() {
     );
     let s = Settings::default();
     let p = member("pd", 2).pending();
-    assert_eq!(
-        accepted(&c, &s, &p, &nodes(&["A", "B", "C", "D"])),
-        ["C", "D"]
-    );
+    assert_eq!(accepted(&c, &s, &p, &["A", "B", "C", "D"]), ["C", "D"]);
 }
 
 #[test]
@@ -64,9 +67,9 @@ fn pd_with_only_full_candidates_is_refused_with_reasons() {
     );
     let s = Settings::default();
     let p = member("pd", 2).pending();
-    let candidates = nodes(&["A", "B"]);
-    assert!(accepted(&c, &s, &p, &candidates).is_empty());
-    let why = reasons(&c, &s, &p, &candidates);
+    let candidates: &[&str] = &["A", "B"];
+    assert!(accepted(&c, &s, &p, candidates).is_empty());
+    let why = reasons(&c, &s, &p, candidates);
     assert_eq!(why.len(), 2);
     assert!(
         why[0]
@@ -88,9 +91,9 @@ fn pd_of_five_fills_only_the_least_loaded_domain() {
     );
     let s = Settings::default();
     let p = member("pd", 4).pending();
-    let candidates = nodes(&["A", "B", "C", "D"]);
-    assert_eq!(accepted(&c, &s, &p, &candidates), ["D"]);
-    let why = reasons(&c, &s, &p, &candidates);
+    let candidates: &[&str] = &["A", "B", "C", "D"];
+    assert_eq!(accepted(&c, &s, &p, candidates), ["D"]);
+    let why = reasons(&c, &s, &p, candidates);
     assert!(why[0].contains("at most 2 of 5"), "{why:?}");
     assert!(
         why[1].contains("least-loaded domains are filled first"),
@@ -121,10 +124,7 @@ fn tikv_stays_one_per_domain_until_three_domains_are_used() {
     );
     let s = Settings::default();
     let p = member("tikv", 2).pending();
-    assert_eq!(
-        accepted(&c, &s, &p, &nodes(&["A", "B", "C", "D"])),
-        ["C", "D"]
-    );
+    assert_eq!(accepted(&c, &s, &p, &["A", "B", "C", "D"]), ["C", "D"]);
 
     // Three domains in use: ceil(4/3) = 2 per domain, least-loaded first.
     let c = cluster_with(
@@ -136,11 +136,8 @@ fn tikv_stays_one_per_domain_until_three_domains_are_used() {
         ],
     );
     let p = member("tikv", 3).pending();
-    assert_eq!(
-        accepted(&c, &s, &p, &nodes(&["A", "B", "C"])),
-        ["A", "B", "C"]
-    );
-    assert_eq!(accepted(&c, &s, &p, &nodes(&["A", "B", "C", "D"])), ["D"]);
+    assert_eq!(accepted(&c, &s, &p, &["A", "B", "C"]), ["A", "B", "C"]);
+    assert_eq!(accepted(&c, &s, &p, &["A", "B", "C", "D"]), ["D"]);
 }
 
 #[test]
@@ -151,12 +148,8 @@ fn tikv_below_three_replicas_has_no_limit() {
     );
     let s = Settings::default();
     let p = member("tikv", 1).pending();
-    let candidates = vec![
-        node("A"),
-        node("B"),
-        node("C").without_label("kubernetes.io/hostname"),
-    ];
-    assert_eq!(accepted(&c, &s, &p, &candidates), ["A", "B"]);
+    let c = c.with_node(node("E").without_label("kubernetes.io/hostname"));
+    assert_eq!(accepted(&c, &s, &p, &["A", "B", "E"]), ["A", "B"]);
 }
 
 #[test]
@@ -176,9 +169,9 @@ fn zone_topology_counts_per_zone_and_skips_unlabelled_nodes() {
         topology_key: ZONE.into(),
     };
     let p = member("pd", 2).pending();
-    let candidates: Vec<Node> = c.nodes.clone();
-    assert_eq!(accepted(&c, &s, &p, &candidates), ["D"]);
-    let out = filter(&c, &s, &p, &candidates);
+    let candidates: &[&str] = &["A", "B", "C", "D", "E"];
+    assert_eq!(accepted(&c, &s, &p, candidates), ["D"]);
+    let out = filter(&c, &s, &p, &c.candidates(candidates, &[ZONE]));
     let e = out.iter().find(|(i, _)| *i == 4).unwrap().1;
     assert!(e.contains("no topology.kubernetes.io/zone label"), "{e}");
 }
@@ -201,10 +194,7 @@ fn failure_members_and_undesired_ordinals_are_not_counted() {
     let s = Settings::default();
     let p = member("tikv", 3).pending();
     // Domains in use (A, C) < 3, so max 1: B and D are open.
-    assert_eq!(
-        accepted(&c, &s, &p, &nodes(&["A", "B", "C", "D"])),
-        ["B", "D"]
-    );
+    assert_eq!(accepted(&c, &s, &p, &["A", "B", "C", "D"]), ["B", "D"]);
 
     // basic-pd-3 is beyond replicas 3 (scaled in): it does not count.
     let c = cluster_with(
@@ -212,7 +202,7 @@ fn failure_members_and_undesired_ordinals_are_not_counted() {
         vec![member("pd", 0).on("A"), member("pd", 3).on("B")],
     );
     let p = member("pd", 1).pending();
-    assert_eq!(accepted(&c, &s, &p, &nodes(&["A", "B", "C"])), ["B", "C"]);
+    assert_eq!(accepted(&c, &s, &p, &["A", "B", "C"]), ["B", "C"]);
 }
 
 #[test]
@@ -224,9 +214,9 @@ fn a_pod_with_a_bound_claim_returns_to_its_only_node() {
     .with_claim(claim("pd-basic-pd-2").bound_to("pv-2"));
     let s = Settings::default();
     let p = member("pd", 2).pending().claim("pd-basic-pd-2");
-    assert_eq!(accepted(&c, &s, &p, &nodes(&["A"])), ["A"]);
+    assert_eq!(accepted(&c, &s, &p, &["A"]), ["A"]);
     // With more than one candidate the quorum rule applies again.
-    assert_eq!(accepted(&c, &s, &p, &nodes(&["A", "C"])), ["C"]);
+    assert_eq!(accepted(&c, &s, &p, &["A", "C"]), ["C"]);
 }
 
 #[test]
@@ -240,31 +230,33 @@ fn a_member_waits_while_another_is_between_filter_and_bind() {
     );
     let s = Settings::default();
     let p = member("pd", 1).pending();
-    let candidates = nodes(&["A", "B"]);
-    assert!(accepted(&c, &s, &p, &candidates).is_empty());
-    assert!(reasons(&c, &s, &p, &candidates)[0].contains("waiting for pod default/basic-pd-0"));
+    let candidates: &[&str] = &["A", "B"];
+    assert!(accepted(&c, &s, &p, candidates).is_empty());
+    assert!(reasons(&c, &s, &p, candidates)[0].contains("waiting for pod default/basic-pd-0"));
     // The in-flight pod itself is not blocked by its own earlier attempt.
     let p0 = member("pd", 0).pending();
-    assert_eq!(accepted(&c, &s, &p0, &candidates), ["A", "B"]);
+    assert_eq!(accepted(&c, &s, &p0, candidates), ["A", "B"]);
 }
 
 #[test]
 fn other_pods_pass_untouched() {
-    let c = FakeCluster::default();
+    let c = FakeCluster::default()
+        .with_node(node("A"))
+        .with_node(node("B"));
     let s = Settings::default();
     let tidb = pod("basic-tidb-0").component("basic", "tidb");
-    assert_eq!(accepted(&c, &s, &tidb, &nodes(&["A", "B"])), ["A", "B"]);
+    assert_eq!(accepted(&c, &s, &tidb, &["A", "B"]), ["A", "B"]);
     let plain = pod("web-0");
-    assert_eq!(accepted(&c, &s, &plain, &nodes(&["A"])), ["A"]);
+    assert_eq!(accepted(&c, &s, &plain, &["A"]), ["A"]);
 }
 
 #[test]
 fn a_member_without_a_statefulset_is_refused_with_a_reason() {
-    let c = FakeCluster::default();
+    let c = FakeCluster::default().with_node(node("A"));
     let s = Settings::default();
     let mut p = member("pd", 0).pending();
     p.owner = None;
-    let why = reasons(&c, &s, &p, &nodes(&["A"]));
+    let why = reasons(&c, &s, &p, &["A"]);
     assert!(why[0].contains("has no owning StatefulSet"), "{why:?}");
 }
 

@@ -22,9 +22,12 @@
 use std::hint::black_box;
 
 use serde::Deserialize;
+use steward_sdk::Pod;
+use steward_sdk::cluster::{ClusterView, HostCluster};
 use steward_sdk::filter::Rejections;
-use steward_sdk::scheduler::{FilterResult, Guest, NodeScore, Rejection, SchedulerNeeds};
-use steward_sdk::{Node, Pod};
+use steward_sdk::scheduler::{
+    Candidates, FilterResult, Guest, NodeScore, Rejection, SchedulerNeeds,
+};
 
 /// What the policy does, chosen by its settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,7 +110,11 @@ fn hog() -> ! {
 }
 
 /// The filter verdict for `behaviour` on `nodes`.
-pub fn filter(behaviour: Behaviour, nodes: &[Node]) -> Result<FilterResult, String> {
+pub fn filter(
+    behaviour: Behaviour,
+    cluster: &impl ClusterView,
+    nodes: &Candidates,
+) -> Result<FilterResult, String> {
     match behaviour {
         Behaviour::Trap => panic!("misbehave: deliberate trap"),
         Behaviour::Spin => spin(),
@@ -117,8 +124,9 @@ pub fn filter(behaviour: Behaviour, nodes: &[Node]) -> Result<FilterResult, Stri
         Behaviour::Pass => Ok(Rejections::default().into()),
         Behaviour::RejectAll => {
             let mut r = Rejections::default();
-            for (i, node) in nodes.iter().enumerate() {
-                r.reject(i, &format!("misbehave rejects {}", node.name), false);
+            for (i, &id) in nodes.nodes.iter().enumerate() {
+                let name = cluster.node_name(id).unwrap_or_else(|| format!("#{id}"));
+                r.reject(i, &format!("misbehave rejects {name}"), false);
             }
             Ok(r.into())
         }
@@ -134,9 +142,9 @@ pub fn filter(behaviour: Behaviour, nodes: &[Node]) -> Result<FilterResult, Stri
 }
 
 /// The scores for `behaviour` on `nodes`: 7 for every node under `pass`.
-pub fn prioritize(behaviour: Behaviour, nodes: &[Node]) -> Vec<NodeScore> {
+pub fn prioritize(behaviour: Behaviour, nodes: &Candidates) -> Vec<NodeScore> {
     match behaviour {
-        Behaviour::Pass => (0..nodes.len())
+        Behaviour::Pass => (0..nodes.nodes.len())
             .map(|i| NodeScore {
                 node: i as u32,
                 score: 7,
@@ -158,11 +166,15 @@ impl Guest for Misbehave {
         }
     }
 
-    fn filter(settings: String, _pod: Pod, nodes: Vec<Node>) -> Result<FilterResult, String> {
-        filter(Behaviour::parse(&settings)?, &nodes)
+    fn filter(settings: String, _pod: Pod, nodes: Candidates) -> Result<FilterResult, String> {
+        filter(Behaviour::parse(&settings)?, &HostCluster, &nodes)
     }
 
-    fn prioritize(settings: String, _pod: Pod, nodes: Vec<Node>) -> Result<Vec<NodeScore>, String> {
+    fn prioritize(
+        settings: String,
+        _pod: Pod,
+        nodes: Candidates,
+    ) -> Result<Vec<NodeScore>, String> {
         Ok(prioritize(Behaviour::parse(&settings)?, &nodes))
     }
 }
@@ -172,16 +184,8 @@ steward_sdk::scheduler::export_scheduler_policy!(Misbehave with_types_in steward
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn node(name: &str) -> Node {
-        Node {
-            name: name.to_string(),
-            labels: Vec::new(),
-            ready: true,
-            unschedulable: false,
-            taints: Vec::new(),
-        }
-    }
+    use steward_sdk::build::node;
+    use steward_sdk::cluster::FakeCluster;
 
     #[test]
     fn parses_every_behaviour() {
@@ -200,19 +204,22 @@ mod tests {
 
     #[test]
     fn reject_all_and_pass() {
-        let nodes = [node("a"), node("b")];
-        let r = filter(Behaviour::RejectAll, &nodes).unwrap();
+        let cluster = FakeCluster::default()
+            .with_node(node("a"))
+            .with_node(node("b"));
+        let nodes = cluster.candidates(&["a", "b"], &[]);
+        let r = filter(Behaviour::RejectAll, &cluster, &nodes).unwrap();
         assert_eq!(r.reasons, ["misbehave rejects a", "misbehave rejects b"]);
         assert_eq!(r.rejections.len(), 2);
         assert!(
-            filter(Behaviour::Pass, &nodes)
+            filter(Behaviour::Pass, &cluster, &nodes)
                 .unwrap()
                 .rejections
                 .is_empty()
         );
         assert_eq!(prioritize(Behaviour::Pass, &nodes).len(), 2);
         assert!(prioritize(Behaviour::RejectAll, &nodes).is_empty());
-        let bad = filter(Behaviour::BadIndex, &nodes).unwrap();
+        let bad = filter(Behaviour::BadIndex, &cluster, &nodes).unwrap();
         assert_eq!(bad.rejections[0].node, 999_999);
         assert_eq!(bad.reasons.len(), 1);
     }

@@ -1,0 +1,451 @@
+//! Scheduler benchmarks at the scale of SPEC §8: 5,000 candidate nodes and
+//! 50,000 cached pods. Prints median and p99 per case, and the Wasm/native
+//! ratio of the same pd-quorum logic on the same input, measured in one run.
+//!
+//! `cargo bench -p steward-tests --bench scheduler`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use steward::cluster::{ClusterCache, ClusterQuery};
+use steward::extender::{Binder, CandidateNodes};
+use steward::policy::PolicySet;
+use steward::runtime::{Node, Owner, Pod, Workload};
+use steward::server::App;
+use steward_sdk::cluster::ClusterView;
+
+const NODES: usize = 5_000;
+const PODS: usize = 50_000;
+
+fn main() {
+    let app = app();
+    let pd2 = pod_named(&app, "basic-pd-2");
+    let names: Vec<String> = (0..NODES).map(node_name).collect();
+    println!(
+        "cluster: {} nodes, {} pods cached",
+        app.cluster.node_count(),
+        app.cluster.pod_count()
+    );
+
+    let filter = measure(2_000, || {
+        app.extender
+            .filter_pod(&pd2, CandidateNodes::Names(names.clone()));
+    });
+    report("filter, in-process, NodeNames, 5,000 nodes", &filter);
+
+    let http = http_round_trips(&app, &pd2, &names, 1_000);
+    report("filter over HTTP keep-alive, NodeNames, 5,000 nodes", &http);
+
+    // The same pd-quorum logic, native and in Wasm, on identical input.
+    let set = app.extender.policies.current();
+    let policy = &set.scheduler[0].policy;
+    let ids: Vec<u32> = app
+        .cluster
+        .node_ids(&names)
+        .into_iter()
+        .map(|id| id.expect("known node"))
+        .collect();
+    let candidates = steward::runtime::Candidates {
+        labels: app.cluster.label_columns(&ids, &policy.needs().node_labels),
+        nodes: ids,
+    };
+    let query = ClusterQuery::new(app.cluster.clone());
+    let wasm = measure(2_000, || {
+        policy
+            .filter(query.clone(), &pd2, &candidates)
+            .expect("filter runs");
+    });
+    let native_view = NativeView(query.clone());
+    let settings = pd_quorum::Settings::default();
+    let native = measure(2_000, || {
+        // The same copy of the input the Wasm call makes.
+        let sdk_candidates = steward_sdk::scheduler::Candidates {
+            nodes: candidates.nodes.clone(),
+            labels: candidates.labels.clone(),
+        };
+        pd_quorum::filter(&native_view, &settings, &sdk_pod(&pd2), &sdk_candidates);
+    });
+    let noop_config = steward_tests::config(
+        "- id: noop\n  hook: scheduler\n  module: {misbehave}\n  settings: {behaviour: pass}\n",
+    );
+    let noop_set = PolicySet::load(steward_tests::runtime(), &noop_config).expect("loads");
+    let noop = measure(2_000, || {
+        noop_set.scheduler[0]
+            .policy
+            .filter(query.clone(), &pd2, &candidates)
+            .expect("filter runs");
+    });
+    report("a no-op filter in Wasm, same input (sandbox cost)", &noop);
+    report("pd-quorum filter in Wasm (fresh instance)", &wasm);
+    report("pd-quorum filter native (same input)", &native);
+    println!(
+        "Wasm/native ratio: median {:.2}x, p99 {:.2}x",
+        median(&wasm).as_secs_f64() / median(&native).as_secs_f64(),
+        p99(&wasm).as_secs_f64() / p99(&native).as_secs_f64()
+    );
+    let accepted = app
+        .extender
+        .filter_pod(&pd2, CandidateNodes::Names(names.clone()))
+        .node_names
+        .unwrap()
+        .len();
+    println!("(pd-2 may go to {accepted} of {NODES} nodes)");
+}
+
+fn node_name(i: usize) -> String {
+    format!("node-{i:05}")
+}
+
+/// 5,000 nodes in 50 zones; 50,000 pods in 100 namespaces; one TiDB
+/// cluster whose pd-0 and pd-1 are placed and pd-2 is pending.
+fn app() -> App {
+    let cache = Arc::new(ClusterCache::default());
+    for i in 0..NODES {
+        let name = node_name(i);
+        cache.upsert_node(Node {
+            labels: vec![
+                ("kubernetes.io/hostname".into(), name.clone()),
+                ("kubernetes.io/os".into(), "linux".into()),
+                ("kubernetes.io/arch".into(), "amd64".into()),
+                (
+                    "topology.kubernetes.io/zone".into(),
+                    format!("zone-{}", i % 50),
+                ),
+                ("topology.kubernetes.io/region".into(), "region-1".into()),
+                (
+                    "node.kubernetes.io/instance-type".into(),
+                    "m5.2xlarge".into(),
+                ),
+            ],
+            name,
+            ready: true,
+            unschedulable: false,
+            taints: Vec::new(),
+        });
+    }
+    for i in 0..PODS {
+        let app_name = format!("app-{}", i % 700);
+        cache.upsert_pod(pod(
+            &format!("ns-{}", i % 100),
+            &format!("{app_name}-{i}"),
+            vec![
+                ("app.kubernetes.io/name".into(), app_name.clone()),
+                (
+                    "app.kubernetes.io/instance".into(),
+                    format!("{app_name}-prod"),
+                ),
+                ("pod-template-hash".into(), format!("{:08x}", i % 700)),
+            ],
+            Some(node_name(i % NODES)),
+            None,
+        ));
+    }
+    let tidb = |component: &str| {
+        vec![
+            ("app.kubernetes.io/instance".into(), "basic".into()),
+            ("app.kubernetes.io/component".into(), component.to_string()),
+            (
+                "app.kubernetes.io/managed-by".into(),
+                "tidb-operator".into(),
+            ),
+        ]
+    };
+    for (ordinal, node) in [(0, Some(node_name(0))), (1, Some(node_name(1))), (2, None)] {
+        cache.upsert_pod(pod(
+            "tidb-cluster",
+            &format!("basic-pd-{ordinal}"),
+            tidb("pd"),
+            node,
+            Some(Owner {
+                kind: "StatefulSet".into(),
+                name: "basic-pd".into(),
+            }),
+        ));
+    }
+    cache.upsert_workload(Workload {
+        kind: "StatefulSet".into(),
+        namespace: "tidb-cluster".into(),
+        name: "basic-pd".into(),
+        uid: "sts-basic-pd".into(),
+        labels: tidb("pd"),
+        annotations: Vec::new(),
+        replicas: 3,
+        partition: Some(3),
+        update_strategy: "RollingUpdate".into(),
+        generation: 1,
+        observed_generation: 1,
+        status_replicas: 3,
+        ready_replicas: 2,
+        updated_replicas: 3,
+        current_revision: "basic-pd-1".into(),
+        update_revision: "basic-pd-1".into(),
+        selector: Vec::new(),
+        claim_templates: vec!["pd".into()],
+    });
+    cache.mark_synced();
+    let config = steward_tests::config(steward_tests::PD_QUORUM);
+    let policies = PolicySet::load(steward_tests::runtime(), &config).expect("policies load");
+    App::new(&config, policies, cache, Binder::Snapshot)
+}
+
+fn pod(
+    ns: &str,
+    name: &str,
+    labels: Vec<(String, String)>,
+    node: Option<String>,
+    owner: Option<Owner>,
+) -> Pod {
+    Pod {
+        namespace: ns.into(),
+        name: name.into(),
+        uid: format!("uid-{ns}-{name}"),
+        labels,
+        annotations: vec![("kubernetes.io/psp".into(), "restricted".into())],
+        owner,
+        phase: if node.is_some() { "Running" } else { "Pending" }.into(),
+        ready: node.is_some(),
+        node_name: node,
+        scheduler_name: "steward-scheduler".into(),
+        deleting: false,
+        claims: Vec::new(),
+        in_flight: false,
+    }
+}
+
+fn pod_named(app: &App, name: &str) -> Pod {
+    ClusterQuery::new(app.cluster.clone())
+        .get_pod("tidb-cluster", name)
+        .expect("pod exists")
+}
+
+fn measure(iterations: usize, mut f: impl FnMut()) -> Vec<Duration> {
+    for _ in 0..iterations / 10 {
+        f();
+    }
+    let mut samples: Vec<Duration> = (0..iterations)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    samples.sort();
+    samples
+}
+
+fn median(sorted: &[Duration]) -> Duration {
+    sorted[sorted.len() / 2]
+}
+
+fn p99(sorted: &[Duration]) -> Duration {
+    sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)]
+}
+
+fn report(what: &str, samples: &[Duration]) {
+    println!(
+        "{what:<55} median {:>8.1} µs   p99 {:>8.1} µs   (n={})",
+        median(samples).as_secs_f64() * 1e6,
+        p99(samples).as_secs_f64() * 1e6,
+        samples.len()
+    );
+}
+
+/// Round trips over one keep-alive HTTP/1.1 connection on loopback.
+fn http_round_trips(app: &App, pod: &Pod, names: &[String], iterations: usize) -> Vec<Duration> {
+    let rt = tokio::runtime::Runtime::new().expect("tokio");
+    rt.block_on(async {
+        let addr = steward_tests::serve(app.clone()).await;
+        let body = serde_json::json!({
+            "Pod": k8s_pod_json(pod),
+            "Nodes": null,
+            "NodeNames": names,
+        })
+        .to_string();
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
+        tokio::spawn(conn);
+        let mut samples = Vec::with_capacity(iterations);
+        for i in 0..iterations + iterations / 10 {
+            let req = hyper::Request::post(format!("http://{addr}/scheduler/filter"))
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(hyper::body::Bytes::from(
+                    body.clone(),
+                )))
+                .expect("request");
+            sender.ready().await.expect("connection ready");
+            let t = Instant::now();
+            let res = sender.send_request(req).await.expect("response");
+            assert_eq!(res.status(), 200);
+            http_body_util::BodyExt::collect(res.into_body())
+                .await
+                .expect("body");
+            if i >= iterations / 10 {
+                samples.push(t.elapsed());
+            }
+        }
+        samples.sort();
+        samples
+    })
+}
+
+/// The pod as kube-scheduler would send it.
+fn k8s_pod_json(p: &Pod) -> serde_json::Value {
+    let labels: serde_json::Map<String, serde_json::Value> = p
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().into()))
+        .collect();
+    let owner = p.owner.as_ref().expect("owned");
+    serde_json::json!({
+        "metadata": {
+            "name": p.name, "namespace": p.namespace, "uid": p.uid, "labels": labels,
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner.kind, "name": owner.name,
+                                 "uid": "sts-basic-pd", "controller": true}],
+        },
+        "spec": {"schedulerName": p.scheduler_name, "containers": [{"name": "pd", "image": "pingcap/pd:v6.1.0"}]},
+        "status": {"phase": "Pending"},
+    })
+}
+
+/// pd-quorum's cluster queries answered natively from the same cache.
+struct NativeView(ClusterQuery);
+
+impl ClusterView for NativeView {
+    fn list_pods(
+        &self,
+        ns: &str,
+        selector: &[steward_sdk::SelectorRequirement],
+    ) -> Vec<steward_sdk::Pod> {
+        let selector: Vec<_> = selector.iter().map(host_requirement).collect();
+        self.0
+            .list_pods(ns, &selector)
+            .iter()
+            .map(sdk_pod)
+            .collect()
+    }
+    fn get_pod(&self, ns: &str, name: &str) -> Option<steward_sdk::Pod> {
+        self.0.get_pod(ns, name).as_ref().map(sdk_pod)
+    }
+    fn list_nodes(&self, selector: &[steward_sdk::SelectorRequirement]) -> Vec<steward_sdk::Node> {
+        let selector: Vec<_> = selector.iter().map(host_requirement).collect();
+        self.0.list_nodes(&selector).iter().map(sdk_node).collect()
+    }
+    fn get_node(&self, name: &str) -> Option<steward_sdk::Node> {
+        self.0.get_node(name).as_ref().map(sdk_node)
+    }
+    fn get_claim(&self, ns: &str, name: &str) -> Option<steward_sdk::Claim> {
+        self.0.get_claim(ns, name).map(|c| steward_sdk::Claim {
+            namespace: c.namespace,
+            name: c.name,
+            uid: c.uid,
+            labels: c.labels,
+            annotations: c.annotations,
+            storage_class: c.storage_class,
+            phase: c.phase,
+            volume_name: c.volume_name,
+            requested_bytes: c.requested_bytes,
+            access_modes: c.access_modes,
+            deleting: c.deleting,
+        })
+    }
+    fn get_volume(&self, _: &str) -> Option<steward_sdk::Volume> {
+        // pd-quorum never asks for volumes.
+        None
+    }
+    fn get_storage_class(&self, _: &str) -> Option<steward_sdk::StorageClass> {
+        // pd-quorum never asks for storage classes.
+        None
+    }
+    fn node_name(&self, id: u32) -> Option<String> {
+        self.0.node_name(id)
+    }
+    fn label_text(&self, key: &str, id: u32) -> Option<String> {
+        self.0.label_text(key, id)
+    }
+    fn label_id(&self, key: &str, text: &str) -> Option<u32> {
+        self.0.label_id(key, text)
+    }
+    fn get_workload(&self, kind: &str, ns: &str, name: &str) -> Option<steward_sdk::Workload> {
+        self.0
+            .get_workload(kind, ns, name)
+            .map(|w| steward_sdk::Workload {
+                kind: w.kind,
+                namespace: w.namespace,
+                name: w.name,
+                uid: w.uid,
+                labels: w.labels,
+                annotations: w.annotations,
+                replicas: w.replicas,
+                partition: w.partition,
+                update_strategy: w.update_strategy,
+                generation: w.generation,
+                observed_generation: w.observed_generation,
+                status_replicas: w.status_replicas,
+                ready_replicas: w.ready_replicas,
+                updated_replicas: w.updated_replicas,
+                current_revision: w.current_revision,
+                update_revision: w.update_revision,
+                selector: Vec::new(),
+                claim_templates: w.claim_templates,
+            })
+    }
+}
+
+fn host_requirement(r: &steward_sdk::SelectorRequirement) -> steward::runtime::SelectorRequirement {
+    use steward::runtime::SelectorOperator as H;
+    use steward_sdk::SelectorOperator as S;
+    steward::runtime::SelectorRequirement {
+        key: r.key.clone(),
+        operator: match r.operator {
+            S::In => H::In,
+            S::NotIn => H::NotIn,
+            S::Exists => H::Exists,
+            S::DoesNotExist => H::DoesNotExist,
+            S::Gt => H::Gt,
+            S::Lt => H::Lt,
+        },
+        values: r.values.clone(),
+    }
+}
+
+fn sdk_pod(p: &Pod) -> steward_sdk::Pod {
+    steward_sdk::Pod {
+        namespace: p.namespace.clone(),
+        name: p.name.clone(),
+        uid: p.uid.clone(),
+        labels: p.labels.clone(),
+        annotations: p.annotations.clone(),
+        owner: p.owner.as_ref().map(|o| steward_sdk::Owner {
+            kind: o.kind.clone(),
+            name: o.name.clone(),
+        }),
+        node_name: p.node_name.clone(),
+        scheduler_name: p.scheduler_name.clone(),
+        phase: p.phase.clone(),
+        ready: p.ready,
+        deleting: p.deleting,
+        claims: p.claims.clone(),
+        in_flight: p.in_flight,
+    }
+}
+
+fn sdk_node(n: &Node) -> steward_sdk::Node {
+    steward_sdk::Node {
+        name: n.name.clone(),
+        labels: n.labels.clone(),
+        ready: n.ready,
+        unschedulable: n.unschedulable,
+        taints: n
+            .taints
+            .iter()
+            .map(|t| steward_sdk::Taint {
+                key: t.key.clone(),
+                value: t.value.clone(),
+                effect: t.effect.clone(),
+            })
+            .collect(),
+    }
+}
