@@ -18,13 +18,15 @@ const NODES: usize = 5_000;
 const PODS: usize = 50_000;
 
 fn main() {
+    startup();
     let app = app();
     let pd2 = pod_named(&app, "basic-pd-2");
     let names: Vec<String> = (0..NODES).map(node_name).collect();
     println!(
-        "cluster: {} nodes, {} pods cached",
+        "cluster: {} nodes, {} pods cached; resident memory of this process: {} MiB",
         app.cluster.node_count(),
-        app.cluster.pod_count()
+        app.cluster.pod_count(),
+        resident_mib()
     );
 
     let filter = measure(2_000, || {
@@ -90,6 +92,47 @@ fn main() {
         .unwrap()
         .len();
     println!("(pd-2 may go to {accepted} of {NODES} nodes)");
+}
+
+/// Engine start plus loading every built-in policy: compiling, then again
+/// from the precompiled cache (what a restart does).
+fn startup() {
+    let dir = std::env::temp_dir().join(format!("steward-bench-cache-{}", std::process::id()));
+    let config = steward_tests::config(steward_tests::PD_QUORUM);
+    let start = || {
+        let t = Instant::now();
+        let runtime = steward::runtime::Runtime::new(Some(dir.clone())).expect("runtime");
+        PolicySet::load(&runtime, &config).expect("policies load");
+        t.elapsed()
+    };
+    let cold = start();
+    let cached: Vec<Duration> = {
+        let mut v: Vec<Duration> = (0..20).map(|_| start()).collect();
+        v.sort();
+        v
+    };
+    println!(
+        "{:<55} {:>8.1} ms",
+        "start: engine + built-in policies, compiled",
+        cold.as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<55} median {:>6.1} ms   p99 {:>6.1} ms   (n=20)",
+        "start: engine + built-in policies, precompiled cache",
+        median(&cached).as_secs_f64() * 1e3,
+        p99(&cached).as_secs_f64() * 1e3
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// VmRSS of this process.
+fn resident_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
 }
 
 fn node_name(i: usize) -> String {

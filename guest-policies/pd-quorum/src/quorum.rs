@@ -153,12 +153,12 @@ pub fn filter(
     let failed: BTreeSet<&str> = failures.iter().map(|f| f.pod.as_str()).collect();
     let replicas = workload.replicas;
     let key = &s.topology_key;
-    let column: Vec<Option<u32>> = (0..count).map(|i| nodes.label(0, i)).collect();
+    let column = || (0..count).map(|i| nodes.label(0, i));
 
     // Members per domain id (ids are dense: a Vec is the map), for the
     // candidate domains; every domain hosting a desired, healthy member
     // counts as in use.
-    let mut counts = DomainCounts::new(&column);
+    let mut counts = DomainCounts::new(column());
     let mut domains_in_use: BTreeSet<u32> = BTreeSet::new();
     for member in &members {
         let desired = ordinal(&member.name).is_some_and(|o| o < replicas);
@@ -178,7 +178,7 @@ pub fn filter(
 
     let no_label = format!("node has no {key} label, so it belongs to no topology domain");
     let Some(max) = component.max_per_domain(replicas, domains_in_use.len()) else {
-        for (i, d) in column.iter().enumerate() {
+        for (i, d) in column().enumerate() {
             if d.is_none() {
                 out.reject(i, &no_label, true);
             }
@@ -188,8 +188,8 @@ pub fn filter(
     let least = counts.least_below(max);
     let comp = component.name();
     let mut reasons: HashMap<u32, String> = HashMap::new();
-    for (i, domain) in column.iter().enumerate() {
-        let Some(domain) = *domain else {
+    for (i, domain) in column().enumerate() {
+        let Some(domain) = domain else {
             out.reject(i, &no_label, true);
             continue;
         };
@@ -229,10 +229,10 @@ struct DomainCounts {
 const NOT_CANDIDATE: u32 = u32::MAX;
 
 impl DomainCounts {
-    fn new(column: &[Option<u32>]) -> DomainCounts {
-        let size = column.iter().flatten().max().map_or(0, |&m| m as usize + 1);
+    fn new(column: impl Iterator<Item = Option<u32>> + Clone) -> DomainCounts {
+        let size = column.clone().flatten().max().map_or(0, |m| m as usize + 1);
         let mut counts = vec![NOT_CANDIDATE; size];
-        for &d in column.iter().flatten() {
+        for d in column.flatten() {
             counts[d as usize] = 0;
         }
         DomainCounts { counts }

@@ -115,20 +115,7 @@ impl Runtime {
     fn check_contract(&self, component: &Component) -> Result<World> {
         let ty = component.component_type();
         for (name, _) in ty.imports(&self.engine) {
-            if let Some(rest) = name.strip_prefix("steward:policy/") {
-                let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("(none)");
-                if format!("steward:policy@{version}") != WIT_PACKAGE {
-                    bail!(
-                        "the component was built against steward:policy@{version}, but this host \
-                         serves {WIT_PACKAGE}; rebuild the policy with the matching SDK"
-                    );
-                }
-            } else if !sandbox::granted_import(name) {
-                bail!(
-                    "the component imports {name}, which Steward does not grant to policies \
-                     (no filesystem, network or clock access); remove that use from the policy"
-                );
-            }
+            check_import(name)?;
         }
         let exports: Vec<String> = ty
             .exports(&self.engine)
@@ -153,6 +140,26 @@ impl Runtime {
         }
         Ok(world)
     }
+}
+
+/// Refuses an import from another version of Steward's WIT package, or of
+/// a capability Steward does not grant.
+fn check_import(name: &str) -> Result<()> {
+    if let Some(rest) = name.strip_prefix("steward:policy/") {
+        let version = rest.split_once('@').map_or("(none)", |(_, v)| v);
+        if format!("steward:policy@{version}") != WIT_PACKAGE {
+            bail!(
+                "the component was built against steward:policy@{version}, but this host serves \
+                 {WIT_PACKAGE}; rebuild the policy with the matching SDK"
+            );
+        }
+    } else if !sandbox::granted_import(name) {
+        bail!(
+            "the component imports {name}, which Steward does not grant to policies (no \
+             filesystem, network or clock access); remove that use from the policy"
+        );
+    }
+    Ok(())
 }
 
 /// Advances the engine epoch every [`EPOCH_TICK`] so deadlines fire.
@@ -180,5 +187,49 @@ impl EpochTicker {
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_import;
+
+    #[test]
+    fn imports_of_this_wit_version_and_std_plumbing_pass() {
+        for name in [
+            "steward:policy/cluster@0.1.0",
+            "steward:policy/log@0.1.0",
+            "wasi:cli/stderr@0.2.6",
+            "wasi:io/streams@0.2.6",
+            "wasi:random/insecure-seed@0.2.6",
+        ] {
+            assert!(check_import(name).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn another_wit_version_is_refused_naming_both() {
+        let e = check_import("steward:policy/cluster@0.2.0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "built against steward:policy@0.2.0, but this host serves steward:policy@0.1.0"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ungranted_capabilities_are_refused() {
+        for name in [
+            "wasi:sockets/tcp@0.2.6",
+            "wasi:filesystem/preopens@0.2.6",
+            "wasi:clocks/wall-clock@0.2.6",
+            "wasi:http/outgoing-handler@0.2.6",
+        ] {
+            let e = check_import(name).unwrap_err().to_string();
+            assert!(e.contains("does not grant"), "{name}: {e}");
+        }
     }
 }
