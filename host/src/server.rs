@@ -196,14 +196,16 @@ where
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, String> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let source = std::error::Error::source(&e)
-            .map(|s| s.to_string())
-            .unwrap_or_default();
-        if source.contains("length limit") || e.to_string().contains("length limit") {
-            format!("the request body is larger than {limit} bytes (server.maxBodyBytes)")
-        } else {
-            format!("cannot read the request body: {e}")
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(c) = cause {
+            if c.is::<http_body_util::LengthLimitError>() {
+                return format!(
+                    "the request body is larger than {limit} bytes (server.maxBodyBytes)"
+                );
+            }
+            cause = c.source();
         }
+        format!("cannot read the request body: {e}")
     })
 }
 

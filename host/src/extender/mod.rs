@@ -163,16 +163,9 @@ impl Alive {
         for &p in positions {
             gone[p] = true;
         }
-        let mut at = 0;
-        self.index.retain(|_| {
-            at += 1;
-            !gone[at - 1]
-        });
-        let mut at = 0;
-        self.ids.retain(|_| {
-            at += 1;
-            !gone[at - 1]
-        });
+        let keep: Vec<usize> = (0..gone.len()).filter(|&i| !gone[i]).collect();
+        self.index = keep_at(std::mem::take(&mut self.index), &keep);
+        self.ids = keep_at(std::mem::take(&mut self.ids), &keep);
     }
 
     fn clear(&mut self) {
