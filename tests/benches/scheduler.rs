@@ -41,50 +41,53 @@ fn main() {
     // The same pd-quorum logic, native and in Wasm, on identical input.
     let set = app.extender.policies.current();
     let policy = &set.scheduler[0].policy;
-    let ids: Vec<u32> = app
-        .cluster
-        .node_ids(&names)
-        .into_iter()
-        .map(|id| id.expect("known node"))
-        .collect();
-    let candidates = steward::runtime::Candidates {
-        labels: app.cluster.label_columns(&ids, &policy.needs().node_labels),
-        nodes: ids,
-    };
     let query = ClusterQuery::new(app.cluster.clone());
-    let wasm = measure(2_000, || {
-        policy
-            .filter(query.clone(), &pd2, &candidates)
-            .expect("filter runs");
-    });
-    let native_view = NativeView(query.clone());
-    let settings = pd_quorum::Settings::default();
-    let native = measure(2_000, || {
-        // The same copy of the input the Wasm call makes.
-        let sdk_candidates = steward_sdk::scheduler::Candidates {
-            nodes: candidates.nodes.clone(),
-            labels: candidates.labels.clone(),
-        };
-        pd_quorum::filter(&native_view, &settings, &sdk_pod(&pd2), &sdk_candidates);
-    });
     let noop_config = steward_tests::config(
         "- id: noop\n  hook: scheduler\n  module: {misbehave}\n  settings: {behaviour: pass}\n",
     );
     let noop_set = PolicySet::load(steward_tests::runtime(), &noop_config).expect("loads");
-    let noop = measure(2_000, || {
-        noop_set.scheduler[0]
-            .policy
-            .filter(query.clone(), &pd2, &candidates)
-            .expect("filter runs");
-    });
-    report("a no-op filter in Wasm, same input (sandbox cost)", &noop);
-    report("pd-quorum filter in Wasm (fresh instance)", &wasm);
-    report("pd-quorum filter native (same input)", &native);
-    println!(
-        "Wasm/native ratio: median {:.2}x, p99 {:.2}x",
-        median(&wasm).as_secs_f64() / median(&native).as_secs_f64(),
-        p99(&wasm).as_secs_f64() / p99(&native).as_secs_f64()
-    );
+    for count in [NODES, 50] {
+        let ids: Vec<u32> = app
+            .cluster
+            .node_ids(&names[..count])
+            .into_iter()
+            .map(|id| id.expect("known node"))
+            .collect();
+        let candidates = steward::runtime::Candidates {
+            labels: app.cluster.label_columns(&ids, &policy.needs().node_labels),
+            nodes: ids,
+        };
+        let noop = measure(2_000, || {
+            noop_set.scheduler[0]
+                .policy
+                .filter(query.clone(), &pd2, &candidates)
+                .expect("filter runs");
+        });
+        let wasm = measure(2_000, || {
+            policy
+                .filter(query.clone(), &pd2, &candidates)
+                .expect("filter runs");
+        });
+        let native_view = NativeView(query.clone());
+        let settings = pd_quorum::Settings::default();
+        let native = measure(2_000, || {
+            // The same copy of the input the Wasm call makes.
+            let sdk_candidates = steward_sdk::scheduler::Candidates {
+                nodes: candidates.nodes.clone(),
+                labels: candidates.labels.clone(),
+            };
+            pd_quorum::filter(&native_view, &settings, &sdk_pod(&pd2), &sdk_candidates);
+        });
+        println!("-- {count} candidates");
+        report("a no-op filter in Wasm, same input (sandbox cost)", &noop);
+        report("pd-quorum filter in Wasm (fresh instance)", &wasm);
+        report("pd-quorum filter native (same input)", &native);
+        println!(
+            "Wasm/native ratio at {count} candidates: median {:.2}x, p99 {:.2}x",
+            median(&wasm).as_secs_f64() / median(&native).as_secs_f64(),
+            p99(&wasm).as_secs_f64() / p99(&native).as_secs_f64()
+        );
+    }
     let accepted = app
         .extender
         .filter_pod(&pd2, CandidateNodes::Names(names.clone()))
