@@ -72,22 +72,24 @@ pub fn app(policies_yaml: &str) -> App {
 /// pd-quorum over the example snapshot, selecting every pod.
 pub const PD_QUORUM: &str = "- id: pd-quorum\n  hook: scheduler\n  module: {pd_quorum}\n";
 
-/// Serves `app` on an ephemeral loopback port; returns its address.
+/// Serves `app` on an ephemeral loopback port under `/scheduler`; returns
+/// its address.
 pub async fn serve(app: App) -> SocketAddr {
+    serve_under(app, "/scheduler").await
+}
+
+/// Serves `app` with the extender verbs under `url_prefix`.
+pub async fn serve_under(app: App, url_prefix: &'static str) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("loopback port");
     let addr = listener.local_addr().expect("bound");
     tokio::spawn(async move {
-        axum_serve(listener, app).await;
+        steward::server::serve_on(listener, app, url_prefix)
+            .await
+            .expect("test server runs");
     });
     addr
-}
-
-async fn axum_serve(listener: tokio::net::TcpListener, app: App) {
-    steward::server::serve_on(listener, app, "/scheduler")
-        .await
-        .expect("test server runs");
 }
 
 /// A minimal HTTP/1.1 client: one POST, returns (status, body).

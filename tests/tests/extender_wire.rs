@@ -78,6 +78,29 @@ fn full_node_list_is_answered_with_full_nodes() {
 }
 
 #[test]
+fn request_nodes_do_not_overwrite_what_the_cache_knows() {
+    let app = app_with_two_pds();
+    let mut request = fixture_json("extender/filter-nodes.json");
+    // The request's copy of node 52 lost its hostname label; the cache's
+    // (watch-delivered) copy still has it, and it is the one evaluated.
+    let items = request["Nodes"]["items"].as_array_mut().unwrap();
+    let n52 = items
+        .iter_mut()
+        .find(|n| n["metadata"]["name"] == N52)
+        .unwrap();
+    n52["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("kubernetes.io/hostname");
+    let answer = app
+        .extender
+        .filter(serde_json::from_value(request).unwrap())
+        .unwrap();
+    let items = answer.nodes.unwrap().items;
+    assert_eq!(items.len(), 2, "52 and 54 still pass");
+}
+
+#[test]
 fn node_names_are_answered_with_node_names() {
     let app = app_with_two_pds();
     let args: ExtenderArgs = decode("extender/filter-nodenames.json");

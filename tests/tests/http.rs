@@ -2,7 +2,7 @@
 //! and metrics. Bad input gets a 400 with a message, and the server keeps
 //! serving.
 
-use steward_tests::{PD_QUORUM, app, fixture, get, post, serve};
+use steward_tests::{PD_QUORUM, app, fixture, get, post, serve, serve_under};
 
 fn good_request() -> Vec<u8> {
     std::fs::read(fixture("extender/filter-nodenames.json")).unwrap()
@@ -107,4 +107,13 @@ async fn pods_no_policy_selects_pass_through() {
     assert_eq!(answer["FailedNodes"], serde_json::json!({}));
     assert!(metrics.encode().contains("steward_pass_through_total 1"));
     assert!(!metrics.encode().contains("outcome=\"ok\""));
+}
+
+#[tokio::test]
+async fn the_url_prefix_is_configurable() {
+    let addr = serve_under(app(PD_QUORUM), "/steward/v1").await;
+    let (status, _) = post(addr, "/steward/v1/filter", &good_request()).await;
+    assert_eq!(status, 200);
+    let (status, _) = post(addr, "/scheduler/filter", &good_request()).await;
+    assert_eq!(status, 404);
 }

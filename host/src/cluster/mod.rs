@@ -214,6 +214,14 @@ impl ClusterCache {
         self.state.write().nodes.upsert(node);
     }
 
+    /// Adds a node only if the cache has none of that name.
+    pub fn insert_node_if_unknown(&self, node: Node) {
+        let mut s = self.state.write();
+        if s.nodes.get(&node.name).is_none() {
+            s.nodes.upsert(node);
+        }
+    }
+
     pub fn remove_node(&self, name: &str) {
         self.state.write().nodes.remove(name);
     }

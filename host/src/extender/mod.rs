@@ -48,8 +48,9 @@ pub enum CandidateNodes {
 }
 
 impl CandidateNodes {
-    /// Reads the request's candidates. Full node objects are the
-    /// scheduler's current view of those nodes: the cache takes them in.
+    /// Reads the request's candidates. Full node objects the cache does not
+    /// know yet (no watch, or a lagging one) are taken in; known ones stay
+    /// as the watch delivered them.
     pub fn from_args(
         cache: &ClusterCache,
         nodes: Option<NodeList>,
@@ -64,7 +65,7 @@ impl CandidateNodes {
                         .map_err(|e| BadRequest(format!("Nodes.items[{i}] is not a Node: {e}")))?;
                     let node = convert::node(&node);
                     names.push(node.name.clone());
-                    cache.upsert_node(node);
+                    cache.insert_node_if_unknown(node);
                 }
                 Ok(CandidateNodes::Objects(list, names))
             }
