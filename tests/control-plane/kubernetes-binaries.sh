@@ -272,7 +272,7 @@ PATCH
   echo "=== done"
 }
 
-say "building into $BIN (20-40 min on a cold cache); log: $LOG"
+say "building into $BIN (about 7-10 min on a cold cache, 2 cores); log: $LOG"
 rm -f "$MARKER"
 set +e
 (build) >>"$LOG" 2>&1
