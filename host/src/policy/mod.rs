@@ -77,6 +77,7 @@ impl PolicySet {
             let loaded = load_scheduler_policy(runtime, config, p).with_context(|| {
                 format!("policy {} ({})", p.id, config.resolve(&p.module).display())
             })?;
+            tracing::info!(policy = %loaded.id, digest = %loaded.digest, "policy loaded");
             set.scheduler.push(Arc::new(loaded));
         }
         Ok(set)

@@ -63,10 +63,6 @@ impl SchedulerPolicy {
         &self.needs
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// Runs `filter`; the result's indices are checked against `nodes`.
     pub fn filter(
         &self,
