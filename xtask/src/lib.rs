@@ -22,12 +22,24 @@ pub const GUEST_PROFILE: &str = "guest";
 /// Guest crates: (package name, wasm file stem).
 pub const GUESTS: &[(&str, &str)] = &[("pd-quorum", "pd_quorum"), ("misbehave", "misbehave")];
 
-/// The workspace root (the parent of the xtask crate).
+/// The workspace root: the nearest directory with a `[workspace]` manifest
+/// above the running package (cargo sets `CARGO_MANIFEST_DIR` for `cargo run`
+/// and `cargo test`) or the current directory. Found at run time, not
+/// compile time: checkouts that share a target directory can end up running
+/// each other's binaries, which must still act on their own checkout.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives inside the workspace")
-        .to_path_buf()
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_default();
+    start
+        .ancestors()
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("Cargo.toml"))
+                .is_ok_and(|manifest| manifest.contains("[workspace]"))
+        })
+        .map(Path::to_path_buf)
+        .unwrap_or(start)
 }
 
 /// `$CARGO_TARGET_DIR` (made absolute) if set, else `<root>/target`.
