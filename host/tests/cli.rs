@@ -60,26 +60,27 @@ fn simulate_places_the_example_cluster() {
     assert!(text.contains("placed 6 of 6 pending pods"), "{text}");
 }
 
-#[test]
-fn run_answers_one_request() {
+/// `steward run` of the fixture filter request against pd-quorum.
+fn run_pd_quorum(settings: &str) -> Output {
     let wasm = xtask::guest_wasm("pd_quorum").unwrap();
-    let out = steward(&[
+    let snapshot = root().join("deploy/examples/basic-cluster.yaml");
+    let request = root().join("tests/fixtures/extender/filter-nodenames.json");
+    steward(&[
         "run",
         "--module",
         wasm.to_str().unwrap(),
         "--settings",
-        r#"{"topologyKey": "topology.kubernetes.io/zone"}"#,
+        settings,
         "--snapshot",
-        root()
-            .join("deploy/examples/basic-cluster.yaml")
-            .to_str()
-            .unwrap(),
+        snapshot.to_str().unwrap(),
         "--request",
-        root()
-            .join("tests/fixtures/extender/filter-nodenames.json")
-            .to_str()
-            .unwrap(),
-    ]);
+        request.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn run_answers_one_request() {
+    let out = run_pd_quorum(r#"{"topologyKey": "topology.kubernetes.io/zone"}"#);
     assert!(
         out.status.success(),
         "{}",
@@ -88,23 +89,7 @@ fn run_answers_one_request() {
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["NodeNames"].as_array().unwrap().len(), 4);
 
-    let bad = steward(&[
-        "run",
-        "--module",
-        wasm.to_str().unwrap(),
-        "--settings",
-        r#"{"topologyKye": "x"}"#,
-        "--snapshot",
-        root()
-            .join("deploy/examples/basic-cluster.yaml")
-            .to_str()
-            .unwrap(),
-        "--request",
-        root()
-            .join("tests/fixtures/extender/filter-nodenames.json")
-            .to_str()
-            .unwrap(),
-    ]);
+    let bad = run_pd_quorum(r#"{"topologyKye": "x"}"#);
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
