@@ -414,6 +414,9 @@ impl ClusterView for NativeView {
     fn label_id(&self, key: &str, text: &str) -> Option<u32> {
         self.0.label_id(key, text)
     }
+    fn node_label_id(&self, node: &str, key: &str) -> Option<u32> {
+        self.0.node_label_id(node, key)
+    }
     fn get_workload(&self, kind: &str, ns: &str, name: &str) -> Option<steward_sdk::Workload> {
         self.0
             .get_workload(kind, ns, name)

@@ -65,6 +65,9 @@ impl ClusterView for HostCluster {
     fn label_id(&self, key: &str, text: &str) -> Option<u32> {
         host::label_id(key, text)
     }
+    fn node_label_id(&self, node: &str, key: &str) -> Option<u32> {
+        host::node_label_id(node, key)
+    }
 }
 
 /// An in-memory cluster for unit tests; fill it with [`crate::build`].

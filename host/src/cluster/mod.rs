@@ -559,6 +559,13 @@ impl ClusterQuery {
         s.nodes.columns.get(key)?.ids.get(text).copied()
     }
 
+    pub fn node_label_id(&self, node: &str, key: &str) -> Option<u32> {
+        let s = self.cache.state.read();
+        let id = *s.nodes.ids.get(node)?;
+        let value = *s.nodes.columns.get(key)?.of_node.get(id as usize)?;
+        (value != NO_LABEL).then_some(value)
+    }
+
     pub fn get_claim(&self, namespace: &str, name: &str) -> Option<Claim> {
         self.cache
             .state

@@ -234,4 +234,7 @@ impl cluster::Host for GuestState {
     fn label_id(&mut self, key: String, text: String) -> Option<u32> {
         self.cluster.label_id(&key, &text)
     }
+    fn node_label_id(&mut self, node: String, key: String) -> Option<u32> {
+        self.cluster.node_label_id(&node, &key)
+    }
 }
