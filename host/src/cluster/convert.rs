@@ -157,7 +157,13 @@ pub fn claim(c: &core::PersistentVolumeClaim) -> Claim {
     }
 }
 
-fn requirement(key: &str, operator: &str, values: &Option<Vec<String>>) -> SelectorRequirement {
+/// A selector requirement from its Kubernetes spelling (`In`, `NotIn`,
+/// `Exists`, `DoesNotExist`, `Gt`, `Lt`).
+pub(crate) fn requirement(
+    key: &str,
+    operator: &str,
+    values: &Option<Vec<String>>,
+) -> SelectorRequirement {
     let (operator, values) = match operator {
         "In" => (SelectorOperator::In, values.clone()),
         "NotIn" => (SelectorOperator::NotIn, values.clone()),

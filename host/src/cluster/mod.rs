@@ -113,8 +113,14 @@ struct NodeTable {
 }
 
 impl NodeTable {
+    /// The id of the live node called `name`.
+    fn id(&self, name: &str) -> Option<u32> {
+        let id = *self.ids.get(name)?;
+        self.nodes[id as usize].as_ref().map(|_| id)
+    }
+
     fn get(&self, name: &str) -> Option<&Node> {
-        self.nodes[*self.ids.get(name)? as usize].as_ref()
+        self.nodes[self.id(name)? as usize].as_ref()
     }
 
     fn live(&self) -> impl Iterator<Item = &Node> {
@@ -347,13 +353,7 @@ impl ClusterCache {
     /// Host ids of the named nodes; `None` for names the cache does not know.
     pub fn node_ids(&self, names: &[String]) -> Vec<Option<u32>> {
         let s = self.state.read();
-        names
-            .iter()
-            .map(|name| {
-                let id = *s.nodes.ids.get(name)?;
-                s.nodes.nodes[id as usize].as_ref().map(|_| id)
-            })
-            .collect()
+        names.iter().map(|name| s.nodes.id(name)).collect()
     }
 
     /// For each key, the value id of each node in `ids` (the `labels`

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use arc_swap::ArcSwap;
 
+use crate::cluster::convert::requirement;
 use crate::config::{Config, FailureMode, Hook, PodSelectorConfig, PolicyConfig};
 use crate::runtime::{Limits, Pod, Runtime, SchedulerPolicy, World};
 
@@ -20,25 +21,15 @@ pub struct PodSelector {
 
 impl PodSelector {
     pub fn from_config(c: &PodSelectorConfig) -> PodSelector {
-        use crate::runtime::{SelectorOperator, SelectorRequirement};
         let labels = c
             .match_labels
             .iter()
-            .map(|(k, v)| SelectorRequirement {
-                key: k.clone(),
-                operator: SelectorOperator::In,
-                values: vec![v.clone()],
-            })
-            .chain(c.match_expressions.iter().map(|e| SelectorRequirement {
-                key: e.key.clone(),
-                operator: match e.operator.as_str() {
-                    "NotIn" => SelectorOperator::NotIn,
-                    "Exists" => SelectorOperator::Exists,
-                    "DoesNotExist" => SelectorOperator::DoesNotExist,
-                    _ => SelectorOperator::In,
-                },
-                values: e.values.clone(),
-            }))
+            .map(|(k, v)| requirement(k, "In", &Some(vec![v.clone()])))
+            .chain(
+                c.match_expressions
+                    .iter()
+                    .map(|e| requirement(&e.key, &e.operator, &Some(e.values.clone()))),
+            )
             .collect();
         PodSelector {
             scheduler_names: c.scheduler_names.clone(),
@@ -148,5 +139,78 @@ impl PolicyStore {
     /// The set to evaluate one request with; a swap does not affect it.
     pub fn current(&self) -> Arc<PolicySet> {
         self.current.load_full()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MatchExpression;
+
+    fn pod(scheduler: &str, labels: &[(&str, &str)]) -> Pod {
+        Pod {
+            namespace: "tidb-cluster".into(),
+            name: "basic-pd-0".into(),
+            uid: "u".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            annotations: Vec::new(),
+            owner: None,
+            node_name: None,
+            scheduler_name: scheduler.into(),
+            phase: "Pending".into(),
+            ready: false,
+            deleting: false,
+            claims: Vec::new(),
+            in_flight: false,
+        }
+    }
+
+    #[test]
+    fn selectors_match_scheduler_names_namespaces_labels_and_expressions() {
+        let config = PodSelectorConfig {
+            scheduler_names: vec!["steward-scheduler".into()],
+            namespaces: vec!["tidb-cluster".into()],
+            match_labels: [(
+                "app.kubernetes.io/managed-by".into(),
+                "tidb-operator".into(),
+            )]
+            .into(),
+            match_expressions: vec![
+                MatchExpression {
+                    key: "app.kubernetes.io/component".into(),
+                    operator: "NotIn".into(),
+                    values: vec!["tidb".into()],
+                },
+                MatchExpression {
+                    key: "app.kubernetes.io/instance".into(),
+                    operator: "Exists".into(),
+                    values: Vec::new(),
+                },
+            ],
+        };
+        let s = PodSelector::from_config(&config);
+        let managed = [
+            ("app.kubernetes.io/managed-by", "tidb-operator"),
+            ("app.kubernetes.io/instance", "basic"),
+            ("app.kubernetes.io/component", "pd"),
+        ];
+        assert!(s.matches(&pod("steward-scheduler", &managed)));
+        assert!(!s.matches(&pod("default-scheduler", &managed)));
+        assert!(
+            !s.matches(&pod(
+                "steward-scheduler",
+                &managed[..2]
+                    .iter()
+                    .chain(&[("app.kubernetes.io/component", "tidb")])
+                    .copied()
+                    .collect::<Vec<_>>()
+            ))
+        );
+        assert!(!s.matches(&pod("steward-scheduler", &managed[1..])));
+        assert!(!s.matches(&pod("steward-scheduler", &[managed[0], managed[2]])));
+        assert!(PodSelector::from_config(&PodSelectorConfig::default()).matches(&pod("any", &[])));
     }
 }
