@@ -37,7 +37,11 @@ pub fn scenario(body: impl Future<Output = Result<()>>) {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    if let Err(e) = runtime.block_on(body) {
+    let outcome = runtime.block_on(body);
+    // Stops Steward and the doubles; the servers stopped with the body.
+    drop(runtime);
+    crate::control_plane::finish_runs(outcome.is_ok());
+    if let Err(e) = outcome {
         panic!("{e:#}");
     }
 }

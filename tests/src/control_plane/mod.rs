@@ -7,8 +7,9 @@
 //! [`doubles`] play the kubelet and the CSI provisioner.
 //!
 //! Everything runs under one directory (certificates, configs, etcd data,
-//! logs). Dropping the [`ControlPlane`] kills every process by PID; the
-//! directory is removed, or kept and printed when the test is failing.
+//! logs). Dropping the [`ControlPlane`] kills every process by PID;
+//! [`finish_runs`] then removes the directories, or keeps and prints them
+//! when the test failed.
 
 pub mod doubles;
 pub mod pki;
@@ -17,8 +18,8 @@ pub mod process;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use kube::Client;
@@ -127,9 +128,19 @@ impl ControlPlane {
             std::process::id(),
             random_hex(4)
         ));
+        RUN_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(dir.clone());
+        let began = Instant::now();
         let mut processes = Vec::new();
-        let started = Self::start_in(&dir, binaries, &mut processes).await;
-        started.with_context(|| format!("control plane logs kept in {}", dir.display()))
+        let started = Self::start_in(&dir, binaries, &mut processes).await?;
+        eprintln!(
+            "control plane (etcd, kube-apiserver, kube-controller-manager) ready in {:?} under {}",
+            began.elapsed(),
+            dir.display()
+        );
+        Ok(started)
     }
 
     async fn start_in(
@@ -252,6 +263,7 @@ impl ControlPlane {
             format!("--secure-port={}", free_port()),
             "--port=0".into(),
             format!("--cert-dir={}", self.dir.join("scheduler").display()),
+            "--v=2".into(),
         ];
         let mut scheduler = Process::start(
             "kube-scheduler",
@@ -287,13 +299,23 @@ impl Drop for ControlPlane {
         while let Some(p) = self.processes.pop() {
             drop(p);
         }
-        if std::thread::panicking() || std::env::var_os("STEWARD_E2E_KEEP").is_some() {
-            eprintln!(
-                "control plane logs and state kept in {}",
-                self.dir.display()
-            );
+    }
+}
+
+/// Directories of the control planes this process started and
+/// [`finish_runs`] has not handled yet.
+static RUN_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Call once the control planes of a test are dropped: removes their
+/// directories after a success; after a failure (or with
+/// `STEWARD_E2E_KEEP` set) keeps them and prints where they are.
+pub fn finish_runs(succeeded: bool) {
+    let dirs = std::mem::take(&mut *RUN_DIRS.lock().unwrap_or_else(|e| e.into_inner()));
+    for dir in dirs {
+        if succeeded && std::env::var_os("STEWARD_E2E_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
         } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            eprintln!("control plane logs and state kept in {}", dir.display());
         }
     }
 }
