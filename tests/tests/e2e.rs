@@ -18,7 +18,7 @@ use steward_tests::control_plane::doubles::SELECTED_NODE;
 use steward_tests::control_plane::{Binaries, ControlPlane};
 use steward_tests::e2e::{
     Cluster, SCHEDULER_NAME, cordon, create, events_about, eventually, read_objects, scenario,
-    wait_service_account,
+    untaint, wait_service_account,
 };
 use steward_tests::example_snapshot;
 
@@ -86,10 +86,23 @@ async fn scale(client: &Client, name: &str, replicas: i32) -> Result<()> {
     Ok(())
 }
 
+/// Creates a node and its LocalStorageNode as copies of the snapshot's
+/// `model`, renamed `name`, Ready and untainted.
+async fn join_node_like(client: &Client, snapshot: &Path, model: &str, name: &str) -> Result<()> {
+    for object in read_objects(snapshot)?.into_iter().filter(|o| {
+        ["Node", "LocalStorageNode"].contains(&o["kind"].as_str().unwrap_or_default())
+            && o["metadata"]["name"] == model
+    }) {
+        let renamed = serde_json::to_string(&object)?.replace(model, name);
+        create(client, serde_json::from_str(&renamed)?).await?;
+    }
+    untaint(client, name).await
+}
+
 /// The seed's `basic` TiDB cluster placed by the real kube-scheduler
 /// through Steward: PD and TiKV one per node (pd-quorum), claims provisioned
 /// on the chosen nodes, and a PD replica that cannot keep the quorum waits
-/// with pd-quorum's reason in its FailedScheduling event until a node frees.
+/// with pd-quorum's reason in its FailedScheduling event until a node joins.
 #[test]
 fn placement_respects_quorum_and_explains_refusals() {
     scenario(async {
@@ -207,12 +220,14 @@ fn placement_respects_quorum_and_explains_refusals() {
             "basic-pd-3 stays pending while it cannot keep the quorum"
         );
 
-        // Uncordoned, the free node takes it.
-        cordon(&client, &free, false).await?;
+        // A fifth node joins (a copy of k8s-10-6-163-54, HDD pool included,
+        // so it suits every placement policy): it takes the pod.
+        let joined = "k8s-10-6-163-55";
+        join_node_like(&client, &snapshot, "k8s-10-6-163-54", joined).await?;
         let pd = bound(&client, "pd", 4).await?;
         ensure!(
-            pd["basic-pd-3"] == free,
-            "basic-pd-3 went to {}, not the free node {free}",
+            pd["basic-pd-3"] == joined,
+            "basic-pd-3 went to {}, not the new node {joined}",
             pd["basic-pd-3"]
         );
 
