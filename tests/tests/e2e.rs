@@ -316,10 +316,13 @@ fn deploy_bundle_renders_and_installs() {
                 "the Deployment mounts {name}: {volumes:?}"
             );
         }
-        ensure!(
+        let current: serde_json::Value = serde_norway::from_str(
             scheduler_config["data"]["kube-scheduler.yaml"]
                 .as_str()
-                .is_some_and(|c| c.contains("kubescheduler.config.k8s.io/v1\n")),
+                .unwrap_or_default(),
+        )?;
+        ensure!(
+            current["apiVersion"] == "kubescheduler.config.k8s.io/v1",
             "the base schedules with KubeSchedulerConfiguration v1"
         );
         for kind in ["Service", "PodDisruptionBudget", "ClusterRole", "Role"] {
@@ -338,12 +341,30 @@ fn deploy_bundle_renders_and_installs() {
 
         let old = kustomize(&binaries.kubectl, "deploy/overlays/scheduler-v1beta1")?;
         let scheduler_config = find(&old, "ConfigMap", "steward-scheduler-config-")?;
-        ensure!(
+        let v1beta1: serde_json::Value = serde_norway::from_str(
             scheduler_config["data"]["kube-scheduler.yaml"]
                 .as_str()
-                .is_some_and(|c| c.contains("kubescheduler.config.k8s.io/v1beta1")),
+                .unwrap_or_default(),
+        )?;
+        ensure!(
+            v1beta1["apiVersion"] == "kubescheduler.config.k8s.io/v1beta1",
             "the overlay replaces the scheduler configuration with v1beta1"
         );
+        // The v1beta1 file is the one the Placement scenario runs; the v1
+        // file must configure the same profile and extender.
+        for field in ["profiles", "extenders", "leaderElection"] {
+            let (old_field, new_field) = (&v1beta1[field], &current[field]);
+            let same = match field {
+                "leaderElection" => ["leaderElect", "resourceNamespace", "resourceName"]
+                    .iter()
+                    .all(|k| old_field[k] == new_field[k]),
+                _ => old_field == new_field,
+            };
+            ensure!(
+                same,
+                "{field} differs between the v1beta1 and v1 scheduler configurations"
+            );
+        }
         ensure!(
             find(&old, "PodDisruptionBudget", "steward")?["apiVersion"] == "policy/v1beta1",
             "Kubernetes 1.20 has no policy/v1"
