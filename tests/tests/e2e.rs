@@ -59,9 +59,13 @@ async fn placement(client: &Client, component: &str) -> Result<BTreeMap<String, 
 }
 
 /// Waits until `count` pods of `component` are bound; returns pod → node.
+/// pd-quorum places the members one at a time and refuses the others while
+/// one is in flight; kube-scheduler 1.20 retries such a pod on the next
+/// cluster event or after 60-90 s in its unschedulable queue, so placing a
+/// three-member component takes 10 s to about 3 minutes.
 async fn bound(client: &Client, component: &str, count: usize) -> Result<BTreeMap<String, String>> {
     eventually(
-        Duration::from_secs(180),
+        Duration::from_secs(300),
         &format!("{count} {component} pods bound to nodes"),
         || async {
             let placed = placement(client, component).await?;
