@@ -2,7 +2,9 @@
 # Builds the real Kubernetes control plane used by Steward's end-to-end tests
 # (SPEC §7): kube-apiserver, kube-scheduler and kube-controller-manager from
 # Debian's `kubernetes` source package (1.20.2, bullseye) with Debian's Go,
-# plus `etcd` from Debian's `etcd-server` package. No kubelet.
+# plus `etcd` from Debian's `etcd-server` package. No kubelet. Also kubectl
+# from the same tree: its `kubectl kustomize` (kustomize v2.0.3) checks that
+# deploy/ renders on the oldest kubectl the bundle supports.
 #
 # Output: ${STEWARD_CACHE:-$HOME/.cache/steward}/kubernetes-1.20/bin/
 # stdout: one absolute binary path per line (progress goes to stderr).
@@ -11,7 +13,7 @@
 set -euo pipefail
 
 # Bump when the build recipe changes: a different marker forces a rebuild.
-SCRIPT_VERSION=1
+SCRIPT_VERSION=2
 
 CACHE="${STEWARD_CACHE:-$HOME/.cache/steward}"
 ROOT="$CACHE/kubernetes-1.20"
@@ -19,12 +21,17 @@ BIN="$ROOT/bin"
 SRC="$ROOT/src"
 LOG="$ROOT/build.log"
 MARKER="$BIN/.built-version"
-K8S_CMDS=(kube-apiserver kube-scheduler kube-controller-manager)
+K8S_CMDS=(kube-apiserver kube-scheduler kube-controller-manager kubectl)
 ALL_BINS=("${K8S_CMDS[@]}" etcd)
 SRC_PKG="kubernetes/bullseye"   # bookworm has no kubernetes source; bullseye has 1.20.x
 SOURCES_FILE=/etc/apt/sources.list.d/steward-kubernetes-src.sources
 
 say() { echo "kubernetes-binaries: $*" >&2; }
+
+# Prints a binary's version (kubectl has no --version flag).
+version_of() {
+  if [[ "$(basename "$1")" == kubectl ]]; then "$1" version --client; else "$1" --version; fi
+}
 
 # Warm cache = marker from this script version + every binary answers --version.
 warm() {
@@ -32,7 +39,7 @@ warm() {
   [[ "$(head -n1 "$MARKER")" == "script=$SCRIPT_VERSION" ]] || return 1
   local b
   for b in "${ALL_BINS[@]}"; do
-    [[ -x "$BIN/$b" ]] && "$BIN/$b" --version >/dev/null 2>&1 || return 1
+    [[ -x "$BIN/$b" ]] && version_of "$BIN/$b" >/dev/null 2>&1 || return 1
   done
 }
 
@@ -258,7 +265,7 @@ PATCH
   dpkg-deb -x "$edir"/etcd-server_*.deb "$edir/root"
   install -m 0755 "$edir/root/usr/bin/etcd" "$BIN/etcd"
 
-  for c in "${ALL_BINS[@]}"; do "$BIN/$c" --version; done
+  for c in "${ALL_BINS[@]}"; do version_of "$BIN/$c"; done
   {
     echo "script=$SCRIPT_VERSION"
     apt-get source --print-uris "$SRC_PKG" 2>/dev/null | sed -n "s/^Selected version '\([^']*\)'.*/kubernetes-src=\1/p"

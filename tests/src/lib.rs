@@ -12,6 +12,9 @@ use steward::policy::PolicySet;
 use steward::runtime::Runtime;
 use steward::server::App;
 
+pub mod control_plane;
+pub mod e2e;
+
 /// The repository root.
 pub fn root() -> PathBuf {
     xtask::workspace_root()
@@ -47,17 +50,38 @@ pub fn runtime() -> &'static Runtime {
     })
 }
 
-/// A configuration from YAML policies (`{pd_quorum}`/`{misbehave}` expand
-/// to the built guests), over the example snapshot.
+/// A configuration from YAML policies (see [`expand_guests`]), over the
+/// example snapshot.
 pub fn config(policies_yaml: &str) -> Config {
     let yaml = format!(
         "cluster: {{snapshot: {}}}\npolicies:\n{}",
         example_snapshot().display(),
-        policies_yaml
-            .replace("{pd_quorum}", &guest("pd_quorum").display().to_string())
-            .replace("{misbehave}", &guest("misbehave").display().to_string())
+        expand_guests(policies_yaml)
     );
     Config::parse(&yaml).expect("test config is valid")
+}
+
+/// Replaces each `{stem}` (lowercase letters, digits, `_`; e.g.
+/// `{pd_quorum}`) with the path of that built guest component.
+pub fn expand_guests(yaml: &str) -> String {
+    let mut out = String::with_capacity(yaml.len());
+    let mut rest = yaml;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let stem_len = after
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(after.len());
+        if stem_len > 0 && after[stem_len..].starts_with('}') {
+            out.push_str(&guest(&after[..stem_len]).display().to_string());
+            rest = &after[stem_len + 1..];
+        } else {
+            out.push('{');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The app over the example snapshot with the given policies.
@@ -99,6 +123,14 @@ pub async fn post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
 
 pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     request(addr, "GET", path, b"").await
+}
+
+/// A GET to a server that may not listen yet: status 0 if nothing does.
+pub async fn probe(addr: SocketAddr, path: &str) -> (u16, String) {
+    match tokio::net::TcpStream::connect(addr).await {
+        Ok(_) => get(addr, path).await,
+        Err(e) => (0, e.to_string()),
+    }
 }
 
 async fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {

@@ -18,7 +18,9 @@ Commands:
   demo [args]    build, then run `steward simulate --config
                  deploy/examples/steward.yaml [args]`; exits with its code
   test [args]    build the guests, then `cargo test --workspace [args]`
-                 (e.g. `cargo xtask test -- --nocapture`)
+                 (e.g. `cargo xtask test -- --nocapture`); the end-to-end
+                 tests (tests/tests/e2e.rs) build Kubernetes 1.20.2 on
+                 their first run (apt, 7-10 min, cached in ~/.cache/steward)
   ci [args]      `cargo fmt --all --check`, `cargo clippy --workspace
                  --all-targets -- -D warnings`, then the same as `test`
   help           print this help (also `-h`, `--help`)

@@ -1,0 +1,192 @@
+//! The node agents the control plane has no binaries for, played by the
+//! test: the kubelet (pods on a node run and are ready; deleted pods go
+//! away) and an external CSI provisioner (claims the scheduler placed get a
+//! volume on that node).
+
+use std::collections::BTreeSet;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+/// The annotation kube-scheduler's volume binder puts on a
+/// WaitForFirstConsumer claim once it picked the pod's node.
+pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+
+/// Background tasks playing node agents; aborted when dropped.
+pub struct Doubles {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Doubles {
+    /// Starts the kubelet of every node and the provisioner of the storage
+    /// classes whose provisioner is one of `provisioners`.
+    pub fn start(client: &Client, provisioners: &[&str]) -> Doubles {
+        let provisioners: BTreeSet<String> = provisioners.iter().map(|p| p.to_string()).collect();
+        Doubles {
+            tasks: vec![
+                tokio::spawn(kubelet(client.clone())),
+                tokio::spawn(provision(client.clone(), provisioners)),
+            ],
+        }
+    }
+}
+
+impl Drop for Doubles {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Every pod bound to a node is marked Running with ready containers; a
+/// pod being deleted is removed at once (the kubelet's final delete).
+async fn kubelet(client: Client) {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let mut events = watcher(pods, watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    while let Some(event) = events.next().await {
+        let pod = match event {
+            Ok(pod) => pod,
+            Err(e) => {
+                eprintln!("kubelet double: watch error: {e}");
+                continue;
+            }
+        };
+        let Some(spec) = pod.spec.as_ref().filter(|s| s.node_name.is_some()) else {
+            continue;
+        };
+        let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+        let name = pod.name_any();
+        let result = if pod.metadata.deletion_timestamp.is_some() {
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: pod.uid().map(|uid| kube::api::Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match api.delete(&name, &params).await {
+                Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                other => other.map(|_| ()),
+            }
+        } else if !is_ready(&pod) {
+            let containers: Vec<_> = spec
+                .containers
+                .iter()
+                .map(|c| {
+                    json!({
+                        "name": c.name, "image": c.image.clone().unwrap_or_default(),
+                        "imageID": "", "ready": true, "started": true, "restartCount": 0,
+                        "state": {"running": {}},
+                    })
+                })
+                .collect();
+            let condition = |t: &str| json!({"type": t, "status": "True"});
+            let status = json!({"status": {
+                "phase": "Running",
+                "conditions": [condition("PodScheduled"), condition("Initialized"),
+                               condition("ContainersReady"), condition("Ready")],
+                "containerStatuses": containers,
+            }});
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                .await
+                .map(|_| ())
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            eprintln!("kubelet double: pod {name}: {e}");
+        }
+    }
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    status.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// A claim of one of `provisioners` with a selected node and no volume
+/// gets a volume with node affinity to that node, pre-bound to the claim;
+/// the PV controller completes the binding.
+async fn provision(client: Client, provisioners: BTreeSet<String>) {
+    let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let mut events = watcher(claims, watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    while let Some(event) = events.next().await {
+        let Ok(claim) = event else { continue };
+        let spec = claim.spec.clone().unwrap_or_default();
+        let Some(node) = claim.annotations().get(SELECTED_NODE).cloned() else {
+            continue;
+        };
+        if spec.volume_name.is_some() || claim.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let Some(class_name) = spec.storage_class_name.clone() else {
+            continue;
+        };
+        let class = match classes.get_opt(&class_name).await {
+            Ok(Some(c)) if provisioners.contains(&c.provisioner) => c,
+            _ => continue,
+        };
+        let uid = claim.uid().unwrap_or_default();
+        let size = spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.clone())
+            .unwrap_or_else(|| "1Gi".into());
+        let fs_type = class
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("csi.storage.k8s.io/fstype"))
+            .cloned();
+        let volume: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {
+                "name": format!("pvc-{uid}"),
+                "annotations": {PROVISIONED_BY: class.provisioner},
+            },
+            "spec": {
+                "capacity": {"storage": size},
+                "accessModes": spec.access_modes.clone().unwrap_or_default(),
+                "volumeMode": spec.volume_mode.clone(),
+                "persistentVolumeReclaimPolicy":
+                    class.reclaim_policy.clone().unwrap_or_else(|| "Delete".into()),
+                "storageClassName": class_name,
+                "claimRef": {
+                    "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "namespace": claim.namespace(), "name": claim.name_any(), "uid": uid,
+                },
+                "csi": {"driver": class.provisioner, "volumeHandle": format!("pvc-{uid}"),
+                        "fsType": fs_type},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]},
+                ]}]}},
+            },
+        }))
+        .expect("a valid PersistentVolume");
+        match volumes.create(&PostParams::default(), &volume).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => eprintln!("provisioner double: claim {}: {e}", claim.name_any()),
+        }
+    }
+}

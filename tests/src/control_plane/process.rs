@@ -1,0 +1,100 @@
+//! Child processes of the control plane: started with their output in a log
+//! file, stopped by PID when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// A running server. Dropping it kills it (SIGKILL by PID) and reaps it.
+pub struct Process {
+    pub name: String,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Process {
+    /// Starts `binary` with `args`; stdout and stderr go to `<logs>/<name>.log`.
+    pub fn start(name: &str, binary: &Path, args: &[String], logs: &Path) -> Result<Process> {
+        let log = logs.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let child = Command::new(binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("cannot start {name} ({})", binary.display()))?;
+        Ok(Process {
+            name: name.to_string(),
+            log,
+            child,
+        })
+    }
+
+    /// Fails with the end of the log if the process has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "{} exited ({status}); last lines of {}:\n{}",
+                self.name,
+                self.log.display(),
+                tail(&self.log, 30)
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last `n` lines of a log file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// Polls `ready` every 100 ms until it returns true, the process exits, or
+/// `timeout` passes.
+pub async fn wait_until<F, Fut>(
+    process: &mut Process,
+    timeout: Duration,
+    mut ready: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        process.check_running()?;
+        if ready().await {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "{} was not ready within {timeout:?}; last lines of {}:\n{}",
+                process.name,
+                process.log.display(),
+                tail(&process.log, 30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

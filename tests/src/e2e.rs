@@ -1,0 +1,365 @@
+//! End-to-end scenarios on the real control plane: Steward in process,
+//! cluster objects from a snapshot, and bounded waits.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{Event, Node, Secret, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::GroupVersion;
+use kube::discovery::Scope;
+use kube::{Api, Client, ResourceExt};
+use serde::Deserialize;
+use serde_json::json;
+use steward::config::Config;
+use steward::server::App;
+
+use crate::control_plane::ControlPlane;
+use crate::control_plane::doubles::Doubles;
+
+/// The scheduler profile Steward's pods name (`deploy/`, the snapshot).
+pub const SCHEDULER_NAME: &str = "steward-scheduler";
+
+/// Where `deploy/` installs Steward.
+pub const DEPLOY_NAMESPACE: &str = "steward-system";
+
+/// Runs one scenario on its own runtime. Scenarios run one at a time: each
+/// starts a whole control plane, and the machine has few cores.
+pub fn scenario(body: impl Future<Output = Result<()>>) {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let outcome = runtime.block_on(body);
+    // Stops Steward and the doubles; the servers stopped with the body.
+    drop(runtime);
+    crate::control_plane::finish_runs(outcome.is_ok());
+    if let Err(e) = outcome {
+        panic!("{e:#}");
+    }
+}
+
+/// Steward serving the extender from the test process, its cluster source
+/// the control plane's kubeconfig and its binder the Kubernetes API.
+pub struct Steward {
+    pub addr: SocketAddr,
+    pub app: App,
+}
+
+impl Steward {
+    /// Starts with `policies` (one YAML flow mapping per policy;
+    /// `{stem}` names a built guest, as in [`crate::expand_guests`]) and
+    /// waits until its cluster cache has synced.
+    pub async fn start(kubeconfig: &Path, policies: &[&str]) -> Result<Steward> {
+        let list: Vec<String> = policies.iter().map(|p| format!("- {p}")).collect();
+        let yaml = format!(
+            "cluster: {{kubeconfig: {}}}\npolicies:\n{}\n",
+            kubeconfig.display(),
+            crate::expand_guests(&list.join("\n"))
+        );
+        let config = Config::parse(&yaml).context("the scenario's Steward config")?;
+        let app = App::start(&config).await?;
+        let addr = crate::serve_under(app.clone(), "/scheduler").await;
+        eventually(
+            Duration::from_secs(60),
+            "Steward's cluster cache to sync",
+            || async { Ok((crate::get(addr, "/readyz").await.0 == 200).then_some(())) },
+        )
+        .await?;
+        Ok(Steward { addr, app })
+    }
+
+    /// A counter of Steward's metrics: the sum of the series of `name`
+    /// whose labels include every `label="value"` of `labels`.
+    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let text = self.app.metrics.encode();
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .filter(|l| labels.iter().all(|want| l.contains(want)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// The control plane with Steward as its scheduler's extender and the node
+/// agents played: what every scenario starts from.
+pub struct Cluster {
+    pub steward: Steward,
+    pub doubles: Doubles,
+    pub control_plane: ControlPlane,
+}
+
+impl Cluster {
+    /// Starts the control plane, installs the HwameiStor CRDs, creates the
+    /// snapshot's objects of `kinds` (nodes come up Ready and untainted),
+    /// then Steward with `policies` as the ServiceAccount of `deploy/`
+    /// (its RBAC, not an admin), then kube-scheduler calling it.
+    pub async fn start(snapshot: &Path, kinds: &[&str], policies: &[&str]) -> Result<Cluster> {
+        let mut control_plane = ControlPlane::start().await?;
+        let client = control_plane.client.clone();
+        install_crds(
+            &client,
+            &crate::root().join("tests/control-plane/hwameistor-crds.yaml"),
+        )
+        .await?;
+        let objects = read_objects(snapshot)?;
+        let wanted: Vec<_> = objects
+            .into_iter()
+            .filter(|o| kinds.contains(&o["kind"].as_str().unwrap_or_default()))
+            .collect();
+        for object in &wanted {
+            create(&client, object.clone()).await?;
+        }
+        for node in wanted.iter().filter(|o| o["kind"] == "Node") {
+            let name = node["metadata"]["name"].as_str().unwrap_or_default();
+            untaint(&client, name).await?;
+        }
+        let steward_kubeconfig = deploy_service_account(&control_plane).await?;
+        let steward = Steward::start(&steward_kubeconfig, policies).await?;
+        control_plane.start_scheduler(steward.addr).await?;
+        let doubles = Doubles::start(&client, &["lvm.hwameistor.io", "disk.hwameistor.io"]);
+        Ok(Cluster {
+            steward,
+            doubles,
+            control_plane,
+        })
+    }
+
+    pub fn client(&self) -> Client {
+        self.control_plane.client.clone()
+    }
+}
+
+/// Creates `deploy/base`'s namespace, ServiceAccount and RBAC and returns
+/// a kubeconfig with that ServiceAccount's token.
+pub async fn deploy_service_account(control_plane: &ControlPlane) -> Result<PathBuf> {
+    let client = &control_plane.client;
+    let base = crate::root().join("deploy/base");
+    for file in ["namespace.yaml", "rbac.yaml"] {
+        for object in read_objects(&base.join(file))? {
+            create(client, object).await?;
+        }
+    }
+    let token = service_account_token(client, DEPLOY_NAMESPACE, "steward").await?;
+    let path = control_plane.dir.join("steward.kubeconfig");
+    std::fs::write(&path, control_plane.kubeconfig("steward", &token))?;
+    Ok(path)
+}
+
+/// The token of a ServiceAccount, once the token controller created it.
+pub async fn service_account_token(client: &Client, namespace: &str, name: &str) -> Result<String> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let what = format!("the token of ServiceAccount {namespace}/{name}");
+    eventually(Duration::from_secs(60), &what, || async {
+        let Some(account) = accounts.get_opt(name).await? else {
+            return Ok(None);
+        };
+        for reference in account.secrets.unwrap_or_default() {
+            let Some(secret) = secrets.get_opt(&reference.name.unwrap_or_default()).await? else {
+                continue;
+            };
+            if let Some(token) = secret.data.as_ref().and_then(|d| d.get("token")) {
+                return Ok(Some(String::from_utf8(token.0.clone())?));
+            }
+        }
+        Ok(None)
+    })
+    .await
+}
+
+/// The documents of a multi-document YAML file, as JSON, empty ones left out.
+pub fn read_objects(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut objects = Vec::new();
+    for (i, document) in serde_norway::Deserializer::from_str(&text).enumerate() {
+        let value = serde_json::Value::deserialize(document)
+            .with_context(|| format!("{}: document {} is not YAML", path.display(), i + 1))?;
+        if !value.is_null() {
+            objects.push(value);
+        }
+    }
+    Ok(objects)
+}
+
+/// Creates the CRDs of `path` and waits until each is established.
+pub async fn install_crds(client: &Client, path: &Path) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for object in read_objects(path)? {
+        let crd: CustomResourceDefinition = serde_json::from_value(object)?;
+        let name = crd.name_any();
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .with_context(|| format!("creating CRD {name}"))?;
+        eventually(
+            Duration::from_secs(30),
+            &format!("CRD {name} to be established"),
+            || async {
+                let crd = crds.get(&name).await?;
+                let established = crd.status.and_then(|s| s.conditions).is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+                Ok(established.then_some(()))
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Creates an object as a snapshot shows it: server-set metadata and owner
+/// references (their owners are not part of the snapshot) are dropped. A
+/// Node keeps its status (nodes may set it on create); other kinds with a
+/// status subresource get theirs written after creation, except workloads,
+/// whose status belongs to their controller.
+pub async fn create(client: &Client, mut object: serde_json::Value) -> Result<()> {
+    let kind = object["kind"].as_str().unwrap_or_default().to_string();
+    let api_version = object["apiVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let what = format!("{kind} {name}");
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        for field in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "ownerReferences",
+            "managedFields",
+            "selfLink",
+        ] {
+            meta.remove(field);
+        }
+    }
+    let status = match kind.as_str() {
+        "Node" => None,
+        "StatefulSet" | "Deployment" | "Pod" | "PersistentVolumeClaim" => {
+            object.as_object_mut().and_then(|o| o.remove("status"));
+            None
+        }
+        _ => object.as_object_mut().and_then(|o| o.remove("status")),
+    };
+    let gvk = api_version
+        .parse::<GroupVersion>()
+        .with_context(|| format!("{what}: apiVersion {api_version}"))?
+        .with_kind(&kind);
+    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .with_context(|| format!("{what}: the API does not serve {api_version} {kind}"))?;
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Namespaced => {
+            let ns = object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default");
+            Api::namespaced_with(client.clone(), ns, &resource)
+        }
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    let dynamic: DynamicObject = serde_json::from_value(object)?;
+    api.create(&PostParams::default(), &dynamic)
+        .await
+        .with_context(|| format!("creating {what}"))?;
+    if let Some(status) = status {
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .with_context(|| format!("writing the status of {what}"))?;
+    }
+    Ok(())
+}
+
+/// Removes the taints a new node gets (`node.kubernetes.io/not-ready`,
+/// which no node lifecycle controller lifts here).
+pub async fn untaint(client: &Client, node: &str) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .patch(
+            node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"taints": null}})),
+        )
+        .await
+        .with_context(|| format!("removing the taints of node {node}"))?;
+    Ok(())
+}
+
+/// Marks a node (un)schedulable, as `kubectl cordon`/`uncordon` do.
+pub async fn cordon(client: &Client, node: &str, cordoned: bool) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .patch(
+            node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"unschedulable": cordoned}})),
+        )
+        .await
+        .with_context(|| format!("cordoning node {node}"))?;
+    Ok(())
+}
+
+/// Waits until a namespace's `default` ServiceAccount has its token: pods
+/// created earlier are refused by the ServiceAccount admission plugin.
+pub async fn wait_service_account(client: &Client, namespace: &str) -> Result<()> {
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    eventually(
+        Duration::from_secs(60),
+        &format!("the default ServiceAccount of {namespace}"),
+        || async {
+            let sa = api.get_opt("default").await?;
+            Ok(sa.filter(|sa| sa.secrets.as_ref().is_some_and(|s| !s.is_empty())))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The events about an object (by name) in a namespace.
+pub async fn events_about(client: &Client, namespace: &str, name: &str) -> Result<Vec<Event>> {
+    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let list = api
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await?;
+    Ok(list.items)
+}
+
+/// Polls `check` every 200 ms until it yields a value; fails naming `what`
+/// after `timeout`, with the last error if there was one.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let started = Instant::now();
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if started.elapsed() > timeout {
+            match last_error {
+                Some(e) => bail!("timed out after {timeout:?} waiting for {what}: {e:#}"),
+                None => bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
