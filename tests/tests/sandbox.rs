@@ -14,9 +14,12 @@ fn nodes() -> CandidateNodes {
     CandidateNodes::Names(NODES.iter().map(|n| n.to_string()).collect())
 }
 
+/// A short deadline only for the endless loop: every other behaviour must be
+/// ended by its own limit even on a loaded machine.
 fn misbehaving(behaviour: &str, mode: &str) -> String {
+    let deadline_ms = if behaviour == "spin" { 50 } else { 5_000 };
     format!(
-        "- id: misbehave\n  hook: scheduler\n  module: {{misbehave}}\n  settings: {{behaviour: {behaviour}}}\n  failureMode: {mode}\n  deadlineMs: 50\n  memoryMiB: 16\n"
+        "- id: misbehave\n  hook: scheduler\n  module: {{misbehave}}\n  settings: {{behaviour: {behaviour}}}\n  failureMode: {mode}\n  deadlineMs: {deadline_ms}\n  memoryMiB: 16\n"
     )
 }
 
@@ -71,7 +74,7 @@ fn unbounded_allocation_stops_at_the_memory_cap() {
         reason.contains("exceeded its memory cap of 16 MiB"),
         "{reason}"
     );
-    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
 #[test]
