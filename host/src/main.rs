@@ -62,6 +62,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a policy's unit tests compiled to Wasm, each in its own instance
+    /// (cargo's runner for `cargo test --target wasm32-wasip2`).
+    TestRunner {
+        /// The test binary cargo built (`target/wasm32-wasip2/.../*.wasm`).
+        test_binary: PathBuf,
+        /// libtest arguments (filters, `--exact`, `--nocapture`, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        libtest_args: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -146,6 +155,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::from(2)
             })
+        }
+        Command::TestRunner {
+            test_binary,
+            libtest_args,
+        } => {
+            let runtime = steward::runtime::Runtime::new(None)?;
+            let code = steward::testing::libtest::run(&runtime, &test_binary, &libtest_args)?;
+            Ok(ExitCode::from(code))
         }
     }
 }
