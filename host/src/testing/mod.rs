@@ -4,3 +4,4 @@
 
 pub mod libtest;
 mod should_panic;
+pub mod suite;
