@@ -212,3 +212,72 @@ pub fn guest_wasm(stem: &str) -> Result<PathBuf> {
     }
     Ok(path)
 }
+
+/// The guest crates that are policies (their crate lives under
+/// `guest-policies/`, unlike test-only guests): (package, wasm file stem).
+pub fn policy_crates() -> Vec<(&'static str, &'static str)> {
+    GUESTS
+        .iter()
+        .copied()
+        .filter(|(package, _)| policy_dir_of(package).join("Cargo.toml").is_file())
+        .collect()
+}
+
+fn policy_dir_of(package: &str) -> PathBuf {
+    workspace_root().join("guest-policies").join(package)
+}
+
+/// A policy crate's fixture suites: every `tests/*.yaml` of the crate.
+pub fn policy_suites(package: &str) -> Result<Vec<PathBuf>> {
+    let dir = policy_dir_of(package).join("tests");
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut suites: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    suites.sort();
+    Ok(suites)
+}
+
+/// Runs every policy crate's unit tests inside Wasm: `cargo test --target
+/// wasm32-wasip2 -p <policy>`, one crate per invocation (their worlds
+/// differ), through the runner set in `.cargo/config.toml`.
+pub fn policy_wasm_tests() -> Result<()> {
+    ensure_wasm_target()?;
+    // The runner is `cargo run -p steward`: build it here, with progress.
+    run(cargo().args(["build", "-p", "steward"]))?;
+    for (package, _) in policy_crates() {
+        run(cargo().args(["test", "--target", WASM_TARGET, "-p", package]))
+            .with_context(|| format!("the unit tests of policy `{package}` failed inside Wasm"))?;
+    }
+    Ok(())
+}
+
+/// Runs every policy crate's fixture suites with `steward test` against
+/// its built component.
+pub fn policy_fixture_suites() -> Result<()> {
+    let guests = build_guests()?;
+    run(cargo().args(["build", "-p", "steward"]))?;
+    let steward = target_dir().join("debug").join("steward");
+    for (package, stem) in policy_crates() {
+        let suites = policy_suites(package)?;
+        if suites.is_empty() {
+            eprintln!(
+                "warning: policy `{package}` has no fixture suite (guest-policies/{package}/tests/*.yaml)"
+            );
+        }
+        for suite in suites {
+            let mut cmd = Command::new(&steward);
+            cmd.current_dir(workspace_root())
+                .arg("test")
+                .arg(guests.join(format!("{stem}.wasm")))
+                .arg(&suite)
+                .env("STEWARD_LOG", "warn");
+            run(&mut cmd).with_context(|| format!("fixture suite {} failed", suite.display()))?;
+        }
+    }
+    Ok(())
+}

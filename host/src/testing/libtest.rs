@@ -335,3 +335,84 @@ pub fn summary(results: &[TestResult], elapsed: Duration, nocapture: bool) -> St
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::EvalError;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn selection_goes_to_the_listing_and_output_flags_do_not() {
+        let parsed = LibtestArgs::parse(&args(&[
+            "quorum",
+            "--exact",
+            "--nocapture",
+            "--skip",
+            "slow",
+            "--format",
+            "json",
+            "--test-threads=1",
+            "--include-ignored",
+        ]));
+        assert_eq!(
+            parsed.selection,
+            args(&["quorum", "--exact", "--skip", "slow", "--include-ignored"])
+        );
+        assert!(parsed.nocapture && parsed.run_ignored && !parsed.passthrough);
+        assert!(LibtestArgs::parse(&args(&["--list"])).passthrough);
+    }
+
+    #[test]
+    fn the_listing_yields_tests_but_not_benchmarks() {
+        let out = "a::one: test\nb::two: test\nc::bench: benchmark\n\n2 tests, 1 benchmarks\n";
+        assert_eq!(listed_tests(out), ["a::one", "b::two"]);
+    }
+
+    fn run(exit: CommandExit, output: &str) -> CommandRun {
+        CommandRun {
+            exit,
+            output: output.into(),
+        }
+    }
+
+    #[test]
+    fn verdicts_come_from_the_summary_line_and_the_trap() {
+        let ok = "\nrunning 1 test\ntest t::a ... ok\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 5 filtered out; finished in 0.00s\n";
+        assert_eq!(
+            judge("t::a", run(CommandExit::Code(0), ok)).outcome,
+            Outcome::Passed
+        );
+
+        let panic_marker = "\nrunning 1 test\ntest t::p - should panic ... ignored\n\ntest result: ok. 0 passed; 0 failed; 1 ignored; 0 measured; 5 filtered out; finished in 0.00s\n";
+        let judged = judge("t::p", run(CommandExit::Code(0), panic_marker));
+        assert!(judged.should_panic);
+        assert_eq!(judged.outcome, Outcome::Ignored);
+
+        let aborted = "\nrunning 1 test\ntest t::f ... \nhello\nthread 'main' panicked at src/lib.rs:3:5:\nboom\n";
+        let judged = judge(
+            "t::f",
+            run(
+                CommandExit::Trapped(EvalError::Trap("unreachable".into())),
+                aborted,
+            ),
+        );
+        assert_eq!(
+            judged.outcome,
+            Outcome::Failed("the instance trapped: unreachable".into())
+        );
+        assert_eq!(
+            judged.output,
+            "hello\nthread 'main' panicked at src/lib.rs:3:5:\nboom"
+        );
+
+        let renamed = "\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 6 filtered out; finished in 0.00s\n";
+        assert!(matches!(
+            judge("t::gone", run(CommandExit::Code(0), renamed)).outcome,
+            Outcome::Failed(_)
+        ));
+    }
+}
