@@ -188,9 +188,7 @@ fn test_runner_reports_every_failure_with_its_message_and_keeps_going() {
         "test tests::deliberate::after_the_failures_still_runs ... ok",
         "test tests::zero_replicas_panic - should panic ... ok",
         "test tests::deliberate::should_panic_but_does_not - should panic ... FAILED",
-        // The expected message is not visible to the runner (see
-        // testing::should_panic): any panic passes.
-        "test tests::deliberate::should_panic_with_another_message - should panic ... ok",
+        "test tests::deliberate::should_panic_with_another_message - should panic ... FAILED",
     ] {
         assert!(out.contains(line), "missing `{line}` in:\n{out}");
     }
@@ -209,7 +207,13 @@ fn test_runner_reports_every_failure_with_its_message_and_keeps_going() {
     }
     assert!(out.contains("(test did not panic as expected)"), "{out}");
     assert!(
-        out.contains("test result: FAILED. 5 passed; 2 failed; 1 ignored"),
+        out.contains(
+            "panic message: \"the actual message\"\n expected substring: \"a different message\""
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("test result: FAILED. 4 passed; 3 failed; 1 ignored"),
         "{out}"
     );
 }

@@ -163,6 +163,7 @@ impl Workload {
 /// Builders for PD's `store` and `member` records, expanded in each world
 /// that imports the `pd` interface (`admission::build`,
 /// `reconcile::build`), since each world has its own copy of the types.
+#[cfg(any(feature = "admission", feature = "reconcile"))]
 macro_rules! pd_builders {
     () => {
         /// An Up store at `<address>` with no leaders or regions and a

@@ -64,14 +64,21 @@ impl CommandComponent {
     }
 
     /// Runs the command once in a fresh instance with `args` (the first is
-    /// the program name), the host's environment and read-write access to
-    /// `dir` as `.`. Cluster queries see an empty cluster.
-    pub fn run(&self, args: &[String], dir: &Path, limits: Limits) -> Result<CommandRun> {
+    /// the program name), the host's environment plus `env`, and read-write
+    /// access to `dir` as `.`. Cluster queries see an empty cluster.
+    pub fn run(
+        &self,
+        args: &[String],
+        env: &[(&str, &str)],
+        dir: &Path,
+        limits: Limits,
+    ) -> Result<CommandRun> {
         let output = MemoryOutputPipe::new(CAPTURED_OUTPUT);
         let mut wasi = WasiCtx::builder();
         wasi.stdout(output.clone())
             .stderr(output.clone())
             .inherit_env()
+            .envs(env)
             .args(args);
         wasi.preopened_dir(dir, ".", FsPerms::ReadWrite)
             .map_err(anyhow::Error::from)

@@ -12,7 +12,8 @@
 //! libtest never runs a `#[should_panic]` test on wasm: it reports it as
 //! `test <name> - should panic ... ignored`. The runner takes that marker
 //! as the sign of a should-panic test and runs its body directly (see
-//! [`super::should_panic`]): it passes when the instance panics.
+//! [`super::should_panic`]): it passes when the instance panics with a
+//! message containing the `expected` text, if the test gives one.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -121,10 +122,11 @@ pub fn run(runtime: &Runtime, wasm: &Path, args: &[String]) -> Result<u8> {
         deadline: TEST_DEADLINE,
         memory_bytes: (MAX_MEMORY_MIB << 20) as usize,
     };
-    let run = |args: Vec<String>| -> Result<CommandRun> {
+    let run_with = |args: Vec<String>, env: &[(&str, &str)]| -> Result<CommandRun> {
         let argv: Vec<String> = std::iter::once(program.clone()).chain(args).collect();
-        binary.run(&argv, &dir, limits)
+        binary.run(&argv, env, &dir, limits)
     };
+    let run = |args: Vec<String>| run_with(args, &[]);
 
     let parsed = LibtestArgs::parse(args);
     if parsed.passthrough {
@@ -174,17 +176,33 @@ pub fn run(runtime: &Runtime, wasm: &Path, args: &[String]) -> Result<u8> {
         }
         results.push(result);
     }
+    let sources = if should_panic.is_empty() {
+        Ok(Default::default())
+    } else {
+        run_with(
+            should_panic::DISCOVERY_ARGS.map(String::from).to_vec(),
+            &should_panic::DISCOVERY_ENV,
+        )
+        .map(|listed| should_panic::test_sources(&listed.output, &dir))
+    };
     for i in should_panic {
         let name = results[i].name.clone();
-        results[i] = should_panic::run(runtime, &bytes, &name, &dir, limits).unwrap_or_else(|e| {
-            TestResult {
-                name,
-                should_panic: true,
-                outcome: Outcome::Failed(format!(
-                    "the runner could not run this #[should_panic] test inside Wasm: {e:#}"
-                )),
-                output: String::new(),
-            }
+        let expected = match &sources {
+            Ok(sources) => sources
+                .get(&name)
+                .map_or(Ok(None), should_panic::expected_message),
+            Err(e) => Err(anyhow::anyhow!("libtest's test discovery failed: {e:#}")),
+        };
+        let result = expected.and_then(|expected| {
+            should_panic::run(runtime, &bytes, &name, expected.as_deref(), &dir, limits)
+        });
+        results[i] = result.unwrap_or_else(|e| TestResult {
+            name,
+            should_panic: true,
+            outcome: Outcome::Failed(format!(
+                "the runner could not run this #[should_panic] test inside Wasm: {e:#}"
+            )),
+            output: String::new(),
         });
         report_line(&results[i], &parsed);
     }
