@@ -183,6 +183,7 @@ fn test_runner_reports_every_failure_with_its_message_and_keeps_going() {
     for line in [
         "test tests::majority_of_three_is_two ... ok",
         "test tests::fake_cluster_finds_its_node ... ok",
+        "test tests::host_cluster_imports_are_linked_to_an_empty_cluster ... ok",
         "test tests::ignored_on_purpose ... ignored",
         "test tests::deliberate::majority_of_four_is_wrong ... FAILED",
         "test tests::deliberate::after_the_failures_still_runs ... ok",
@@ -213,7 +214,7 @@ fn test_runner_reports_every_failure_with_its_message_and_keeps_going() {
         "{out}"
     );
     assert!(
-        out.contains("test result: FAILED. 4 passed; 3 failed; 1 ignored"),
+        out.contains("test result: FAILED. 5 passed; 3 failed; 1 ignored"),
         "{out}"
     );
 }
@@ -224,7 +225,7 @@ fn test_runner_passes_a_green_binary_and_honours_libtest_selection() {
     let (code, out) = test_runner(&wasm, &[]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("test result: ok. 3 passed; 0 failed; 1 ignored"),
+        out.contains("test result: ok. 4 passed; 0 failed; 1 ignored"),
         "{out}"
     );
 

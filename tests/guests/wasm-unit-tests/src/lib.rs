@@ -24,6 +24,16 @@ mod tests {
         assert_eq!(c.get_node("a").map(|n| n.name), Some("a".to_string()));
     }
 
+    /// Inside Wasm the runner links Steward's imports to an empty cluster
+    /// (natively there is no host to import from).
+    #[cfg(target_family = "wasm")]
+    #[test]
+    fn host_cluster_imports_are_linked_to_an_empty_cluster() {
+        use steward_sdk::cluster::HostCluster;
+        assert!(HostCluster.list_nodes(&[]).is_empty());
+        assert_eq!(HostCluster.get_pod("default", "web-0"), None);
+    }
+
     #[test]
     #[should_panic(expected = "no majority of zero")]
     fn zero_replicas_panic() {
