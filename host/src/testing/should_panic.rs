@@ -417,8 +417,7 @@ mod tests {
             std::process::id()
         ));
         std::fs::write(&file, source).unwrap();
-        let found = expected_message(&TestSource { file, line }).unwrap();
-        found
+        expected_message(&TestSource { file, line }).unwrap()
     }
 
     #[test]
