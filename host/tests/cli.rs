@@ -118,7 +118,7 @@ fn help_lists_the_commands() {
     let out = steward(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for command in ["serve", "run", "simulate"] {
+    for command in ["serve", "run", "simulate", "test", "test-runner"] {
         assert!(text.contains(command), "{text}");
     }
 }

@@ -219,17 +219,27 @@ pub fn policy_crates() -> Vec<(&'static str, &'static str)> {
     GUESTS
         .iter()
         .copied()
-        .filter(|(package, _)| policy_dir_of(package).join("Cargo.toml").is_file())
+        .filter(|(package, _)| policy_dir_of(package).is_some())
         .collect()
 }
 
-fn policy_dir_of(package: &str) -> PathBuf {
-    workspace_root().join("guest-policies").join(package)
+/// The directory under `guest-policies/` whose manifest names `package`.
+fn policy_dir_of(package: &str) -> Option<PathBuf> {
+    let name = format!("name = \"{package}\"");
+    std::fs::read_dir(workspace_root().join("guest-policies"))
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("Cargo.toml"))
+                .is_ok_and(|manifest| manifest.lines().any(|l| l.trim() == name))
+        })
 }
 
 /// A policy crate's fixture suites: every `tests/*.yaml` of the crate.
 pub fn policy_suites(package: &str) -> Result<Vec<PathBuf>> {
-    let dir = policy_dir_of(package).join("tests");
+    let Some(dir) = policy_dir_of(package).map(|d| d.join("tests")) else {
+        return Ok(Vec::new());
+    };
     if !dir.is_dir() {
         return Ok(Vec::new());
     }
@@ -266,7 +276,7 @@ pub fn policy_fixture_suites() -> Result<()> {
         let suites = policy_suites(package)?;
         if suites.is_empty() {
             eprintln!(
-                "warning: policy `{package}` has no fixture suite (guest-policies/{package}/tests/*.yaml)"
+                "warning: policy `{package}` has no fixture suite (tests/*.yaml in its crate)"
             );
         }
         for suite in suites {
@@ -280,4 +290,27 @@ pub fn policy_fixture_suites() -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_are_the_guests_under_guest_policies_with_their_suites() {
+        let policies = policy_crates();
+        assert!(
+            policies.contains(&("pd-quorum", "pd_quorum")),
+            "{policies:?}"
+        );
+        assert!(!policies.iter().any(|(p, _)| *p == "misbehave"));
+        let suites = policy_suites("pd-quorum").unwrap();
+        assert!(
+            suites
+                .iter()
+                .any(|s| s.ends_with("guest-policies/pd-quorum/tests/suite.yaml")),
+            "{suites:?}"
+        );
+        assert!(policy_suites("misbehave").unwrap().is_empty());
+    }
 }
