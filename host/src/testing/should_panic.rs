@@ -296,18 +296,26 @@ impl MainModule {
         Ok(module.entry().is_ok().then_some(module))
     }
 
-    /// The C entry point: one of [`ENTRY`], returning the exit code.
+    /// The C entry point: the first of [`ENTRY`] the module defines,
+    /// returning the exit code.
     fn entry(&self) -> Result<u32> {
-        self.function(
-            |index, name| {
-                ENTRY.contains(&name)
-                    && self
-                        .signatures
-                        .get(index as usize)
-                        .is_some_and(|(_, results)| results == &[ValType::I32])
-            },
-            "the C entry point",
-        )
+        ENTRY
+            .iter()
+            .find_map(|entry| {
+                self.function(
+                    |index, name| {
+                        name == *entry
+                            && index >= self.imported_functions
+                            && self
+                                .signatures
+                                .get(index as usize)
+                                .is_some_and(|(_, results)| results == &[ValType::I32])
+                    },
+                    entry,
+                )
+                .ok()
+            })
+            .ok_or_else(|| anyhow!("the module defines none of {}", ENTRY.join(", ")))
     }
 
     fn function(&self, wanted: impl Fn(u32, &str) -> bool, what: &str) -> Result<u32> {
