@@ -274,11 +274,15 @@ impl Config {
     pub fn cache_dir(&self) -> Option<PathBuf> {
         match &self.cache_dir {
             Some(dir) => Some(self.resolve(dir)),
-            None => {
-                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/steward/modules"))
-            }
+            None => default_cache_dir(),
         }
     }
+}
+
+/// `~/.cache/steward/modules`: where precompiled components go unless the
+/// configuration says otherwise.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/steward/modules"))
 }
 
 #[cfg(test)]

@@ -14,3 +14,4 @@ pub mod policy;
 pub mod runtime;
 pub mod server;
 pub mod simulate;
+pub mod testing;

@@ -62,6 +62,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a fixture suite (cases of request, settings and cluster with the
+    /// expected verdict) against a policy; exits 1 if any case fails.
+    Test {
+        /// The policy component (.wasm).
+        policy: PathBuf,
+        /// The suite (YAML); see the format in `steward::testing::suite`.
+        suite: PathBuf,
+    },
+    /// Run a policy's unit tests compiled to Wasm, each in its own instance
+    /// (cargo's runner for `cargo test --target wasm32-wasip2`).
+    TestRunner {
+        /// The test binary cargo built (`target/wasm32-wasip2/.../*.wasm`).
+        test_binary: PathBuf,
+        /// libtest arguments (filters, `--exact`, `--nocapture`, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        libtest_args: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -146,6 +163,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::from(2)
             })
+        }
+        Command::Test { policy, suite } => {
+            let runtime = steward::runtime::Runtime::new(steward::config::default_cache_dir())?;
+            let reports = steward::testing::suite::run(&runtime, &policy, &suite)?;
+            print!("{}", steward::testing::suite::render(&suite, &reports));
+            Ok(if reports.iter().all(|r| r.differences.is_empty()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::TestRunner {
+            test_binary,
+            libtest_args,
+        } => {
+            let runtime = steward::runtime::Runtime::new(None)?;
+            let code = steward::testing::libtest::run(&runtime, &test_binary, &libtest_args)?;
+            Ok(ExitCode::from(code))
         }
     }
 }

@@ -118,7 +118,194 @@ fn help_lists_the_commands() {
     let out = steward(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for command in ["serve", "run", "simulate"] {
+    for command in ["serve", "run", "simulate", "test", "test-runner"] {
         assert!(text.contains(command), "{text}");
+    }
+}
+
+/// Builds the unit tests of the test-only crate `wasm-unit-tests` for
+/// wasm32-wasip2 and returns the test binary (with `deliberate-failures`,
+/// some fail on purpose).
+fn wasm_unit_tests(deliberate_failures: bool) -> PathBuf {
+    xtask::ensure_wasm_target().unwrap();
+    let mut cmd = xtask::cargo();
+    cmd.args([
+        "test",
+        "--target",
+        xtask::WASM_TARGET,
+        "-p",
+        "wasm-unit-tests",
+        "--lib",
+        "--no-run",
+        "--message-format=json",
+    ]);
+    if deliberate_failures {
+        cmd.args(["--features", "deliberate-failures"]);
+    }
+    let out = cmd.output().expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["profile"]["test"] == true)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .expect("cargo reports the test binary")
+}
+
+/// `steward test-runner` on a test binary, from the crate's directory as
+/// cargo runs it.
+fn test_runner(wasm: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_steward"))
+        .arg("test-runner")
+        .arg(wasm)
+        .args(args)
+        .current_dir(root().join("tests/guests/wasm-unit-tests"))
+        .env("STEWARD_LOG", "warn")
+        .output()
+        .expect("steward runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn test_runner_reports_every_failure_with_its_message_and_keeps_going() {
+    let wasm = wasm_unit_tests(true);
+    let (code, out) = test_runner(&wasm, &[]);
+    assert_eq!(code, 101, "{out}");
+    for line in [
+        "test tests::majority_of_three_is_two ... ok",
+        "test tests::fake_cluster_finds_its_node ... ok",
+        "test tests::host_cluster_imports_are_linked_to_an_empty_cluster ... ok",
+        "test tests::ignored_on_purpose ... ignored",
+        "test tests::deliberate::majority_of_four_is_wrong ... FAILED",
+        "test tests::deliberate::after_the_failures_still_runs ... ok",
+        "test tests::zero_replicas_panic - should panic ... ok",
+        "test tests::deliberate::should_panic_but_does_not - should panic ... FAILED",
+        "test tests::deliberate::should_panic_with_another_message - should panic ... FAILED",
+    ] {
+        assert!(out.contains(line), "missing `{line}` in:\n{out}");
+    }
+    // The failure's own output and panic message, not only the trap.
+    let failure = out
+        .split("---- tests::deliberate::majority_of_four_is_wrong ----")
+        .nth(1)
+        .expect("the failure is reported");
+    for text in [
+        "checking four replicas",
+        "deliberate failure",
+        "left: 3",
+        "right: 2",
+    ] {
+        assert!(failure.contains(text), "missing `{text}` in:\n{out}");
+    }
+    assert!(out.contains("(test did not panic as expected)"), "{out}");
+    assert!(
+        out.contains(
+            "panic message: \"the actual message\"\n expected substring: \"a different message\""
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("test result: FAILED. 5 passed; 3 failed; 1 ignored"),
+        "{out}"
+    );
+}
+
+#[test]
+fn test_runner_passes_a_green_binary_and_honours_libtest_selection() {
+    let wasm = wasm_unit_tests(false);
+    let (code, out) = test_runner(&wasm, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("test result: ok. 4 passed; 0 failed; 1 ignored"),
+        "{out}"
+    );
+
+    let (code, out) = test_runner(&wasm, &["majority"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("running 1 test "), "{out}");
+    assert!(
+        out.contains("tests::majority_of_three_is_two ... ok"),
+        "{out}"
+    );
+
+    let (code, out) = test_runner(&wasm, &["--ignored"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("test tests::ignored_on_purpose ... ok"),
+        "{out}"
+    );
+    assert!(out.contains("1 passed; 0 failed; 0 ignored"), "{out}");
+
+    let (code, out) = test_runner(&wasm, &["--list"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("tests::zero_replicas_panic: test"), "{out}");
+}
+
+#[test]
+fn test_runner_refuses_what_is_not_a_test_binary() {
+    let (code, out) = test_runner(&xtask::guest_wasm("pd_quorum").unwrap(), &[]);
+    assert_ne!(code, 0);
+    assert!(out.contains("not a wasi:cli command"), "{out}");
+}
+
+/// `steward test` of pd-quorum's built component with a suite.
+fn suite(path: &std::path::Path) -> Output {
+    steward(&[
+        "test",
+        xtask::guest_wasm("pd_quorum").unwrap().to_str().unwrap(),
+        path.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn the_shipped_pd_quorum_suite_passes() {
+    let out = suite(&root().join("guest-policies/pd-quorum/tests/suite.yaml"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("suite result: ok. 12 passed; 0 failed"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_wrong_expectation_fails_the_suite_with_a_clear_report() {
+    let dir = std::env::temp_dir().join(format!("steward-suite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("wrong.yaml");
+    let yaml = format!(
+        "hook: scheduler\ncluster:\n  snapshot: {}\ncases:\n\
+         - name: right\n  filter: {{pod: tidb-cluster/basic-pd-0, nodes: [k8s-10-6-163-51], passes: [k8s-10-6-163-51]}}\n\
+         - name: wrong\n  cluster: {{placements: {{tidb-cluster/basic-pd-0: k8s-10-6-163-51}}}}\n  \
+           filter:\n    pod: tidb-cluster/basic-pd-1\n    nodes: [k8s-10-6-163-51, k8s-10-6-163-52]\n    \
+           passes: [k8s-10-6-163-51, k8s-10-6-163-52]\n    fails: {{k8s-10-6-163-52: quorum}}\n",
+        root().join("deploy/examples/basic-cluster.yaml").display()
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let out = suite(&path);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "case right ... ok",
+        "case wrong ... FAILED",
+        "passing nodes: expected [k8s-10-6-163-51, k8s-10-6-163-52], got [k8s-10-6-163-52]",
+        "- k8s-10-6-163-51 failed: pd-quorum: kubernetes.io/hostname=k8s-10-6-163-51 already has 1 pd pod(s)",
+        "node k8s-10-6-163-52: expected to fail matching `quorum`, but it passed",
+        "suite result: FAILED. 1 passed; 1 failed",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }
 }

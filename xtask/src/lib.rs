@@ -212,3 +212,105 @@ pub fn guest_wasm(stem: &str) -> Result<PathBuf> {
     }
     Ok(path)
 }
+
+/// The guest crates that are policies (their crate lives under
+/// `guest-policies/`, unlike test-only guests): (package, wasm file stem).
+pub fn policy_crates() -> Vec<(&'static str, &'static str)> {
+    GUESTS
+        .iter()
+        .copied()
+        .filter(|(package, _)| policy_dir_of(package).is_some())
+        .collect()
+}
+
+/// The directory under `guest-policies/` whose manifest names `package`.
+fn policy_dir_of(package: &str) -> Option<PathBuf> {
+    let name = format!("name = \"{package}\"");
+    std::fs::read_dir(workspace_root().join("guest-policies"))
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("Cargo.toml"))
+                .is_ok_and(|manifest| manifest.lines().any(|l| l.trim() == name))
+        })
+}
+
+/// A policy crate's fixture suites: every `tests/*.yaml` of the crate.
+pub fn policy_suites(package: &str) -> Result<Vec<PathBuf>> {
+    let Some(dir) = policy_dir_of(package).map(|d| d.join("tests")) else {
+        return Ok(Vec::new());
+    };
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut suites: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    suites.sort();
+    Ok(suites)
+}
+
+/// Runs every policy crate's unit tests inside Wasm: `cargo test --target
+/// wasm32-wasip2 -p <policy>`, one crate per invocation (their worlds
+/// differ), through the runner set in `.cargo/config.toml`.
+pub fn policy_wasm_tests() -> Result<()> {
+    ensure_wasm_target()?;
+    // The runner is `cargo run -p steward`: build it here, with progress.
+    run(cargo().args(["build", "-p", "steward"]))?;
+    for (package, _) in policy_crates() {
+        run(cargo().args(["test", "--target", WASM_TARGET, "-p", package]))
+            .with_context(|| format!("the unit tests of policy `{package}` failed inside Wasm"))?;
+    }
+    Ok(())
+}
+
+/// Runs every policy crate's fixture suites with `steward test` against
+/// its built component.
+pub fn policy_fixture_suites() -> Result<()> {
+    let guests = build_guests()?;
+    run(cargo().args(["build", "-p", "steward"]))?;
+    let steward = target_dir().join("debug").join("steward");
+    for (package, stem) in policy_crates() {
+        let suites = policy_suites(package)?;
+        if suites.is_empty() {
+            eprintln!(
+                "warning: policy `{package}` has no fixture suite (tests/*.yaml in its crate)"
+            );
+        }
+        for suite in suites {
+            let mut cmd = Command::new(&steward);
+            cmd.current_dir(workspace_root())
+                .arg("test")
+                .arg(guests.join(format!("{stem}.wasm")))
+                .arg(&suite)
+                .env("STEWARD_LOG", "warn");
+            run(&mut cmd).with_context(|| format!("fixture suite {} failed", suite.display()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_are_the_guests_under_guest_policies_with_their_suites() {
+        let policies = policy_crates();
+        assert!(
+            policies.contains(&("pd-quorum", "pd_quorum")),
+            "{policies:?}"
+        );
+        assert!(!policies.iter().any(|(p, _)| *p == "misbehave"));
+        let suites = policy_suites("pd-quorum").unwrap();
+        assert!(
+            suites
+                .iter()
+                .any(|s| s.ends_with("guest-policies/pd-quorum/tests/suite.yaml")),
+            "{suites:?}"
+        );
+        assert!(policy_suites("misbehave").unwrap().is_empty());
+    }
+}

@@ -4,8 +4,8 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
 use xtask::{
-    build_guests, cargo, ensure_wasm_target, install_policies, run, show, target_dir,
-    workspace_root,
+    build_guests, cargo, ensure_wasm_target, install_policies, policy_fixture_suites,
+    policy_wasm_tests, run, show, target_dir, workspace_root,
 };
 
 const USAGE: &str = "\
@@ -18,9 +18,13 @@ Commands:
   demo [args]    build, then run `steward simulate --config
                  deploy/examples/steward.yaml [args]`; exits with its code
   test [args]    build the guests, then `cargo test --workspace [args]`
-                 (e.g. `cargo xtask test -- --nocapture`); the end-to-end
-                 tests (tests/tests/e2e.rs) build Kubernetes 1.20.2 on
-                 their first run (apt, 7-10 min, cached in ~/.cache/steward)
+                 (e.g. `cargo xtask test -- --nocapture`), then every
+                 policy's unit tests inside Wasm (`cargo test --target
+                 wasm32-wasip2 -p <policy>`) and its fixture suites
+                 (`steward test <policy>.wasm guest-policies/<policy>/tests/*.yaml`);
+                 the end-to-end tests (tests/tests/e2e.rs) build Kubernetes
+                 1.20.2 on their first run (apt, 7-10 min, cached in
+                 ~/.cache/steward)
   ci [args]      `cargo fmt --all --check`, `cargo clippy --workspace
                  --all-targets -- -D warnings`, then the same as `test`
   help           print this help (also `-h`, `--help`)
@@ -106,7 +110,9 @@ fn demo(extra: &[String]) -> ExitCode {
 fn test(extra: &[String]) -> Result<()> {
     ensure_wasm_target()?;
     build_guests()?;
-    run(cargo().args(["test", "--workspace"]).args(extra))
+    run(cargo().args(["test", "--workspace"]).args(extra))?;
+    policy_wasm_tests()?;
+    policy_fixture_suites()
 }
 
 /// Format and lint checks, then `test`.

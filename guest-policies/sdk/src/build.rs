@@ -159,3 +159,83 @@ impl Workload {
         self
     }
 }
+
+/// Builders for PD's `store` and `member` records, expanded in each world
+/// that imports the `pd` interface (`admission::build`,
+/// `reconcile::build`), since each world has its own copy of the types.
+#[cfg(any(feature = "admission", feature = "reconcile"))]
+macro_rules! pd_builders {
+    () => {
+        /// An Up store at `<address>` with no leaders or regions and a
+        /// heartbeat at time 0.
+        pub fn store(id: u64, address: &str) -> Store {
+            Store {
+                id,
+                address: address.into(),
+                state: "Up".into(),
+                leader_count: 0,
+                region_count: 0,
+                last_heartbeat_ms: 0,
+            }
+        }
+
+        impl Store {
+            /// PD's `state_name`: Up, Disconnected, Down, Offline, Tombstone.
+            pub fn state(mut self, state: &str) -> Self {
+                self.state = state.into();
+                self
+            }
+            pub fn leaders(mut self, count: u64) -> Self {
+                self.leader_count = count;
+                self
+            }
+            pub fn regions(mut self, count: u64) -> Self {
+                self.region_count = count;
+                self
+            }
+            pub fn heartbeat_at(mut self, unix_ms: i64) -> Self {
+                self.last_heartbeat_ms = unix_ms;
+                self
+            }
+        }
+
+        /// A healthy PD member serving clients at `http://<name>:2379`.
+        pub fn member(id: u64, name: &str) -> Member {
+            Member {
+                id,
+                name: name.into(),
+                client_urls: vec![format!("http://{name}:2379")],
+                healthy: true,
+            }
+        }
+
+        impl Member {
+            pub fn unhealthy(mut self) -> Self {
+                self.healthy = false;
+                self
+            }
+        }
+    };
+}
+#[cfg(any(feature = "admission", feature = "reconcile"))]
+pub(crate) use pd_builders;
+
+#[cfg(all(test, feature = "admission"))]
+mod pd_tests {
+    use crate::admission::build::{member, store};
+
+    #[test]
+    fn stores_and_members_read_like_pd_answers() {
+        let s = store(4, "basic-tikv-1.basic-tikv-peer:20160")
+            .state("Offline")
+            .leaders(3)
+            .regions(12)
+            .heartbeat_at(1_700_000_000_000);
+        assert_eq!((s.id, s.state.as_str()), (4, "Offline"));
+        assert_eq!((s.leader_count, s.region_count), (3, 12));
+        assert_eq!(s.last_heartbeat_ms, 1_700_000_000_000);
+        let m = member(1, "basic-pd-0").unhealthy();
+        assert_eq!(m.client_urls, ["http://basic-pd-0:2379"]);
+        assert!(!m.healthy);
+    }
+}

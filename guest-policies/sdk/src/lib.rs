@@ -95,6 +95,12 @@ pub mod admission {
         export_macro_name: "export_admission_policy",
         default_bindings_module: "steward_sdk::admission",
     });
+
+    pub mod build {
+        //! Test builders for this world's PD records (with [`crate::build`]).
+        use super::steward::policy::pd::{Member, Store};
+        crate::build::pd_builders!();
+    }
 }
 
 #[cfg(feature = "reconcile")]
@@ -116,4 +122,10 @@ pub mod reconcile {
         export_macro_name: "export_reconcile_policy",
         default_bindings_module: "steward_sdk::reconcile",
     });
+
+    pub mod build {
+        //! Test builders for this world's PD records (with [`crate::build`]).
+        use super::steward::policy::pd::{Member, Store};
+        crate::build::pd_builders!();
+    }
 }

@@ -18,7 +18,7 @@ use crate::runtime::{
     Claim, Node, Pod, SelectorOperator, SelectorRequirement, StorageClass, Volume, Workload,
 };
 
-pub use snapshot::load_snapshot;
+pub use snapshot::{load_objects, load_snapshot};
 pub use watch::watch_cluster;
 
 /// A candidate's label value id when the node lacks the label.

@@ -26,6 +26,17 @@ pub fn load_snapshot(cache: &ClusterCache, path: &Path) -> Result<usize> {
     Ok(loaded)
 }
 
+/// Loads Kubernetes objects given as values (e.g. inline in a fixture
+/// suite) into `cache`, like the documents of a snapshot. Returns how many
+/// were loaded.
+pub fn load_objects(cache: &ClusterCache, objects: &[serde_json::Value]) -> Result<usize> {
+    let mut loaded = 0;
+    for (i, object) in objects.iter().enumerate() {
+        loaded += ingest(cache, object.clone()).with_context(|| format!("object {}", i + 1))?;
+    }
+    Ok(loaded)
+}
+
 fn ingest(cache: &ClusterCache, value: serde_json::Value) -> Result<usize> {
     if value.is_null() {
         return Ok(0);

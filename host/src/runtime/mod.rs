@@ -4,6 +4,7 @@
 
 mod bindings;
 mod cache;
+mod command;
 mod sandbox;
 mod scheduler;
 
@@ -22,6 +23,7 @@ pub use bindings::{
     StorageClass, Taint, Volume, WIT_PACKAGE, Workload,
 };
 pub use cache::digest;
+pub use command::{CommandComponent, CommandExit, CommandRun};
 pub use sandbox::{EvalError, Limits};
 pub use scheduler::SchedulerPolicy;
 

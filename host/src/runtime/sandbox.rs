@@ -72,12 +72,25 @@ pub struct GuestState {
 }
 
 impl GuestState {
+    /// A policy's state: no WASI capabilities, output captured for errors.
     fn new(policy_id: Arc<str>, cluster: ClusterQuery, limits: Limits) -> GuestState {
         let output = MemoryOutputPipe::new(CAPTURED_OUTPUT);
         let wasi = WasiCtx::builder()
             .stdout(output.clone())
             .stderr(output.clone())
             .build();
+        GuestState::with_wasi(policy_id, cluster, limits, wasi, output)
+    }
+
+    /// A state with the given WASI context; `output` is what [`classify`]
+    /// quotes when the guest traps.
+    fn with_wasi(
+        policy_id: Arc<str>,
+        cluster: ClusterQuery,
+        limits: Limits,
+        wasi: WasiCtx,
+        output: MemoryOutputPipe,
+    ) -> GuestState {
         GuestState {
             wasi,
             table: ResourceTable::new(),
@@ -149,7 +162,26 @@ pub fn store(
     cluster: ClusterQuery,
     limits: Limits,
 ) -> Store<GuestState> {
-    let mut store = Store::new(engine, GuestState::new(policy_id, cluster, limits));
+    armed(engine, GuestState::new(policy_id, cluster, limits), limits)
+}
+
+/// A fresh store for a policy's own unit tests (`steward test-runner`):
+/// unlike a policy, libtest gets the WASI context it needs (arguments,
+/// environment, working directory). The runner shows the guest's output
+/// itself, so [`classify`] does not quote it.
+pub fn test_store(
+    engine: &Engine,
+    cluster: ClusterQuery,
+    limits: Limits,
+    wasi: WasiCtx,
+) -> Store<GuestState> {
+    let unquoted = MemoryOutputPipe::new(0);
+    let state = GuestState::with_wasi("test".into(), cluster, limits, wasi, unquoted);
+    armed(engine, state, limits)
+}
+
+fn armed(engine: &Engine, state: GuestState, limits: Limits) -> Store<GuestState> {
+    let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.memory);
     let ticks = limits.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64;
     store.set_epoch_deadline(ticks.max(1));

@@ -1,0 +1,7 @@
+//! Testing policies: their Rust unit tests run inside Wasm
+//! (`steward test-runner`, cargo's runner for wasm32-wasip2) and
+//! declarative fixture suites (`steward test`).
+
+pub mod libtest;
+mod should_panic;
+pub mod suite;
