@@ -431,16 +431,18 @@ impl ClusterView for NativeView {
             .collect()
     }
     fn get_local_volume(&self, name: &str) -> Option<steward_sdk::LocalVolume> {
-        self.0.get_local_volume(name).map(|v| steward_sdk::LocalVolume {
-            name: v.name,
-            pool_name: v.pool_name,
-            required_bytes: v.required_bytes,
-            replica_number: v.replica_number,
-            replica_hosts: v.replica_hosts,
-            published_node: v.published_node,
-            state: v.state,
-            migrating: v.migrating,
-        })
+        self.0
+            .get_local_volume(name)
+            .map(|v| steward_sdk::LocalVolume {
+                name: v.name,
+                pool_name: v.pool_name,
+                required_bytes: v.required_bytes,
+                replica_number: v.replica_number,
+                replica_hosts: v.replica_hosts,
+                published_node: v.published_node,
+                state: v.state,
+                migrating: v.migrating,
+            })
     }
     fn node_id(&self, name: &str) -> Option<u32> {
         self.0.node_id(name)

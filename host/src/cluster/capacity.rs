@@ -8,8 +8,7 @@ use rustc_hash::FxHashMap;
 use super::storage::{CsiCapacity, Pool, PoolFigures};
 use super::{ClusterQuery, State, selector_matches};
 use crate::runtime::{
-    CapacitySource, LocalVolume, NodeDisks, NodeSelectorTerm, PoolCapacity, PoolState,
-    StorageClass,
+    CapacitySource, LocalVolume, NodeDisks, NodeSelectorTerm, PoolCapacity, PoolState, StorageClass,
 };
 
 /// Capacity reserved on one node.
@@ -79,9 +78,10 @@ impl ClusterQuery {
             CapacitySource::Hwameistor => {
                 with(&|i| s.storage.lvm[i].is_some(), s.storage.lvm.len())
             }
-            CapacitySource::Topolvm => {
-                with(&|i| !s.storage.topolvm[i].is_empty(), s.storage.topolvm.len())
-            }
+            CapacitySource::Topolvm => with(
+                &|i| !s.storage.topolvm[i].is_empty(),
+                s.storage.topolvm.len(),
+            ),
             CapacitySource::CsiStorageCapacity => {
                 let live: Vec<u32> = (0..s.nodes.nodes.len() as u32)
                     .filter(|&i| s.nodes.nodes[i as usize].is_some())
@@ -115,7 +115,8 @@ impl ClusterQuery {
     ) -> Vec<PoolCapacity> {
         let s = self.cache.state.read();
         let reserved = self.reserved(&s, classes, except_pod);
-        let csi = (source == CapacitySource::CsiStorageCapacity).then(|| csi_by_node(&s, pool, ids));
+        let csi =
+            (source == CapacitySource::CsiStorageCapacity).then(|| csi_by_node(&s, pool, ids));
         ids.iter()
             .enumerate()
             .map(|(i, &id)| {
@@ -153,9 +154,7 @@ impl ClusterQuery {
             .map_or_else(|| format!("#{id}"), String::clone);
         match figures {
             Figures::Ready(_) => None,
-            Figures::Missing(what) | Figures::NotReady(what) => {
-                Some(what.replace("{node}", &node))
-            }
+            Figures::Missing(what) | Figures::NotReady(what) => Some(what.replace("{node}", &node)),
             Figures::Bad(why) => Some(why),
         }
     }
@@ -203,7 +202,12 @@ impl ClusterQuery {
     /// Capacity held per node by claims of `classes` that pods other than
     /// `except_pod` (and the hidden ones) were placed with and whose volumes
     /// the cache does not hold yet.
-    fn reserved(&self, s: &State, classes: &[String], except_pod: &str) -> FxHashMap<u32, Reserved> {
+    fn reserved(
+        &self,
+        s: &State,
+        classes: &[String],
+        except_pod: &str,
+    ) -> FxHashMap<u32, Reserved> {
         let mut out: FxHashMap<u32, Reserved> = FxHashMap::default();
         let ttl = self.cache.in_flight_ttl;
         for (uid, r) in &s.reservations {

@@ -374,7 +374,13 @@ mod tests {
         a.insert("other".to_string(), "x".into());
         let caps = topolvm_capacity("n1", Some(&a));
         assert_eq!(caps.len(), 2);
-        assert!(caps[0].1.as_ref().unwrap_err().contains("is `10Gi`, not a byte count"));
+        assert!(
+            caps[0]
+                .1
+                .as_ref()
+                .unwrap_err()
+                .contains("is `10Gi`, not a byte count")
+        );
         assert_eq!(caps[1].1.as_ref().unwrap().free_bytes, 100 << 30);
     }
 

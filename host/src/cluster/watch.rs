@@ -46,19 +46,17 @@ pub async fn watch_cluster(client: Client, cache: Arc<ClusterCache>) {
     let c = || (client.clone(), cache.clone(), tx.clone());
     let dynamic = |c: &Client, r: &ApiResource| Api::<DynamicObject>::all_with(c.clone(), r);
     let (cl, ca, t) = c();
-    let mut kinds = vec![
-        tokio::spawn(watch::<Pod>(
-            Api::all(cl),
-            Kind {
-                name: "Pod",
-                optional: false,
-                upsert: |o, c| c.upsert_pod(convert::pod(o)),
-                remove: |c, ns, n| c.remove_pod(ns, n),
-            },
-            ca,
-            t,
-        )),
-    ];
+    let mut kinds = vec![tokio::spawn(watch::<Pod>(
+        Api::all(cl),
+        Kind {
+            name: "Pod",
+            optional: false,
+            upsert: |o, c| c.upsert_pod(convert::pod(o)),
+            remove: |c, ns, n| c.remove_pod(ns, n),
+        },
+        ca,
+        t,
+    ))];
     let (cl, ca, t) = c();
     kinds.push(tokio::spawn(watch::<Node>(
         Api::all(cl),
@@ -67,7 +65,8 @@ pub async fn watch_cluster(client: Client, cache: Arc<ClusterCache>) {
             optional: false,
             upsert: |o, c| {
                 let node = convert::node(o);
-                let capacity = storage::topolvm_capacity(&node.name, o.metadata.annotations.as_ref());
+                let capacity =
+                    storage::topolvm_capacity(&node.name, o.metadata.annotations.as_ref());
                 c.set_topolvm_capacity(&node.name, capacity);
                 c.upsert_node(node);
             },
@@ -271,7 +270,9 @@ async fn watch<K>(
                     let _ = synced.send(name).await;
                 }
             }
-            Err(e) => tracing::warn!(kind = name, error = %e, "watch failed; retrying with backoff"),
+            Err(e) => {
+                tracing::warn!(kind = name, error = %e, "watch failed; retrying with backoff")
+            }
         }
     }
 }
