@@ -47,8 +47,8 @@ pub fn runtime() -> &'static Runtime {
     })
 }
 
-/// A configuration from YAML policies (`{pd_quorum}`/`{misbehave}` expand
-/// to the built guests), over the example snapshot.
+/// A configuration from YAML policies (`{pd_quorum}`, `{local_pv}`,
+/// `{misbehave}` expand to the built guests), over the example snapshot.
 pub fn config(policies_yaml: &str) -> Config {
     let yaml = format!(
         "cluster: {{snapshot: {}}}\npolicies:\n{}",
@@ -56,6 +56,7 @@ pub fn config(policies_yaml: &str) -> Config {
         policies_yaml
             .replace("{pd_quorum}", &guest("pd_quorum").display().to_string())
             .replace("{misbehave}", &guest("misbehave").display().to_string())
+            .replace("{local_pv}", &guest("local_pv").display().to_string())
     );
     Config::parse(&yaml).expect("test config is valid")
 }
@@ -71,6 +72,9 @@ pub fn app(policies_yaml: &str) -> App {
 
 /// pd-quorum over the example snapshot, selecting every pod.
 pub const PD_QUORUM: &str = "- id: pd-quorum\n  hook: scheduler\n  module: {pd_quorum}\n";
+
+/// local-pv over the example snapshot, selecting every pod.
+pub const LOCAL_PV: &str = "- id: local-pv\n  hook: scheduler\n  module: {local_pv}\n";
 
 /// Serves `app` on an ephemeral loopback port under `/scheduler`; returns
 /// its address.
