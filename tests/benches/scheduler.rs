@@ -417,6 +417,102 @@ impl ClusterView for NativeView {
     fn node_label_id(&self, node: &str, key: &str) -> Option<u32> {
         self.0.node_label_id(node, key)
     }
+    fn list_storage_classes(&self) -> Vec<steward_sdk::StorageClass> {
+        self.0
+            .list_storage_classes()
+            .into_iter()
+            .map(|c| steward_sdk::StorageClass {
+                name: c.name,
+                provisioner: c.provisioner,
+                parameters: c.parameters,
+                binding_mode: c.binding_mode,
+                reclaim_policy: c.reclaim_policy,
+            })
+            .collect()
+    }
+    fn get_local_volume(&self, name: &str) -> Option<steward_sdk::LocalVolume> {
+        self.0
+            .get_local_volume(name)
+            .map(|v| steward_sdk::LocalVolume {
+                name: v.name,
+                pool_name: v.pool_name,
+                required_bytes: v.required_bytes,
+                replica_number: v.replica_number,
+                replica_hosts: v.replica_hosts,
+                published_node: v.published_node,
+                state: v.state,
+                migrating: v.migrating,
+            })
+    }
+    fn node_id(&self, name: &str) -> Option<u32> {
+        self.0.node_id(name)
+    }
+    fn match_node_affinity(
+        &self,
+        terms: &[steward_sdk::NodeSelectorTerm],
+        nodes: &[u32],
+    ) -> Vec<bool> {
+        let terms: Vec<_> = terms
+            .iter()
+            .map(|t| steward::runtime::NodeSelectorTerm {
+                match_expressions: t.match_expressions.iter().map(host_requirement).collect(),
+                match_fields: t.match_fields.iter().map(host_requirement).collect(),
+            })
+            .collect();
+        self.0.match_node_affinity(&terms, nodes)
+    }
+    fn storage_nodes(&self, source: steward_sdk::CapacitySource) -> Vec<u32> {
+        self.0.storage_nodes(host_source(source))
+    }
+    fn pool_capacities(
+        &self,
+        source: steward_sdk::CapacitySource,
+        pool: &str,
+        classes: &[String],
+        except_pod: &str,
+        nodes: &[u32],
+    ) -> Vec<steward_sdk::PoolCapacity> {
+        self.0
+            .pool_capacities(host_source(source), pool, classes, except_pod, nodes)
+            .into_iter()
+            .map(|p| steward_sdk::PoolCapacity {
+                state: sdk_state(p.state),
+                schedulable: p.schedulable,
+                free_bytes: p.free_bytes,
+                total_bytes: p.total_bytes,
+                free_volumes: p.free_volumes,
+                reserved_bytes: p.reserved_bytes,
+                reserved_volumes: p.reserved_volumes,
+            })
+            .collect()
+    }
+    fn pool_problem(
+        &self,
+        source: steward_sdk::CapacitySource,
+        pool: &str,
+        node: u32,
+    ) -> Option<String> {
+        self.0.pool_problem(host_source(source), pool, node)
+    }
+    fn free_disks(
+        &self,
+        disk_type: &str,
+        classes: &[String],
+        except_pod: &str,
+        nodes: &[u32],
+    ) -> Vec<steward_sdk::NodeDisks> {
+        self.0
+            .free_disks(disk_type, classes, except_pod, nodes)
+            .into_iter()
+            .map(|d| steward_sdk::NodeDisks {
+                state: sdk_state(d.state),
+                schedulable: d.schedulable,
+                free: d.free,
+                reserved: d.reserved,
+                problem: d.problem,
+            })
+            .collect()
+    }
     fn get_workload(&self, kind: &str, ns: &str, name: &str) -> Option<steward_sdk::Workload> {
         self.0
             .get_workload(kind, ns, name)
@@ -440,6 +536,27 @@ impl ClusterView for NativeView {
                 selector: Vec::new(),
                 claim_templates: w.claim_templates,
             })
+    }
+}
+
+fn host_source(s: steward_sdk::CapacitySource) -> steward::runtime::CapacitySource {
+    use steward::runtime::CapacitySource as H;
+    use steward_sdk::CapacitySource as S;
+    match s {
+        S::Hwameistor => H::Hwameistor,
+        S::Topolvm => H::Topolvm,
+        S::CsiStorageCapacity => H::CsiStorageCapacity,
+    }
+}
+
+fn sdk_state(s: steward::runtime::PoolState) -> steward_sdk::PoolState {
+    use steward::runtime::PoolState as H;
+    use steward_sdk::PoolState as S;
+    match s {
+        H::Ready => S::Ready,
+        H::Missing => S::Missing,
+        H::NotReady => S::NotReady,
+        H::BadData => S::BadData,
     }
 }
 

@@ -96,6 +96,9 @@ pub fn app(policies_yaml: &str) -> App {
 /// pd-quorum over the example snapshot, selecting every pod.
 pub const PD_QUORUM: &str = "- id: pd-quorum\n  hook: scheduler\n  module: {pd_quorum}\n";
 
+/// local-pv over the example snapshot, selecting every pod.
+pub const LOCAL_PV: &str = "- id: local-pv\n  hook: scheduler\n  module: {local_pv}\n";
+
 /// Serves `app` on an ephemeral loopback port under `/scheduler`; returns
 /// its address.
 pub async fn serve(app: App) -> SocketAddr {

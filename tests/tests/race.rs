@@ -1,10 +1,11 @@
 //! Back-to-back scheduling: kube-scheduler binds asynchronously, so when the
 //! next PD pod is filtered the watch may not show the previous one placed.
-//! Steward counts pods it let through (and bound) before the watch does.
+//! Steward counts pods it let through (and bound) before the watch does, and
+//! reserves the pool capacity of their claims until the volumes exist.
 
 use steward::extender::CandidateNodes;
 use steward::runtime::Pod;
-use steward_tests::{PD_QUORUM, app};
+use steward_tests::{LOCAL_PV, PD_QUORUM, app};
 
 const NODES: [&str; 4] = [
     "k8s-10-6-163-51",
@@ -105,5 +106,154 @@ fn an_abandoned_placement_stops_holding_others_back() {
             .unwrap()
             .len(),
         4
+    );
+}
+
+/// Claims of 300 GiB: each HDD pool (500 GiB) takes one of them only.
+fn app_with_big_claims(
+    cache: Option<std::sync::Arc<steward::cluster::ClusterCache>>,
+) -> steward::server::App {
+    let app = match cache {
+        None => app(LOCAL_PV),
+        Some(cache) => {
+            let config = steward_tests::config(LOCAL_PV);
+            let policies = steward::policy::PolicySet::load(steward_tests::runtime(), &config)
+                .expect("policies load");
+            steward::cluster::load_snapshot(&cache, &steward_tests::example_snapshot())
+                .expect("snapshot loads");
+            steward::server::App::new(
+                &config,
+                policies,
+                cache,
+                steward::extender::Binder::Snapshot,
+            )
+        }
+    };
+    let query = steward::cluster::ClusterQuery::new(app.cluster.clone());
+    for name in ["pd-basic-pd-0", "pd-basic-pd-1"] {
+        let mut claim = query
+            .get_claim("tidb-cluster", name)
+            .expect("claim in snapshot");
+        claim.requested_bytes = 300 << 30;
+        app.cluster.upsert_claim(claim);
+    }
+    app
+}
+
+fn only(node: &str) -> CandidateNodes {
+    CandidateNodes::Names(vec![node.to_string()])
+}
+
+#[test]
+fn capacity_taken_by_a_placed_pod_is_reserved_until_its_volume_exists() {
+    let app = app_with_big_claims(None);
+    let pd0 = pod(&app, "basic-pd-0");
+    let pd1 = pod(&app, "basic-pd-1");
+    assert_eq!(
+        app.extender
+            .filter_pod(&pd0, only(NODES[0]))
+            .node_names
+            .unwrap(),
+        [NODES[0]]
+    );
+    // pd-0 is bound to 51; the watch lags: no node on the cached pod, its
+    // claim Pending, the pool still reporting 500 GiB free.
+    app.cluster
+        .record_binding(&pd0.uid, &pd0.namespace, &pd0.name, NODES[0]);
+    let second = app.extender.filter_pod(&pd1, all_nodes());
+    assert_eq!(second.node_names.unwrap(), [NODES[2], NODES[3]]);
+    assert_eq!(
+        second.failed_nodes[NODES[0]],
+        "local-pv: pool LocalStorage_PoolHDD on k8s-10-6-163-51 has 200 GiB free (500 GiB \
+         reported, 300 GiB of it reserved for claims of pods placed there whose volumes do not \
+         exist yet); the pod's new claims need 300 GiB"
+    );
+    // The reservation may lapse: kube-scheduler retries, it is resolvable.
+    assert!(!second.failed_and_unresolvable_nodes.contains_key(NODES[0]));
+    // pd-0's own retry does not count its own reservation.
+    assert_eq!(
+        app.extender
+            .filter_pod(&pd0, only(NODES[0]))
+            .node_names
+            .unwrap(),
+        [NODES[0]]
+    );
+
+    // The volume appears: the claim is bound to a PV the cache holds, so the
+    // pool's own figures count it from now on and the reservation ends.
+    let query = steward::cluster::ClusterQuery::new(app.cluster.clone());
+    let mut claim = query.get_claim("tidb-cluster", "pd-basic-pd-0").unwrap();
+    claim.phase = "Bound".into();
+    claim.volume_name = Some("pvc-pd-0".into());
+    app.cluster.upsert_claim(claim);
+    app.cluster.upsert_volume(steward::runtime::Volume {
+        name: "pvc-pd-0".into(),
+        labels: Vec::new(),
+        annotations: Vec::new(),
+        capacity_bytes: 300 << 30,
+        storage_class: Some("hwameistor-storage-lvm-hdd".into()),
+        phase: "Bound".into(),
+        claim: Some(("tidb-cluster".into(), "pd-basic-pd-0".into())),
+        csi_driver: Some("lvm.hwameistor.io".into()),
+        csi_handle: Some("pvc-pd-0".into()),
+        local_path: None,
+        node_affinity: Vec::new(),
+    });
+    assert_eq!(
+        app.extender
+            .filter_pod(&pd1, only(NODES[0]))
+            .node_names
+            .unwrap(),
+        [NODES[0]]
+    );
+}
+
+#[test]
+fn a_pod_in_flight_holds_its_claims_on_every_node_it_passed() {
+    let app = app_with_big_claims(None);
+    let pd0 = pod(&app, "basic-pd-0");
+    let pd1 = pod(&app, "basic-pd-1");
+    let first = app.extender.filter_pod(&pd0, all_nodes());
+    assert_eq!(first.node_names.unwrap(), [NODES[0], NODES[2], NODES[3]]);
+    // Nobody knows yet which of the three pd-0 lands on.
+    let second = app.extender.filter_pod(&pd1, all_nodes());
+    assert_eq!(second.node_names.unwrap(), Vec::<String>::new());
+    assert!(second.failed_nodes[NODES[3]].contains("300 GiB of it reserved"));
+    // Bound to 54: the other two are free again.
+    app.cluster
+        .record_binding(&pd0.uid, &pd0.namespace, &pd0.name, NODES[3]);
+    let third = app.extender.filter_pod(&pd1, all_nodes());
+    assert_eq!(third.node_names.unwrap(), [NODES[0], NODES[2]]);
+    // A failed binding gives the capacity back.
+    app.cluster.abandon_placement(&pd0.uid);
+    let fourth = app.extender.filter_pod(&pd1, all_nodes());
+    assert_eq!(fourth.node_names.unwrap(), [NODES[0], NODES[2], NODES[3]]);
+}
+
+#[test]
+fn a_reservation_expires_with_the_in_flight_ttl() {
+    let cache = std::sync::Arc::new(steward::cluster::ClusterCache::new(
+        std::time::Duration::from_millis(200),
+    ));
+    let app = app_with_big_claims(Some(cache));
+    let pd0 = pod(&app, "basic-pd-0");
+    let pd1 = pod(&app, "basic-pd-1");
+    app.extender.filter_pod(&pd0, only(NODES[0]));
+    app.cluster
+        .record_binding(&pd0.uid, &pd0.namespace, &pd0.name, NODES[0]);
+    assert!(
+        app.extender
+            .filter_pod(&pd1, only(NODES[0]))
+            .node_names
+            .unwrap()
+            .is_empty()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    assert_eq!(
+        app.extender
+            .filter_pod(&pd1, only(NODES[0]))
+            .node_names
+            .unwrap(),
+        [NODES[0]]
     );
 }

@@ -20,7 +20,11 @@ pub const WASM_TARGET: &str = "wasm32-wasip2";
 pub const GUEST_PROFILE: &str = "guest";
 
 /// Guest crates: (package name, wasm file stem).
-pub const GUESTS: &[(&str, &str)] = &[("pd-quorum", "pd_quorum"), ("misbehave", "misbehave")];
+pub const GUESTS: &[(&str, &str)] = &[
+    ("pd-quorum", "pd_quorum"),
+    ("local-pv", "local_pv"),
+    ("misbehave", "misbehave"),
+];
 
 /// The workspace root: the nearest directory with a `[workspace]` manifest
 /// above the running package (cargo sets `CARGO_MANIFEST_DIR` for `cargo run`

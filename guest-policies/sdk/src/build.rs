@@ -1,7 +1,11 @@
 //! Builders for test fixtures, so tests read like the rules they check:
 //! `pod("basic-pd-1").component("basic", "pd").on("node-a")`.
 
-use crate::{Claim, Node, Owner, Pod, Workload};
+use crate::cluster::{FakeDisks, FakePool};
+use crate::{
+    CapacitySource, Claim, LocalVolume, Node, NodeDisks, NodeSelectorTerm, Owner, Pod,
+    PoolCapacity, PoolState, SelectorRequirement, StorageClass, Volume, Workload,
+};
 
 fn pairs(map: &[(&str, &str)]) -> Vec<(String, String)> {
     map.iter()
@@ -237,5 +241,158 @@ mod pd_tests {
         let m = member(1, "basic-pd-0").unhealthy();
         assert_eq!(m.client_urls, ["http://basic-pd-0:2379"]);
         assert!(!m.healthy);
+
+/// A WaitForFirstConsumer storage class of `provisioner`.
+pub fn storage_class(name: &str, provisioner: &str) -> StorageClass {
+    StorageClass {
+        name: name.into(),
+        provisioner: provisioner.into(),
+        parameters: Vec::new(),
+        binding_mode: "WaitForFirstConsumer".into(),
+        reclaim_policy: "Delete".into(),
+    }
+}
+
+impl StorageClass {
+    pub fn param(mut self, key: &str, value: &str) -> Self {
+        self.parameters.retain(|(k, _)| k != key);
+        self.parameters.push((key.into(), value.into()));
+        self
+    }
+    pub fn immediate(mut self) -> Self {
+        self.binding_mode = "Immediate".into();
+        self
+    }
+}
+
+/// A bound persistent volume with no node affinity and no source.
+pub fn volume(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        labels: Vec::new(),
+        annotations: Vec::new(),
+        capacity_bytes: 0,
+        storage_class: None,
+        phase: "Bound".into(),
+        claim: None,
+        csi_driver: None,
+        csi_handle: None,
+        local_path: None,
+        node_affinity: Vec::new(),
+    }
+}
+
+impl Volume {
+    pub fn class(mut self, storage_class: &str) -> Self {
+        self.storage_class = Some(storage_class.into());
+        self
+    }
+    /// A CSI volume of `driver` with volume handle `handle`.
+    pub fn csi(mut self, driver: &str, handle: &str) -> Self {
+        self.csi_driver = Some(driver.into());
+        self.csi_handle = Some(handle.into());
+        self
+    }
+    /// A `local` volume at `path`.
+    pub fn local(mut self, path: &str) -> Self {
+        self.local_path = Some(path.into());
+        self
+    }
+    /// Required node affinity `key In [value]` (one more ORed term).
+    pub fn pinned(mut self, key: &str, value: &str) -> Self {
+        self.node_affinity.push(NodeSelectorTerm {
+            match_expressions: vec![SelectorRequirement {
+                key: key.into(),
+                operator: crate::SelectorOperator::In,
+                values: vec![value.into()],
+            }],
+            match_fields: Vec::new(),
+        });
+        self
+    }
+}
+
+/// A ready single-replica HwameiStor LVM volume in the HDD pool.
+pub fn local_volume(name: &str) -> LocalVolume {
+    LocalVolume {
+        name: name.into(),
+        pool_name: "LocalStorage_PoolHDD".into(),
+        required_bytes: 0,
+        replica_number: 1,
+        replica_hosts: Vec::new(),
+        published_node: None,
+        state: "Ready".into(),
+        migrating: false,
+    }
+}
+
+impl LocalVolume {
+    pub fn replica_on(mut self, node: &str) -> Self {
+        self.replica_hosts.push(node.into());
+        self.replica_number = self.replica_hosts.len() as u32;
+        self
+    }
+    pub fn published_on(mut self, node: &str) -> Self {
+        self.published_node = Some(node.into());
+        self
+    }
+}
+
+/// A ready HwameiStor pool `name` on `node` of `total` bytes, `used` used,
+/// with 1000 volume slots.
+pub fn pool(node: &str, name: &str, total: u64, used: u64) -> FakePool {
+    FakePool {
+        node: node.into(),
+        source: CapacitySource::Hwameistor,
+        name: name.into(),
+        capacity: PoolCapacity {
+            state: PoolState::Ready,
+            schedulable: true,
+            free_bytes: total.saturating_sub(used),
+            total_bytes: total,
+            free_volumes: 1000,
+            reserved_bytes: 0,
+            reserved_volumes: 0,
+        },
+        problem: None,
+    }
+}
+
+impl FakePool {
+    pub fn source(mut self, source: CapacitySource) -> Self {
+        self.source = source;
+        self
+    }
+    pub fn free_volumes(mut self, n: u32) -> Self {
+        self.capacity.free_volumes = n;
+        self
+    }
+    pub fn reserved(mut self, bytes: u64, volumes: u32) -> Self {
+        self.capacity.reserved_bytes = bytes;
+        self.capacity.reserved_volumes = volumes;
+        self
+    }
+    /// The pool is in `state`, and `pool-problem` says `problem`.
+    pub fn broken(mut self, state: PoolState, problem: &str) -> Self {
+        self.capacity.state = state;
+        self.problem = Some(problem.into());
+        self
+    }
+}
+
+/// A ready HwameiStor disk node with free disks of `disk_type` of these sizes.
+pub fn disks(node: &str, disk_type: &str, free: &[u64]) -> FakeDisks {
+    let mut free = free.to_vec();
+    free.sort_unstable_by(|a, b| b.cmp(a));
+    FakeDisks {
+        node: node.into(),
+        disk_type: disk_type.into(),
+        disks: NodeDisks {
+            state: PoolState::Ready,
+            schedulable: true,
+            free,
+            reserved: Vec::new(),
+            problem: None,
+        },
     }
 }

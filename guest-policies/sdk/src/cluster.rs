@@ -2,7 +2,10 @@
 //! host's cache (inside Wasm) and on in-memory fixtures (in tests).
 
 use crate::common::steward::policy::cluster as host;
-use crate::{Claim, Node, Pod, SelectorRequirement, StorageClass, Volume, Workload, labels};
+use crate::{
+    CapacitySource, Claim, LocalVolume, Node, NodeDisks, NodeSelectorTerm, Pod, PoolCapacity,
+    PoolState, SelectorRequirement, StorageClass, Volume, Workload, labels,
+};
 
 /// Read-only view of the cluster a policy decides on.
 pub trait ClusterView {
@@ -26,6 +29,36 @@ pub trait ClusterView {
         let node = self.get_node(node)?;
         self.label_id(key, labels::get(&node.labels, key)?)
     }
+
+    fn list_storage_classes(&self) -> Vec<StorageClass>;
+    /// A HwameiStor `LocalVolume` by name (a PV's CSI volume handle).
+    fn get_local_volume(&self, name: &str) -> Option<LocalVolume>;
+    /// Host id of the named node.
+    fn node_id(&self, name: &str) -> Option<u32>;
+    /// Per node id: does the node satisfy a volume's required node affinity?
+    fn match_node_affinity(&self, terms: &[NodeSelectorTerm], nodes: &[u32]) -> Vec<bool>;
+    /// Ids of the nodes `source` reports storage for.
+    fn storage_nodes(&self, source: CapacitySource) -> Vec<u32>;
+    /// Pool `pool` of each node id, with capacity reserved by other pods'
+    /// unprovisioned claims of `classes` (see the WIT `cluster` interface).
+    fn pool_capacities(
+        &self,
+        source: CapacitySource,
+        pool: &str,
+        classes: &[String],
+        except_pod: &str,
+        nodes: &[u32],
+    ) -> Vec<PoolCapacity>;
+    /// Why pool `pool` of node `node` is not ready.
+    fn pool_problem(&self, source: CapacitySource, pool: &str, node: u32) -> Option<String>;
+    /// HwameiStor disks of `disk_type` per node id, with reserved disk claims.
+    fn free_disks(
+        &self,
+        disk_type: &str,
+        classes: &[String],
+        except_pod: &str,
+        nodes: &[u32],
+    ) -> Vec<NodeDisks>;
 }
 
 /// The host's cluster cache, through the `cluster` import.
@@ -68,6 +101,43 @@ impl ClusterView for HostCluster {
     fn node_label_id(&self, node: &str, key: &str) -> Option<u32> {
         host::node_label_id(node, key)
     }
+    fn list_storage_classes(&self) -> Vec<StorageClass> {
+        host::list_storage_classes()
+    }
+    fn get_local_volume(&self, name: &str) -> Option<LocalVolume> {
+        host::get_local_volume(name)
+    }
+    fn node_id(&self, name: &str) -> Option<u32> {
+        host::node_id(name)
+    }
+    fn match_node_affinity(&self, terms: &[NodeSelectorTerm], nodes: &[u32]) -> Vec<bool> {
+        host::match_node_affinity(terms, nodes)
+    }
+    fn storage_nodes(&self, source: CapacitySource) -> Vec<u32> {
+        host::storage_nodes(source)
+    }
+    fn pool_capacities(
+        &self,
+        source: CapacitySource,
+        pool: &str,
+        classes: &[String],
+        except_pod: &str,
+        nodes: &[u32],
+    ) -> Vec<PoolCapacity> {
+        host::pool_capacities(source, pool, classes, except_pod, nodes)
+    }
+    fn pool_problem(&self, source: CapacitySource, pool: &str, node: u32) -> Option<String> {
+        host::pool_problem(source, pool, node)
+    }
+    fn free_disks(
+        &self,
+        disk_type: &str,
+        classes: &[String],
+        except_pod: &str,
+        nodes: &[u32],
+    ) -> Vec<NodeDisks> {
+        host::free_disks(disk_type, classes, except_pod, nodes)
+    }
 }
 
 /// An in-memory cluster for unit tests; fill it with [`crate::build`].
@@ -81,6 +151,29 @@ pub struct FakeCluster {
     pub volumes: Vec<Volume>,
     pub storage_classes: Vec<StorageClass>,
     pub workloads: Vec<Workload>,
+    pub local_volumes: Vec<LocalVolume>,
+    pub pools: Vec<FakePool>,
+    pub disks: Vec<FakeDisks>,
+}
+
+/// One node's pool in a [`FakeCluster`]: what a capacity source reports,
+/// reservations included (the host computes those; tests set them).
+#[derive(Clone, Debug)]
+pub struct FakePool {
+    pub node: String,
+    pub source: CapacitySource,
+    pub name: String,
+    pub capacity: PoolCapacity,
+    /// What `pool-problem` says when the state is not ready.
+    pub problem: Option<String>,
+}
+
+/// One node's disks of one type in a [`FakeCluster`].
+#[derive(Clone, Debug)]
+pub struct FakeDisks {
+    pub node: String,
+    pub disk_type: String,
+    pub disks: NodeDisks,
 }
 
 impl FakeCluster {
@@ -107,6 +200,22 @@ impl FakeCluster {
     pub fn with_workload(mut self, workload: Workload) -> Self {
         self.workloads.push(workload);
         self
+    }
+    pub fn with_local_volume(mut self, volume: LocalVolume) -> Self {
+        self.local_volumes.push(volume);
+        self
+    }
+    pub fn with_pool(mut self, pool: FakePool) -> Self {
+        self.pools.push(pool);
+        self
+    }
+    pub fn with_disks(mut self, disks: FakeDisks) -> Self {
+        self.disks.push(disks);
+        self
+    }
+
+    fn node_at(&self, id: u32) -> Option<&str> {
+        self.nodes.get(id as usize).map(|n| n.name.as_str())
     }
 }
 
@@ -166,6 +275,123 @@ impl ClusterView for FakeCluster {
             .iter()
             .position(|n| labels::get(&n.labels, key) == Some(text))
             .map(|i| i as u32)
+    }
+    fn list_storage_classes(&self) -> Vec<StorageClass> {
+        self.storage_classes.clone()
+    }
+    fn get_local_volume(&self, name: &str) -> Option<LocalVolume> {
+        self.local_volumes.iter().find(|v| v.name == name).cloned()
+    }
+    fn node_id(&self, name: &str) -> Option<u32> {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .map(|i| i as u32)
+    }
+    fn match_node_affinity(&self, terms: &[NodeSelectorTerm], nodes: &[u32]) -> Vec<bool> {
+        nodes
+            .iter()
+            .map(|&id| {
+                let Some(node) = self.nodes.get(id as usize) else {
+                    return false;
+                };
+                let fields = [("metadata.name".to_string(), node.name.clone())];
+                terms.iter().any(|t| {
+                    (!t.match_expressions.is_empty() || !t.match_fields.is_empty())
+                        && labels::matches(&node.labels, &t.match_expressions)
+                        && labels::matches(&fields, &t.match_fields)
+                })
+            })
+            .collect()
+    }
+    fn storage_nodes(&self, source: CapacitySource) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .pools
+            .iter()
+            .filter(|p| p.source == source)
+            .filter_map(|p| self.node_id(&p.node))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+    fn pool_capacities(
+        &self,
+        source: CapacitySource,
+        pool: &str,
+        _classes: &[String],
+        _except_pod: &str,
+        nodes: &[u32],
+    ) -> Vec<PoolCapacity> {
+        nodes
+            .iter()
+            .map(|&id| {
+                let node = self.node_at(id);
+                let schedulable = self
+                    .nodes
+                    .get(id as usize)
+                    .is_some_and(|n| n.ready && !n.unschedulable);
+                self.pools
+                    .iter()
+                    .find(|p| p.source == source && p.name == pool && Some(p.node.as_str()) == node)
+                    .map(|p| PoolCapacity {
+                        schedulable,
+                        ..p.capacity
+                    })
+                    .unwrap_or(PoolCapacity {
+                        state: PoolState::Missing,
+                        schedulable,
+                        free_bytes: 0,
+                        total_bytes: 0,
+                        free_volumes: 0,
+                        reserved_bytes: 0,
+                        reserved_volumes: 0,
+                    })
+            })
+            .collect()
+    }
+    fn pool_problem(&self, source: CapacitySource, pool: &str, node: u32) -> Option<String> {
+        let name = self.node_at(node)?;
+        match self
+            .pools
+            .iter()
+            .find(|p| p.source == source && p.name == pool && p.node == name)
+        {
+            Some(p) => p.problem.clone(),
+            None => Some(format!("node {name} has no pool {pool}")),
+        }
+    }
+    fn free_disks(
+        &self,
+        disk_type: &str,
+        _classes: &[String],
+        _except_pod: &str,
+        nodes: &[u32],
+    ) -> Vec<NodeDisks> {
+        nodes
+            .iter()
+            .map(|&id| {
+                let node = self.node_at(id);
+                let schedulable = self
+                    .nodes
+                    .get(id as usize)
+                    .is_some_and(|n| n.ready && !n.unschedulable);
+                self.disks
+                    .iter()
+                    .find(|d| d.disk_type == disk_type && Some(d.node.as_str()) == node)
+                    .map(|d| NodeDisks {
+                        schedulable,
+                        ..d.disks.clone()
+                    })
+                    .unwrap_or(NodeDisks {
+                        state: PoolState::Missing,
+                        schedulable,
+                        free: Vec::new(),
+                        reserved: Vec::new(),
+                        problem: None,
+                    })
+            })
+            .collect()
     }
 }
 

@@ -35,8 +35,9 @@ pub mod common {
 }
 
 pub use common::steward::policy::types::{
-    Claim, LogLevel, Node, NodeSelectorTerm, Owner, Pod, SelectorOperator, SelectorRequirement,
-    StorageClass, Taint, Volume, Workload,
+    CapacitySource, Claim, LocalVolume, LogLevel, Node, NodeDisks, NodeSelectorTerm, Owner, Pod,
+    PoolCapacity, PoolState, SelectorOperator, SelectorRequirement, StorageClass, Taint, Volume,
+    Workload,
 };
 
 /// Sends a line to the host's log, tagged with the policy id.

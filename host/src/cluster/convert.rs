@@ -247,7 +247,7 @@ pub fn storage_class(c: &K8sStorageClass) -> StorageClass {
     }
 }
 
-fn selector(s: &LabelSelector) -> Vec<SelectorRequirement> {
+pub(crate) fn selector(s: &LabelSelector) -> Vec<SelectorRequirement> {
     let labels = s
         .match_labels
         .iter()

@@ -2,8 +2,10 @@
 //! fed by Kubernetes watches or by a snapshot file, plus the placements
 //! Steward made that the watches have not shown yet.
 
+mod capacity;
 pub(crate) mod convert;
 mod snapshot;
+pub(crate) mod storage;
 mod watch;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -15,8 +17,10 @@ use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
 
 use crate::runtime::{
-    Claim, Node, Pod, SelectorOperator, SelectorRequirement, StorageClass, Volume, Workload,
+    Claim, LocalVolume, Node, Pod, SelectorOperator, SelectorRequirement, StorageClass, Volume,
+    Workload,
 };
+use storage::{CsiCapacity, PoolFigures, StorageTables, set_slot};
 
 pub use snapshot::{load_objects, load_snapshot};
 pub use watch::watch_cluster;
@@ -71,6 +75,18 @@ struct Placement {
     since: Instant,
 }
 
+/// Claims of a pod Steward placed (or saw bound) whose volumes may not
+/// exist yet: their capacity is taken on `nodes` although no capacity
+/// source shows it. A claim stops counting once it is bound to a volume the
+/// cache holds; the whole reservation once the TTL passes.
+struct Reservation {
+    namespace: String,
+    claims: Vec<String>,
+    /// One node once bound; every node it passed while in flight.
+    nodes: Vec<u32>,
+    since: Instant,
+}
+
 /// Value ids of one node label, interned so candidate lists carry numbers.
 #[derive(Default)]
 struct LabelColumn {
@@ -108,6 +124,8 @@ impl LabelColumn {
 struct NodeTable {
     /// FxHash: kube-scheduler sends thousands of names per call.
     ids: FxHashMap<String, u32>,
+    /// By id: every name ever given an id.
+    names: Vec<String>,
     nodes: Vec<Option<Node>>,
     columns: HashMap<String, LabelColumn>,
 }
@@ -127,14 +145,25 @@ impl NodeTable {
         self.nodes.iter().flatten()
     }
 
-    fn upsert(&mut self, node: Node) {
-        let next = self.ids.len() as u32;
-        let id = *self.ids.entry(node.name.clone()).or_insert(next);
-        for (key, column) in &mut self.columns {
-            column.set(id, Some(&node), key);
+    /// The id of the node called `name`, assigning one if the name is new
+    /// (storage objects may arrive before their Node).
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
         }
+        let id = self.ids.len() as u32;
+        self.ids.insert(name.to_string(), id);
+        self.names.push(name.to_string());
         if self.nodes.len() <= id as usize {
             self.nodes.resize(id as usize + 1, None);
+        }
+        id
+    }
+
+    fn upsert(&mut self, node: Node) {
+        let id = self.intern(&node.name);
+        for (key, column) in &mut self.columns {
+            column.set(id, Some(&node), key);
         }
         self.nodes[id as usize] = Some(node);
     }
@@ -167,6 +196,56 @@ struct State {
     workloads: HashMap<(String, String, String), Workload>,
     /// By pod uid.
     placements: HashMap<String, Placement>,
+    storage: StorageTables,
+    /// By pod uid.
+    reservations: HashMap<String, Reservation>,
+}
+
+impl State {
+    /// Whether the claim is bound to a volume the cache holds: its capacity
+    /// now shows in the sources (or will within the reservation TTL).
+    fn provisioned(&self, namespace: &str, claim: &str) -> bool {
+        self.claims
+            .get(&(namespace.to_string(), claim.to_string()))
+            .and_then(|c| c.volume_name.as_ref().filter(|_| c.phase == "Bound"))
+            .is_some_and(|v| self.volumes.contains_key(v))
+    }
+
+    /// Reserves the pod's unprovisioned claims on `nodes`; a reservation
+    /// already on exactly these nodes keeps its start time.
+    fn reserve(&mut self, pod: &Pod, nodes: Vec<u32>) {
+        let claims: Vec<String> = pod
+            .claims
+            .iter()
+            .filter(|c| !self.provisioned(&pod.namespace, c))
+            .cloned()
+            .collect();
+        if claims.is_empty() || nodes.is_empty() {
+            self.reservations.remove(&pod.uid);
+            return;
+        }
+        if self
+            .reservations
+            .get(&pod.uid)
+            .is_some_and(|r| r.nodes == nodes)
+        {
+            return;
+        }
+        self.reservations.insert(
+            pod.uid.clone(),
+            Reservation {
+                namespace: pod.namespace.clone(),
+                claims,
+                nodes,
+                since: Instant::now(),
+            },
+        );
+    }
+
+    fn reserve_on(&mut self, pod: &Pod, node: &str) {
+        let id = self.nodes.intern(node);
+        self.reserve(pod, vec![id]);
+    }
 }
 
 /// The cache. Cheap to share: wrap it in an `Arc`.
@@ -202,8 +281,14 @@ impl ClusterCache {
 
     pub fn upsert_pod(&self, pod: Pod) {
         let mut s = self.state.write();
-        if pod.node_name.is_some() {
+        if let Some(node) = &pod.node_name {
             s.placements.remove(&pod.uid);
+            // Bound but not started: its volumes may still be on the way.
+            if pod.phase == "Pending" && !pod.deleting {
+                s.reserve_on(&pod, node);
+            } else {
+                s.reservations.remove(&pod.uid);
+            }
         }
         s.pods.entry(pod.namespace.clone()).or_default().insert(pod);
     }
@@ -213,11 +298,83 @@ impl ClusterCache {
         let removed = s.pods.get_mut(namespace).and_then(|ns| ns.remove(name));
         if let Some(pod) = removed {
             s.placements.remove(&pod.uid);
+            s.reservations.remove(&pod.uid);
         }
     }
 
     pub fn upsert_node(&self, node: Node) {
         self.state.write().nodes.upsert(node);
+    }
+
+    /// A node's TopoLVM capacity annotations (see [`storage::topolvm_capacity`]).
+    pub fn set_topolvm_capacity(&self, node: &str, capacity: Vec<(String, PoolFigures)>) {
+        let mut s = self.state.write();
+        if capacity.is_empty() && !s.nodes.ids.contains_key(node) {
+            return;
+        }
+        let id = s.nodes.intern(node);
+        set_slot(&mut s.storage.topolvm, id, capacity);
+    }
+
+    /// A HwameiStor `LocalStorageNode` (JSON).
+    pub fn upsert_storage_node(&self, object: &serde_json::Value) {
+        let (node, pools) = storage::storage_node(object);
+        let mut s = self.state.write();
+        let id = s.nodes.intern(&node);
+        set_slot(&mut s.storage.lvm, id, Some(pools));
+    }
+
+    pub fn remove_storage_node(&self, node: &str) {
+        let mut s = self.state.write();
+        if let Some(&id) = s.nodes.ids.get(node) {
+            set_slot(&mut s.storage.lvm, id, None);
+        }
+    }
+
+    /// A HwameiStor `LocalDiskNode` (JSON).
+    pub fn upsert_disk_node(&self, object: &serde_json::Value) {
+        let (node, disks) = storage::disk_node(object);
+        let mut s = self.state.write();
+        let id = s.nodes.intern(&node);
+        set_slot(&mut s.storage.disks, id, Some(disks));
+    }
+
+    /// Forgets the `LocalDiskNode` of the given object name.
+    pub fn remove_disk_node(&self, node: &str) {
+        let mut s = self.state.write();
+        if let Some(&id) = s.nodes.ids.get(node) {
+            set_slot(&mut s.storage.disks, id, None);
+        }
+    }
+
+    /// A HwameiStor `LocalVolume` (JSON).
+    pub fn upsert_local_volume(&self, object: &serde_json::Value) {
+        let volume: LocalVolume = storage::local_volume(object);
+        self.state
+            .write()
+            .storage
+            .local_volumes
+            .insert(volume.name.clone(), volume);
+    }
+
+    pub fn remove_local_volume(&self, name: &str) {
+        self.state.write().storage.local_volumes.remove(name);
+    }
+
+    pub fn upsert_csi_capacity(&self, namespace: &str, name: &str, capacity: CsiCapacity) {
+        self.state
+            .write()
+            .storage
+            .csi
+            .insert((namespace.to_string(), name.to_string()), capacity);
+    }
+
+    pub fn remove_csi_capacity(&self, namespace: &str, name: &str) {
+        self.state
+            .write()
+            .storage
+            .csi
+            .remove(&(namespace.to_string(), name.to_string()));
     }
 
     /// Adds a node only if the cache has none of that name.
@@ -279,9 +436,12 @@ impl ClusterCache {
         ));
     }
 
-    /// The pod passed a filter: until it is bound, guests see it `in-flight`.
-    pub fn begin_placement(&self, pod: &Pod) {
+    /// The pod passed a filter on the nodes of ids `passed`: until it is
+    /// bound, guests see it `in-flight`, and its unprovisioned claims are
+    /// reserved on every one of those nodes.
+    pub fn begin_placement(&self, pod: &Pod, passed: &[u32]) {
         let mut s = self.state.write();
+        s.reserve(pod, passed.to_vec());
         s.placements.insert(
             pod.uid.clone(),
             Placement {
@@ -292,6 +452,7 @@ impl ClusterCache {
         );
         let ttl = self.in_flight_ttl;
         s.placements.retain(|_, p| p.since.elapsed() < ttl);
+        s.reservations.retain(|_, r| r.since.elapsed() < ttl);
     }
 
     /// The pod was bound to `node`: guests see it there even before the
@@ -304,6 +465,7 @@ impl ClusterCache {
             .map(|p| p.pod)
             .or_else(|| s.pods.get(namespace)?.pods.get(name).cloned());
         if let Some(pod) = pod {
+            s.reserve_on(&pod, node);
             s.placements.insert(
                 uid.to_string(),
                 Placement {
@@ -327,14 +489,17 @@ impl ClusterCache {
             return false;
         };
         pod.node_name = Some(node.to_string());
-        let uid = pod.uid.clone();
-        s.placements.remove(&uid);
+        let pod = pod.clone();
+        s.placements.remove(&pod.uid);
+        s.reserve_on(&pod, node);
         true
     }
 
-    /// Forgets a placement (its binding failed).
+    /// Forgets a placement (its binding failed) and what it reserved.
     pub fn abandon_placement(&self, uid: &str) {
-        self.state.write().placements.remove(uid);
+        let mut s = self.state.write();
+        s.placements.remove(uid);
+        s.reservations.remove(uid);
     }
 
     pub fn node_count(&self) -> usize {

@@ -7,10 +7,11 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::{ClusterCache, convert};
+use super::{ClusterCache, convert, storage};
 
 /// Loads every object of the file into `cache`. Kinds the cache does not
-/// hold (Namespaces, custom resources, ...) are skipped. Returns how many
+/// hold (Namespaces, most custom resources, ...) are skipped; HwameiStor's
+/// LocalStorageNode, LocalDiskNode and LocalVolume are held. Returns how many
 /// objects were loaded.
 pub fn load_snapshot(cache: &ClusterCache, path: &Path) -> Result<usize> {
     let text = std::fs::read_to_string(path)
@@ -64,7 +65,34 @@ fn ingest(cache: &ClusterCache, value: serde_json::Value) -> Result<usize> {
             Ok(1)
         }
         "Node" => {
-            cache.upsert_node(convert::node(&parse(value, &kind)?));
+            let node: k8s_openapi::api::core::v1::Node = parse(value, &kind)?;
+            let converted = convert::node(&node);
+            cache.set_topolvm_capacity(
+                &converted.name,
+                storage::topolvm_capacity(&converted.name, node.metadata.annotations.as_ref()),
+            );
+            cache.upsert_node(converted);
+            Ok(1)
+        }
+        "LocalStorageNode" => {
+            cache.upsert_storage_node(&value);
+            Ok(1)
+        }
+        "LocalDiskNode" => {
+            cache.upsert_disk_node(&value);
+            Ok(1)
+        }
+        "LocalVolume" => {
+            cache.upsert_local_volume(&value);
+            Ok(1)
+        }
+        "CSIStorageCapacity" => {
+            let c: k8s_openapi::api::storage::v1::CSIStorageCapacity = parse(value, &kind)?;
+            cache.upsert_csi_capacity(
+                c.metadata.namespace.as_deref().unwrap_or_default(),
+                c.metadata.name.as_deref().unwrap_or_default(),
+                storage::csi_capacity(&c),
+            );
             Ok(1)
         }
         "PersistentVolumeClaim" => {

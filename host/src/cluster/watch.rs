@@ -7,99 +7,180 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::storage::v1::{CSIStorageCapacity, StorageClass};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::{ClusterCache, convert};
+use super::{ClusterCache, convert, storage};
 
-/// An object kind the cache holds.
-trait Cached:
-    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
-{
-    fn upsert(&self, cache: &ClusterCache);
-    fn remove(cache: &ClusterCache, namespace: &str, name: &str);
+/// How one watched kind enters and leaves the cache.
+struct Kind<K> {
+    name: &'static str,
+    /// A kind the API server may not serve (a CRD that is not installed,
+    /// an API version this Kubernetes lacks): a 404 means "none", not an
+    /// error, and does not hold back the cache's sync.
+    optional: bool,
+    upsert: fn(&K, &ClusterCache),
+    remove: fn(&ClusterCache, &str, &str),
 }
 
-impl Cached for Pod {
-    fn upsert(&self, cache: &ClusterCache) {
-        cache.upsert_pod(convert::pod(self));
-    }
-    fn remove(cache: &ClusterCache, namespace: &str, name: &str) {
-        cache.remove_pod(namespace, name);
-    }
+/// HwameiStor's custom resources, read as dynamic objects.
+fn hwameistor(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("hwameistor.io", "v1alpha1", kind),
+        plural,
+    )
 }
 
-impl Cached for Node {
-    fn upsert(&self, cache: &ClusterCache) {
-        cache.upsert_node(convert::node(self));
-    }
-    fn remove(cache: &ClusterCache, _: &str, name: &str) {
-        cache.remove_node(name);
-    }
-}
-
-impl Cached for PersistentVolumeClaim {
-    fn upsert(&self, cache: &ClusterCache) {
-        cache.upsert_claim(convert::claim(self));
-    }
-    fn remove(cache: &ClusterCache, namespace: &str, name: &str) {
-        cache.remove_claim(namespace, name);
-    }
-}
-
-impl Cached for PersistentVolume {
-    fn upsert(&self, cache: &ClusterCache) {
-        cache.upsert_volume(convert::volume(self));
-    }
-    fn remove(cache: &ClusterCache, _: &str, name: &str) {
-        cache.remove_volume(name);
-    }
-}
-
-impl Cached for StorageClass {
-    fn upsert(&self, cache: &ClusterCache) {
-        cache.upsert_storage_class(convert::storage_class(self));
-    }
-    fn remove(cache: &ClusterCache, _: &str, name: &str) {
-        cache.remove_storage_class(name);
-    }
-}
-
-impl Cached for StatefulSet {
-    fn upsert(&self, cache: &ClusterCache) {
-        cache.upsert_workload(convert::workload(self));
-    }
-    fn remove(cache: &ClusterCache, namespace: &str, name: &str) {
-        cache.remove_workload("StatefulSet", namespace, name);
-    }
+fn json(obj: &DynamicObject) -> serde_json::Value {
+    serde_json::to_value(obj).unwrap_or_default()
 }
 
 /// Watches every kind the cache holds; marks the cache synced once each
-/// watch has delivered its initial list. Runs until the process stops.
+/// watch has delivered its initial list (or found its kind not served).
+/// Runs until the process stops.
 pub async fn watch_cluster(client: Client, cache: Arc<ClusterCache>) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(8);
-    let kinds = [
-        tokio::spawn(watch::<Pod>(client.clone(), cache.clone(), tx.clone())),
-        tokio::spawn(watch::<Node>(client.clone(), cache.clone(), tx.clone())),
-        tokio::spawn(watch::<PersistentVolumeClaim>(
-            client.clone(),
-            cache.clone(),
-            tx.clone(),
-        )),
-        tokio::spawn(watch::<PersistentVolume>(
-            client.clone(),
-            cache.clone(),
-            tx.clone(),
-        )),
-        tokio::spawn(watch::<StorageClass>(
-            client.clone(),
-            cache.clone(),
-            tx.clone(),
-        )),
-        tokio::spawn(watch::<StatefulSet>(client, cache.clone(), tx)),
-    ];
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(16);
+    let c = || (client.clone(), cache.clone(), tx.clone());
+    let dynamic = |c: &Client, r: &ApiResource| Api::<DynamicObject>::all_with(c.clone(), r);
+    let (cl, ca, t) = c();
+    let mut kinds = vec![tokio::spawn(watch::<Pod>(
+        Api::all(cl),
+        Kind {
+            name: "Pod",
+            optional: false,
+            upsert: |o, c| c.upsert_pod(convert::pod(o)),
+            remove: |c, ns, n| c.remove_pod(ns, n),
+        },
+        ca,
+        t,
+    ))];
+    let (cl, ca, t) = c();
+    kinds.push(tokio::spawn(watch::<Node>(
+        Api::all(cl),
+        Kind {
+            name: "Node",
+            optional: false,
+            upsert: |o, c| {
+                let node = convert::node(o);
+                let capacity =
+                    storage::topolvm_capacity(&node.name, o.metadata.annotations.as_ref());
+                c.set_topolvm_capacity(&node.name, capacity);
+                c.upsert_node(node);
+            },
+            remove: |c, _, n| {
+                c.set_topolvm_capacity(n, Vec::new());
+                c.remove_node(n);
+            },
+        },
+        ca,
+        t,
+    )));
+    let (cl, ca, t) = c();
+    kinds.push(tokio::spawn(watch::<PersistentVolumeClaim>(
+        Api::all(cl),
+        Kind {
+            name: "PersistentVolumeClaim",
+            optional: false,
+            upsert: |o, c| c.upsert_claim(convert::claim(o)),
+            remove: |c, ns, n| c.remove_claim(ns, n),
+        },
+        ca,
+        t,
+    )));
+    let (cl, ca, t) = c();
+    kinds.push(tokio::spawn(watch::<PersistentVolume>(
+        Api::all(cl),
+        Kind {
+            name: "PersistentVolume",
+            optional: false,
+            upsert: |o, c| c.upsert_volume(convert::volume(o)),
+            remove: |c, _, n| c.remove_volume(n),
+        },
+        ca,
+        t,
+    )));
+    let (cl, ca, t) = c();
+    kinds.push(tokio::spawn(watch::<StorageClass>(
+        Api::all(cl),
+        Kind {
+            name: "StorageClass",
+            optional: false,
+            upsert: |o, c| c.upsert_storage_class(convert::storage_class(o)),
+            remove: |c, _, n| c.remove_storage_class(n),
+        },
+        ca,
+        t,
+    )));
+    let (cl, ca, t) = c();
+    kinds.push(tokio::spawn(watch::<StatefulSet>(
+        Api::all(cl),
+        Kind {
+            name: "StatefulSet",
+            optional: false,
+            upsert: |o, c| c.upsert_workload(convert::workload(o)),
+            remove: |c, ns, n| c.remove_workload("StatefulSet", ns, n),
+        },
+        ca,
+        t,
+    )));
+    let (cl, ca, t) = c();
+    kinds.push(tokio::spawn(watch::<CSIStorageCapacity>(
+        Api::all(cl),
+        Kind {
+            name: "CSIStorageCapacity",
+            optional: true,
+            upsert: |o, c| {
+                c.upsert_csi_capacity(
+                    o.metadata.namespace.as_deref().unwrap_or_default(),
+                    o.metadata.name.as_deref().unwrap_or_default(),
+                    storage::csi_capacity(o),
+                )
+            },
+            remove: |c, ns, n| c.remove_csi_capacity(ns, n),
+        },
+        ca,
+        t,
+    )));
+    let (cl, ca, t) = c();
+    kinds.push(tokio::spawn(watch::<DynamicObject>(
+        dynamic(&cl, &hwameistor("LocalStorageNode", "localstoragenodes")),
+        Kind {
+            name: "LocalStorageNode",
+            optional: true,
+            upsert: |o, c| c.upsert_storage_node(&json(o)),
+            remove: |c, _, n| c.remove_storage_node(n),
+        },
+        ca,
+        t,
+    )));
+    let (cl, ca, t) = c();
+    kinds.push(tokio::spawn(watch::<DynamicObject>(
+        dynamic(&cl, &hwameistor("LocalDiskNode", "localdisknodes")),
+        Kind {
+            name: "LocalDiskNode",
+            optional: true,
+            upsert: |o, c| c.upsert_disk_node(&json(o)),
+            remove: |c, _, n| c.remove_disk_node(n),
+        },
+        ca,
+        t,
+    )));
+    let (cl, ca, t) = c();
+    kinds.push(tokio::spawn(watch::<DynamicObject>(
+        dynamic(&cl, &hwameistor("LocalVolume", "localvolumes")),
+        Kind {
+            name: "LocalVolume",
+            optional: true,
+            upsert: |o, c| c.upsert_local_volume(&json(o)),
+            remove: |c, _, n| c.remove_local_volume(n),
+        },
+        ca,
+        t,
+    )));
+    drop(tx);
     let mut pending: HashSet<&str> = HashSet::new();
     let total = kinds.len();
     while let Some(kind) = rx.recv().await {
@@ -119,29 +200,43 @@ pub async fn watch_cluster(client: Client, cache: Arc<ClusterCache>) {
     }
 }
 
-async fn watch<K: Cached>(
-    client: Client,
+/// Whether a watch error says the API server does not serve the kind.
+fn not_served(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.is_not_found(),
+        watcher::Error::WatchError(s) => s.is_not_found(),
+        _ => false,
+    }
+}
+
+async fn watch<K>(
+    api: Api<K>,
+    kind: Kind<K>,
     cache: Arc<ClusterCache>,
     synced: tokio::sync::mpsc::Sender<&'static str>,
-) {
-    let kind = std::any::type_name::<K>();
-    let api: Api<K> = Api::all(client);
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let name = kind.name;
     let mut stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
     // Objects of the current (re)list, to drop the ones that disappeared.
     let mut relist: Option<Vec<K>> = None;
     let mut known: HashSet<(String, String)> = HashSet::new();
+    let mut reported_absent = false;
     while let Some(event) = stream.next().await {
         match event {
             Ok(watcher::Event::Apply(obj)) => {
                 known.insert(key(&obj));
-                obj.upsert(&cache);
+                (kind.upsert)(&obj, &cache);
             }
             Ok(watcher::Event::Delete(obj)) => {
-                let (ns, name) = key(&obj);
-                known.remove(&(ns.clone(), name.clone()));
-                K::remove(&cache, &ns, &name);
+                let (ns, n) = key(&obj);
+                known.remove(&(ns.clone(), n.clone()));
+                (kind.remove)(&cache, &ns, &n);
             }
             Ok(watcher::Event::Init) => relist = Some(Vec::new()),
             Ok(watcher::Event::InitApply(obj)) => {
@@ -152,16 +247,32 @@ async fn watch<K: Cached>(
             Ok(watcher::Event::InitDone) => {
                 let list = relist.take().unwrap_or_default();
                 let fresh: HashSet<(String, String)> = list.iter().map(key).collect();
-                for (ns, name) in known.difference(&fresh) {
-                    K::remove(&cache, ns, name);
+                for (ns, n) in known.difference(&fresh) {
+                    (kind.remove)(&cache, ns, n);
                 }
                 for obj in &list {
-                    obj.upsert(&cache);
+                    (kind.upsert)(obj, &cache);
                 }
                 known = fresh;
-                let _ = synced.send(kind).await;
+                let _ = synced.send(name).await;
             }
-            Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying with backoff"),
+            Err(e) if kind.optional && not_served(&e) => {
+                if !reported_absent {
+                    reported_absent = true;
+                    tracing::info!(
+                        kind = name,
+                        "the API server does not serve this kind; Steward sees none until it \
+                         does (checked again with backoff)"
+                    );
+                    for (ns, n) in known.drain() {
+                        (kind.remove)(&cache, &ns, &n);
+                    }
+                    let _ = synced.send(name).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(kind = name, error = %e, "watch failed; retrying with backoff")
+            }
         }
     }
 }

@@ -183,6 +183,8 @@ fn decode_pod(pod: Option<k8s::Pod>) -> Result<Pod, BadRequest> {
 /// Verdicts of the filter chain over some candidates.
 struct Verdicts {
     alive: Vec<usize>,
+    /// Host ids of the `alive` nodes.
+    alive_ids: Vec<u32>,
     failed: BTreeMap<String, String>,
     unresolvable: BTreeMap<String, String>,
 }
@@ -215,7 +217,7 @@ impl Extender {
         let query = ClusterQuery::new(self.cluster.clone());
         let v = self.run_filters(&policies, pod, candidates.names(), alive, failed, &query);
         if !v.alive.is_empty() && pod.node_name.is_none() {
-            self.cluster.begin_placement(pod);
+            self.cluster.begin_placement(pod, &v.alive_ids);
         }
         let (nodes, node_names) = candidates.answer(&v.alive);
         ExtenderFilterResult {
@@ -275,6 +277,7 @@ impl Extender {
         }
         Verdicts {
             alive: alive.index,
+            alive_ids: alive.ids,
             failed,
             unresolvable,
         }

@@ -22,8 +22,9 @@ pub mod scheduler {
 }
 
 pub use common::steward::policy::types::{
-    Claim, LogLevel, Node, NodeSelectorTerm, Owner, Pod, SelectorOperator, SelectorRequirement,
-    StorageClass, Taint, Volume, Workload,
+    CapacitySource, Claim, LocalVolume, LogLevel, Node, NodeDisks, NodeSelectorTerm, Owner, Pod,
+    PoolCapacity, PoolState, SelectorOperator, SelectorRequirement, StorageClass, Taint, Volume,
+    Workload,
 };
 pub use scheduler::steward::policy::scheduling::{
     Candidates, FilterResult, NodeScore, SchedulerNeeds,

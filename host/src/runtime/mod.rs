@@ -19,8 +19,9 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use bindings::{Candidates, FilterResult, NodeScore, SchedulerNeeds};
 pub use bindings::{
-    Claim, LogLevel, Node, NodeSelectorTerm, Owner, Pod, SelectorOperator, SelectorRequirement,
-    StorageClass, Taint, Volume, WIT_PACKAGE, Workload,
+    CapacitySource, Claim, LocalVolume, LogLevel, Node, NodeDisks, NodeSelectorTerm, Owner, Pod,
+    PoolCapacity, PoolState, SelectorOperator, SelectorRequirement, StorageClass, Taint, Volume,
+    WIT_PACKAGE, Workload,
 };
 pub use cache::digest;
 pub use command::{CommandComponent, CommandExit, CommandRun};

@@ -12,7 +12,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::EPOCH_TICK;
 use super::bindings::common::steward::policy::{cluster, log, types};
 use super::bindings::{
-    Claim, LogLevel, Node, Pod, SelectorRequirement, StorageClass, Volume, Workload,
+    CapacitySource, Claim, LocalVolume, LogLevel, Node, NodeDisks, NodeSelectorTerm, Pod,
+    PoolCapacity, SelectorRequirement, StorageClass, Volume, Workload,
 };
 use crate::cluster::ClusterQuery;
 
@@ -268,5 +269,44 @@ impl cluster::Host for GuestState {
     }
     fn node_label_id(&mut self, node: String, key: String) -> Option<u32> {
         self.cluster.node_label_id(&node, &key)
+    }
+    fn list_storage_classes(&mut self) -> Vec<StorageClass> {
+        self.cluster.list_storage_classes()
+    }
+    fn get_local_volume(&mut self, name: String) -> Option<LocalVolume> {
+        self.cluster.get_local_volume(&name)
+    }
+    fn node_id(&mut self, name: String) -> Option<u32> {
+        self.cluster.node_id(&name)
+    }
+    fn match_node_affinity(&mut self, terms: Vec<NodeSelectorTerm>, nodes: Vec<u32>) -> Vec<bool> {
+        self.cluster.match_node_affinity(&terms, &nodes)
+    }
+    fn storage_nodes(&mut self, source: CapacitySource) -> Vec<u32> {
+        self.cluster.storage_nodes(source)
+    }
+    fn pool_capacities(
+        &mut self,
+        source: CapacitySource,
+        pool: String,
+        storage_classes: Vec<String>,
+        except_pod: String,
+        nodes: Vec<u32>,
+    ) -> Vec<PoolCapacity> {
+        self.cluster
+            .pool_capacities(source, &pool, &storage_classes, &except_pod, &nodes)
+    }
+    fn pool_problem(&mut self, source: CapacitySource, pool: String, node: u32) -> Option<String> {
+        self.cluster.pool_problem(source, &pool, node)
+    }
+    fn free_disks(
+        &mut self,
+        disk_type: String,
+        storage_classes: Vec<String>,
+        except_pod: String,
+        nodes: Vec<u32>,
+    ) -> Vec<NodeDisks> {
+        self.cluster
+            .free_disks(&disk_type, &storage_classes, &except_pod, &nodes)
     }
 }

@@ -1,0 +1,384 @@
+//! Storage queries of the cluster view: pools and disks per node id, in
+//! batches, with the capacity Steward's own placements reserved.
+
+use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
+
+use super::storage::{CsiCapacity, Pool, PoolFigures};
+use super::{ClusterQuery, State, selector_matches};
+use crate::runtime::{
+    CapacitySource, LocalVolume, NodeDisks, NodeSelectorTerm, PoolCapacity, PoolState, StorageClass,
+};
+
+/// Capacity reserved on one node.
+#[derive(Default)]
+struct Reserved {
+    bytes: u64,
+    volumes: u32,
+    claims: Vec<u64>,
+}
+
+/// What one node's source says about one pool.
+enum Figures {
+    Ready(Pool),
+    Missing(String),
+    NotReady(String),
+    Bad(String),
+}
+
+impl ClusterQuery {
+    pub fn list_storage_classes(&self) -> Vec<StorageClass> {
+        let s = self.cache.state.read();
+        let mut out: Vec<StorageClass> = s.storage_classes.values().cloned().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub fn get_local_volume(&self, name: &str) -> Option<LocalVolume> {
+        self.cache
+            .state
+            .read()
+            .storage
+            .local_volumes
+            .get(name)
+            .cloned()
+    }
+
+    pub fn node_id(&self, name: &str) -> Option<u32> {
+        self.cache.state.read().nodes.id(name)
+    }
+
+    /// Kubernetes semantics: terms ORed, requirements ANDed; `matchFields`
+    /// knows `metadata.name`. No terms: no node matches (an affinity that
+    /// says nothing pins nothing; callers decide what that means).
+    pub fn match_node_affinity(&self, terms: &[NodeSelectorTerm], ids: &[u32]) -> Vec<bool> {
+        let s = self.cache.state.read();
+        ids.iter()
+            .map(|&id| {
+                let Some(node) = s.nodes.nodes.get(id as usize).and_then(Option::as_ref) else {
+                    return false;
+                };
+                let fields = [("metadata.name".to_string(), node.name.clone())];
+                terms.iter().any(|t| {
+                    (!t.match_expressions.is_empty() || !t.match_fields.is_empty())
+                        && selector_matches(&node.labels, &t.match_expressions)
+                        && selector_matches(&fields, &t.match_fields)
+                })
+            })
+            .collect()
+    }
+
+    pub fn storage_nodes(&self, source: CapacitySource) -> Vec<u32> {
+        let s = self.cache.state.read();
+        let with = |present: &dyn Fn(usize) -> bool, len: usize| {
+            (0..len).filter(|&i| present(i)).map(|i| i as u32).collect()
+        };
+        match source {
+            CapacitySource::Hwameistor => {
+                with(&|i| s.storage.lvm[i].is_some(), s.storage.lvm.len())
+            }
+            CapacitySource::Topolvm => with(
+                &|i| !s.storage.topolvm[i].is_empty(),
+                s.storage.topolvm.len(),
+            ),
+            CapacitySource::CsiStorageCapacity => {
+                let live: Vec<u32> = (0..s.nodes.nodes.len() as u32)
+                    .filter(|&i| s.nodes.nodes[i as usize].is_some())
+                    .collect();
+                let mut classes: Vec<&str> = s
+                    .storage
+                    .csi
+                    .values()
+                    .map(|c| c.storage_class.as_str())
+                    .collect();
+                classes.sort_unstable();
+                classes.dedup();
+                let mut covered = vec![false; s.nodes.nodes.len()];
+                for class in classes {
+                    for (id, found) in live.iter().zip(csi_by_node(&s, class, &live)) {
+                        covered[*id as usize] |= found.is_some();
+                    }
+                }
+                with(&|i| covered[i], covered.len())
+            }
+        }
+    }
+
+    pub fn pool_capacities(
+        &self,
+        source: CapacitySource,
+        pool: &str,
+        classes: &[String],
+        except_pod: &str,
+        ids: &[u32],
+    ) -> Vec<PoolCapacity> {
+        let s = self.cache.state.read();
+        let reserved = self.reserved(&s, classes, except_pod);
+        let csi =
+            (source == CapacitySource::CsiStorageCapacity).then(|| csi_by_node(&s, pool, ids));
+        ids.iter()
+            .enumerate()
+            .map(|(i, &id)| {
+                let figures = match &csi {
+                    Some(found) => csi_figures(found[i].as_ref(), pool),
+                    None => figures(&s, source, pool, id),
+                };
+                let (state, pool) = match figures {
+                    Figures::Ready(p) => (PoolState::Ready, p),
+                    Figures::Missing(_) => (PoolState::Missing, EMPTY),
+                    Figures::NotReady(_) => (PoolState::NotReady, EMPTY),
+                    Figures::Bad(_) => (PoolState::BadData, EMPTY),
+                };
+                let r = reserved.get(&id);
+                PoolCapacity {
+                    state,
+                    schedulable: schedulable(&s, id),
+                    free_bytes: pool.free_bytes,
+                    total_bytes: pool.total_bytes,
+                    free_volumes: pool.free_volumes,
+                    reserved_bytes: r.map_or(0, |r| r.bytes),
+                    reserved_volumes: r.map_or(0, |r| r.volumes),
+                }
+            })
+            .collect()
+    }
+
+    pub fn pool_problem(&self, source: CapacitySource, pool: &str, id: u32) -> Option<String> {
+        let s = self.cache.state.read();
+        let figures = figures(&s, source, pool, id);
+        let node = s
+            .nodes
+            .names
+            .get(id as usize)
+            .map_or_else(|| format!("#{id}"), String::clone);
+        match figures {
+            Figures::Ready(_) => None,
+            Figures::Missing(what) | Figures::NotReady(what) => Some(what.replace("{node}", &node)),
+            Figures::Bad(why) => Some(why),
+        }
+    }
+
+    pub fn free_disks(
+        &self,
+        disk_type: &str,
+        classes: &[String],
+        except_pod: &str,
+        ids: &[u32],
+    ) -> Vec<NodeDisks> {
+        let s = self.cache.state.read();
+        let mut reserved = self.reserved(&s, classes, except_pod);
+        ids.iter()
+            .map(|&id| {
+                let mut claims = reserved.remove(&id).map(|r| r.claims).unwrap_or_default();
+                claims.sort_unstable_by(|a, b| b.cmp(a));
+                let node = s.storage.disks.get(id as usize).and_then(Option::as_ref);
+                let (state, problem) = match node {
+                    None => (PoolState::Missing, None),
+                    Some(n) if n.state != "Ready" => (PoolState::NotReady, None),
+                    Some(n) if !n.problems.is_empty() => {
+                        (PoolState::BadData, Some(n.problems.join("; ")))
+                    }
+                    Some(_) => (PoolState::Ready, None),
+                };
+                let mut free: Vec<u64> = node
+                    .into_iter()
+                    .flat_map(|n| &n.disks)
+                    .filter(|d| d.available && d.kind == disk_type)
+                    .map(|d| d.capacity_bytes)
+                    .collect();
+                free.sort_unstable_by(|a, b| b.cmp(a));
+                NodeDisks {
+                    state,
+                    schedulable: schedulable(&s, id),
+                    free,
+                    reserved: claims,
+                    problem,
+                }
+            })
+            .collect()
+    }
+
+    /// Capacity held per node by claims of `classes` that pods other than
+    /// `except_pod` (and the hidden ones) were placed with and whose volumes
+    /// the cache does not hold yet.
+    fn reserved(
+        &self,
+        s: &State,
+        classes: &[String],
+        except_pod: &str,
+    ) -> FxHashMap<u32, Reserved> {
+        let mut out: FxHashMap<u32, Reserved> = FxHashMap::default();
+        let ttl = self.cache.in_flight_ttl;
+        for (uid, r) in &s.reservations {
+            if uid == except_pod || self.hidden_pods.contains(uid) || r.since.elapsed() >= ttl {
+                continue;
+            }
+            for name in &r.claims {
+                let Some(claim) = s.claims.get(&(r.namespace.clone(), name.clone())) else {
+                    continue;
+                };
+                let class = claim.storage_class.as_deref().unwrap_or_default();
+                if !classes.iter().any(|c| c == class) || s.provisioned(&r.namespace, name) {
+                    continue;
+                }
+                for &node in &r.nodes {
+                    let e = out.entry(node).or_default();
+                    e.bytes = e.bytes.saturating_add(claim.requested_bytes);
+                    e.volumes = e.volumes.saturating_add(1);
+                    e.claims.push(claim.requested_bytes);
+                }
+            }
+        }
+        out
+    }
+}
+
+const EMPTY: Pool = Pool {
+    free_bytes: 0,
+    total_bytes: 0,
+    free_volumes: 0,
+};
+
+fn schedulable(s: &State, id: u32) -> bool {
+    s.nodes
+        .nodes
+        .get(id as usize)
+        .and_then(Option::as_ref)
+        .is_some_and(|n| n.ready && !n.unschedulable)
+}
+
+/// A source's figures for `pool` on node `id` (`{node}` in texts stands
+/// for the node's name).
+fn figures(s: &State, source: CapacitySource, pool: &str, id: u32) -> Figures {
+    let from = |list: &[(String, PoolFigures)]| {
+        list.iter()
+            .find(|(name, _)| name == pool)
+            .map(|(_, f)| match f {
+                Ok(p) => Figures::Ready(*p),
+                Err(e) => Figures::Bad(e.clone()),
+            })
+    };
+    match source {
+        CapacitySource::Hwameistor => {
+            match s.storage.lvm.get(id as usize).and_then(Option::as_ref) {
+                None => Figures::Missing(
+                    "node {node} has no HwameiStor LocalStorageNode: HwameiStor's local-storage \
+                     agent does not run there"
+                        .into(),
+                ),
+                Some(n) if n.state != "Ready" => Figures::NotReady(format!(
+                    "LocalStorageNode {{node}} is {}, not Ready",
+                    if n.state.is_empty() {
+                        "without a state"
+                    } else {
+                        &n.state
+                    }
+                )),
+                Some(n) => from(&n.pools).unwrap_or_else(|| {
+                    Figures::Missing(format!(
+                        "LocalStorageNode {{node}} has no pool {pool} (it has {})",
+                        if n.pools.is_empty() {
+                            "none".to_string()
+                        } else {
+                            n.pools
+                                .iter()
+                                .map(|p| p.0.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ))
+                }),
+            }
+        }
+        CapacitySource::Topolvm => s
+            .storage
+            .topolvm
+            .get(id as usize)
+            .and_then(|caps| from(caps))
+            .unwrap_or_else(|| {
+                Figures::Missing(format!(
+                    "node {{node}} has no annotation {}{pool}: TopoLVM reports no device class \
+                     {pool} there",
+                    super::storage::TOPOLVM_CAPACITY_PREFIX
+                ))
+            }),
+        CapacitySource::CsiStorageCapacity => {
+            csi_figures(csi_by_node(s, pool, &[id])[0].as_ref(), pool)
+        }
+    }
+}
+
+fn csi_figures(found: Option<&Result<u64, String>>, class: &str) -> Figures {
+    match found {
+        None => Figures::Missing(format!(
+            "no CSIStorageCapacity object of storage class {class} covers node {{node}}"
+        )),
+        Some(Ok(free)) => Figures::Ready(Pool {
+            free_bytes: *free,
+            total_bytes: 0,
+            free_volumes: u32::MAX,
+        }),
+        Some(Err(e)) => Figures::Bad(e.clone()),
+    }
+}
+
+/// For each node id, the largest usable capacity among the
+/// `CSIStorageCapacity` objects of `class` whose topology selects the node
+/// (kube-scheduler accepts a node if any object has room), or the first
+/// problem if none is usable. Objects selecting by one label value are
+/// looked up by that value; others are matched node by node.
+fn csi_by_node(s: &State, class: &str, ids: &[u32]) -> Vec<Option<Result<u64, String>>> {
+    let objects: Vec<&CsiCapacity> = s
+        .storage
+        .csi
+        .values()
+        .filter(|c| c.storage_class == class && c.topology.is_some())
+        .collect();
+    let mut by_value: HashMap<(&str, &str), Vec<&CsiCapacity>> = HashMap::new();
+    let mut general: Vec<&CsiCapacity> = Vec::new();
+    for c in objects {
+        match c.topology.as_deref() {
+            Some([req])
+                if req.operator == crate::runtime::SelectorOperator::In
+                    && req.values.len() == 1 =>
+            {
+                by_value
+                    .entry((req.key.as_str(), req.values[0].as_str()))
+                    .or_default()
+                    .push(c);
+            }
+            _ => general.push(c),
+        }
+    }
+    let mut keys: Vec<&str> = by_value.keys().map(|(k, _)| *k).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    ids.iter()
+        .map(|&id| {
+            let node = s.nodes.nodes.get(id as usize).and_then(Option::as_ref)?;
+            let mut best: Option<Result<u64, String>> = None;
+            let indexed = keys.iter().flat_map(|k| {
+                let v = node.labels.iter().find(|(l, _)| l == k).map(|(_, v)| v);
+                v.and_then(|v| by_value.get(&(*k, v.as_str())))
+                    .into_iter()
+                    .flatten()
+            });
+            let matched = general.iter().filter(|c| {
+                c.topology
+                    .as_deref()
+                    .is_some_and(|t| selector_matches(&node.labels, t))
+            });
+            for c in indexed.chain(matched) {
+                best = match (best, &c.capacity) {
+                    (Some(Ok(a)), Ok(b)) => Some(Ok(a.max(*b))),
+                    (Some(Ok(a)), Err(_)) => Some(Ok(a)),
+                    (_, Ok(b)) => Some(Ok(*b)),
+                    (None, Err(e)) => Some(Err(e.clone())),
+                    (Some(Err(e)), Err(_)) => Some(Err(e)),
+                };
+            }
+            best
+        })
+        .collect()
+}
