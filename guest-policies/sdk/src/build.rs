@@ -241,6 +241,8 @@ mod pd_tests {
         let m = member(1, "basic-pd-0").unhealthy();
         assert_eq!(m.client_urls, ["http://basic-pd-0:2379"]);
         assert!(!m.healthy);
+    }
+}
 
 /// A WaitForFirstConsumer storage class of `provisioner`.
 pub fn storage_class(name: &str, provisioner: &str) -> StorageClass {
