@@ -27,6 +27,8 @@ use steward_tests::example_snapshot;
 const PLACEMENT_POLICIES: &[&str] = &[
     "{id: pd-quorum, hook: scheduler, module: '{pd_quorum}', failureMode: fail-closed, \
      select: {schedulerNames: [steward-scheduler]}}",
+    "{id: local-pv, hook: scheduler, module: '{local_pv}', failureMode: fail-closed, \
+     select: {schedulerNames: [steward-scheduler]}}",
 ];
 
 /// What the seed's cluster had before the TidbCluster: nodes, the TiDB
@@ -41,6 +43,9 @@ const SEED_KINDS: &[&str] = &[
 ];
 
 const NAMESPACE: &str = "tidb-cluster";
+
+/// The seed's node without a HwameiStor HDD pool.
+const NO_POOL_NODE: &str = "k8s-10-6-163-52";
 
 /// Pod name → node name, for the pods of one component of `basic`.
 async fn placement(client: &Client, component: &str) -> Result<BTreeMap<String, Option<String>>> {
@@ -133,6 +138,12 @@ fn placement_respects_quorum_and_explains_refusals() {
             let nodes: BTreeSet<&String> = pods.values().collect();
             ensure!(nodes.len() == 3, "{component} pods share a node: {pods:?}");
         }
+        // Capacity: k8s-10-6-163-52 has no HDD pool, so local-pv keeps every
+        // pod with a new HDD claim off it.
+        ensure!(
+            pd.values().chain(tikv.values()).all(|n| n != NO_POOL_NODE),
+            "a pod landed on {NO_POOL_NODE}, which has no HDD pool: {pd:?} {tikv:?}"
+        );
         // Steward bound all six (bindVerb), and the provisioner double put
         // each claim's volume on its pod's node.
         let binds = cluster
