@@ -15,6 +15,7 @@ use steward::server::App;
 use steward_sdk::cluster::ClusterView;
 
 const NODES: usize = 5_000;
+const GIB: u64 = 1 << 30;
 const PODS: usize = 50_000;
 
 fn main() {
@@ -95,6 +96,119 @@ fn main() {
         .unwrap()
         .len();
     println!("(pd-2 may go to {accepted} of {NODES} nodes)");
+    local_pv(&app, &names);
+}
+
+/// local-pv on the same cache, every node with a HwameiStor SSD pool: a pod
+/// with two new claims (20 + 30 GiB) against 5,000 candidates.
+fn local_pv(app: &App, names: &[String]) {
+    let cache = app.cluster.clone();
+    for (i, name) in names.iter().enumerate() {
+        // 1 TiB pools, 0..999 GiB used: nodes with under 50 GiB free refuse.
+        let used = ((i * 7919) % 1000) as u64 * GIB;
+        cache.upsert_storage_node(&serde_json::json!({
+            "metadata": {"name": name},
+            "status": {"state": "Ready", "pools": {"LocalStorage_PoolSSD": {
+                "class": "SSD", "totalCapacityBytes": 1024 * GIB, "usedCapacityBytes": used,
+                "freeCapacityBytes": 1024 * GIB - used,
+                "totalVolumeCount": 1000, "usedVolumeCount": i % 1000,
+            }}},
+        }));
+    }
+    cache.upsert_storage_class(steward::runtime::StorageClass {
+        name: "hwameistor-storage-lvm-ssd".into(),
+        provisioner: "lvm.hwameistor.io".into(),
+        parameters: vec![
+            ("poolClass".into(), "SSD".into()),
+            ("replicaNumber".into(), "1".into()),
+        ],
+        binding_mode: "WaitForFirstConsumer".into(),
+        reclaim_policy: "Delete".into(),
+    });
+    for (claim, gib) in [("data-db-0", 20), ("log-db-0", 30)] {
+        cache.upsert_claim(steward::runtime::Claim {
+            namespace: "ns-0".into(),
+            name: claim.into(),
+            uid: format!("uid-{claim}"),
+            labels: Vec::new(),
+            annotations: Vec::new(),
+            storage_class: Some("hwameistor-storage-lvm-ssd".into()),
+            phase: "Pending".into(),
+            volume_name: None,
+            requested_bytes: gib * GIB,
+            access_modes: vec!["ReadWriteOnce".into()],
+            deleting: false,
+        });
+    }
+    let mut db = pod("ns-0", "db-0", Vec::new(), None, None);
+    db.claims = vec!["data-db-0".into(), "log-db-0".into()];
+    cache.upsert_pod(db.clone());
+
+    let config = steward_tests::config(steward_tests::LOCAL_PV);
+    let policies = PolicySet::load(steward_tests::runtime(), &config).expect("policies load");
+    let lpv = App::new(&config, policies, cache.clone(), Binder::Snapshot);
+    println!(
+        "-- local-pv: {} nodes with pools, {} pods cached; resident memory: {} MiB",
+        cache.node_count(),
+        cache.pod_count(),
+        resident_mib()
+    );
+    let filter = measure(2_000, || {
+        lpv.extender
+            .filter_pod(&db, CandidateNodes::Names(names.to_vec()));
+        // The filter records db-0 as in flight; clear it so every sample
+        // sees the same cluster.
+        cache.abandon_placement(&db.uid);
+    });
+    report(
+        "local-pv filter, in-process, NodeNames, 5,000 nodes",
+        &filter,
+    );
+    let prioritize = measure(2_000, || {
+        lpv.extender
+            .prioritize_pod(&db, &CandidateNodes::Names(names.to_vec()));
+    });
+    report("local-pv prioritize, in-process, 5,000 nodes", &prioritize);
+
+    let set = lpv.extender.policies.current();
+    let policy = &set.scheduler[0].policy;
+    let query = ClusterQuery::new(cache.clone());
+    let ids: Vec<u32> = cache
+        .node_ids(names)
+        .into_iter()
+        .map(|id| id.expect("known node"))
+        .collect();
+    let candidates = steward::runtime::Candidates {
+        labels: Vec::new(),
+        nodes: ids,
+    };
+    let wasm = measure(2_000, || {
+        policy
+            .filter(query.clone(), &db, &candidates)
+            .expect("filter runs");
+    });
+    let native_view = NativeView(query.clone());
+    let settings = local_pv::Settings::default();
+    let native = measure(2_000, || {
+        let sdk_candidates = steward_sdk::scheduler::Candidates {
+            nodes: candidates.nodes.clone(),
+            labels: Vec::new(),
+        };
+        local_pv::filter(&native_view, &settings, &sdk_pod(&db), &sdk_candidates);
+    });
+    report("local-pv filter in Wasm (fresh instance)", &wasm);
+    report("local-pv filter native (same input)", &native);
+    println!(
+        "local-pv Wasm/native ratio at {NODES} candidates: median {:.2}x, p99 {:.2}x",
+        median(&wasm).as_secs_f64() / median(&native).as_secs_f64(),
+        p99(&wasm).as_secs_f64() / p99(&native).as_secs_f64()
+    );
+    let refused = policy
+        .filter(query.clone(), &db, &candidates)
+        .expect("filter runs")
+        .rejections
+        .len();
+    println!("(db-0 is refused by {refused} of {NODES} nodes: pools with under 50 GiB free)");
 }
 
 /// Engine start plus loading every built-in policy: compiling, then again
@@ -398,12 +512,13 @@ impl ClusterView for NativeView {
         })
     }
     fn get_volume(&self, _: &str) -> Option<steward_sdk::Volume> {
-        // pd-quorum never asks for volumes.
+        // Neither benchmarked pod has a bound claim.
         None
     }
-    fn get_storage_class(&self, _: &str) -> Option<steward_sdk::StorageClass> {
-        // pd-quorum never asks for storage classes.
-        None
+    fn get_storage_class(&self, name: &str) -> Option<steward_sdk::StorageClass> {
+        self.list_storage_classes()
+            .into_iter()
+            .find(|c| c.name == name)
     }
     fn node_name(&self, id: u32) -> Option<String> {
         self.0.node_name(id)
@@ -471,20 +586,19 @@ impl ClusterView for NativeView {
         classes: &[String],
         except_pod: &str,
         nodes: &[u32],
-    ) -> Vec<steward_sdk::PoolCapacity> {
-        self.0
-            .pool_capacities(host_source(source), pool, classes, except_pod, nodes)
-            .into_iter()
-            .map(|p| steward_sdk::PoolCapacity {
-                state: sdk_state(p.state),
-                schedulable: p.schedulable,
-                free_bytes: p.free_bytes,
-                total_bytes: p.total_bytes,
-                free_volumes: p.free_volumes,
-                reserved_bytes: p.reserved_bytes,
-                reserved_volumes: p.reserved_volumes,
-            })
-            .collect()
+    ) -> steward_sdk::PoolColumns {
+        let c = self
+            .0
+            .pool_capacities(host_source(source), pool, classes, except_pod, nodes);
+        steward_sdk::PoolColumns {
+            state: c.state.into_iter().map(sdk_state).collect(),
+            schedulable: c.schedulable,
+            free_bytes: c.free_bytes,
+            total_bytes: c.total_bytes,
+            free_volumes: c.free_volumes,
+            reserved_bytes: c.reserved_bytes,
+            reserved_volumes: c.reserved_volumes,
+        }
     }
     fn pool_problem(
         &self,

@@ -254,7 +254,7 @@ fn add_disk_claim(
         }
     };
     entry.claims.push((claim.to_string(), bytes));
-    entry.claims.sort_by_key(|b| std::cmp::Reverse(b.1));
+    entry.claims.sort_by_key(|c| std::cmp::Reverse(c.1));
     Ok(())
 }
 

@@ -10,30 +10,22 @@ use steward_sdk::{NodeDisks, Pod, PoolCapacity, PoolState};
 use crate::claims::{self, Blocked, DiskDemand, Pin, PoolDemand};
 use crate::settings::Settings;
 
-/// The first reason each candidate was refused for.
+/// Each refused candidate with the first reason it was refused for.
 struct Verdict {
-    refused: Vec<Option<(String, bool)>>,
+    open: Vec<bool>,
+    out: Rejections,
 }
 
 impl Verdict {
     fn refuse(&mut self, i: usize, reason: impl FnOnce() -> String, unresolvable: bool) {
-        if self.refused[i].is_none() {
-            self.refused[i] = Some((reason(), unresolvable));
+        if self.open[i] {
+            self.open[i] = false;
+            self.out.reject(i, &reason(), unresolvable);
         }
     }
 
     fn open(&self, i: usize) -> bool {
-        self.refused[i].is_none()
-    }
-
-    fn into_rejections(self) -> Rejections {
-        let mut out = Rejections::default();
-        for (i, r) in self.refused.into_iter().enumerate() {
-            if let Some((reason, unresolvable)) = r {
-                out.reject(i, &reason, unresolvable);
-            }
-        }
-        out
+        self.open[i]
     }
 }
 
@@ -54,7 +46,8 @@ pub fn filter(
         return Rejections::default();
     }
     let mut v = Verdict {
-        refused: vec![None; count],
+        open: vec![true; count],
+        out: Rejections::default(),
     };
     let demands = match claims::demands(cluster, s, pod) {
         Ok(d) => d,
@@ -78,7 +71,7 @@ pub fn filter(
     for d in &demands.disks {
         check_disks(cluster, pod, d, &nodes.nodes, &mut v);
     }
-    v.into_rejections()
+    v.out
 }
 
 fn check_pin(cluster: &impl ClusterView, pin: &Pin, ids: &[u32], v: &mut Verdict) {
@@ -160,6 +153,7 @@ fn check_pool(
         if !v.open(i) {
             continue;
         }
+        let p = &p;
         if p.state != PoolState::Ready {
             let why = || {
                 cluster
@@ -227,7 +221,7 @@ fn check_ha(
     let pools = cluster.pool_capacities(source, &d.pool, &d.classes, &pod.uid, &all);
     let eligible: Vec<u32> = all
         .iter()
-        .zip(&pools)
+        .zip(pools.iter())
         .filter(|(_, p)| p.schedulable && fits(p, d))
         .map(|(&id, _)| id)
         .collect();

@@ -55,32 +55,43 @@ pub use filter::filter;
 pub use score::{capacity_to_score, hwameistor_volume_score, prioritize};
 pub use settings::Settings;
 
-use steward_sdk::Pod;
-use steward_sdk::cluster::HostCluster;
-use steward_sdk::scheduler::{Candidates, FilterResult, Guest, NodeScore, SchedulerNeeds};
+/// The component's exports. Only in Wasm: natively (unit tests, the
+/// benchmark linking several policies) the exported symbols would clash.
+#[cfg(target_arch = "wasm32")]
+mod guest {
+    use steward_sdk::Pod;
+    use steward_sdk::cluster::HostCluster;
+    use steward_sdk::scheduler::{Candidates, FilterResult, Guest, NodeScore, SchedulerNeeds};
 
-struct LocalPv;
+    use super::{Settings, filter, prioritize};
 
-impl Guest for LocalPv {
-    fn validate_settings(settings: String) -> Result<SchedulerNeeds, String> {
-        Settings::parse(&settings)?;
-        Ok(SchedulerNeeds {
-            node_labels: Vec::new(),
-        })
+    struct LocalPv;
+
+    impl Guest for LocalPv {
+        fn validate_settings(settings: String) -> Result<SchedulerNeeds, String> {
+            Settings::parse(&settings)?;
+            Ok(SchedulerNeeds {
+                node_labels: Vec::new(),
+            })
+        }
+
+        fn filter(settings: String, pod: Pod, nodes: Candidates) -> Result<FilterResult, String> {
+            let s = Settings::parse(&settings)?;
+            Ok(filter(&HostCluster, &s, &pod, &nodes).into())
+        }
+
+        fn prioritize(
+            settings: String,
+            pod: Pod,
+            nodes: Candidates,
+        ) -> Result<Vec<NodeScore>, String> {
+            let s = Settings::parse(&settings)?;
+            Ok(prioritize(&HostCluster, &s, &pod, &nodes))
+        }
     }
 
-    fn filter(settings: String, pod: Pod, nodes: Candidates) -> Result<FilterResult, String> {
-        let s = Settings::parse(&settings)?;
-        Ok(filter(&HostCluster, &s, &pod, &nodes).into())
-    }
-
-    fn prioritize(settings: String, pod: Pod, nodes: Candidates) -> Result<Vec<NodeScore>, String> {
-        let s = Settings::parse(&settings)?;
-        Ok(prioritize(&HostCluster, &s, &pod, &nodes))
-    }
+    steward_sdk::scheduler::export_scheduler_policy!(LocalPv with_types_in steward_sdk::scheduler);
 }
-
-steward_sdk::scheduler::export_scheduler_policy!(LocalPv with_types_in steward_sdk::scheduler);
 
 #[cfg(test)]
 mod tests;

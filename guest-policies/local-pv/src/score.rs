@@ -69,8 +69,8 @@ pub fn prioritize(
     let source = s.capacity_source.wit();
     for d in &demands.pools {
         let pools = cluster.pool_capacities(source, &d.pool, &d.classes, &pod.uid, &nodes.nodes);
-        for (score, p) in scores.iter_mut().zip(&pools) {
-            *score = (*score).min(node_score(s, d, p));
+        for (score, p) in scores.iter_mut().zip(pools.iter()) {
+            *score = (*score).min(node_score(s, d, &p));
         }
     }
     scores

@@ -45,7 +45,12 @@ fn run(c: &FakeCluster, s: &Settings, p: &Pod, names: &[&str]) -> (Vec<String>, 
         .filter(|(i, _)| !out.is_rejected(*i))
         .map(|(_, n)| n.to_string())
         .collect();
-    (accepted, out.iter().map(|(_, r)| r.to_string()).collect())
+    let mut refused: Vec<(usize, &str)> = out.iter().collect();
+    refused.sort_by_key(|r| r.0);
+    (
+        accepted,
+        refused.iter().map(|(_, r)| r.to_string()).collect(),
+    )
 }
 
 fn scores(c: &FakeCluster, s: &Settings, p: &Pod, names: &[&str]) -> Vec<u8> {

@@ -1,10 +1,10 @@
 //! Builders for test fixtures, so tests read like the rules they check:
 //! `pod("basic-pd-1").component("basic", "pd").on("node-a")`.
 
-use crate::cluster::{FakeDisks, FakePool};
+use crate::cluster::{FakeDisks, FakePool, PoolCapacity};
 use crate::{
-    CapacitySource, Claim, LocalVolume, Node, NodeDisks, NodeSelectorTerm, Owner, Pod,
-    PoolCapacity, PoolState, SelectorRequirement, StorageClass, Volume, Workload,
+    CapacitySource, Claim, LocalVolume, Node, NodeDisks, NodeSelectorTerm, Owner, Pod, PoolState,
+    SelectorRequirement, StorageClass, Volume, Workload,
 };
 
 fn pairs(map: &[(&str, &str)]) -> Vec<(String, String)> {

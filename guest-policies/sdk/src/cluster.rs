@@ -3,9 +3,61 @@
 
 use crate::common::steward::policy::cluster as host;
 use crate::{
-    CapacitySource, Claim, LocalVolume, Node, NodeDisks, NodeSelectorTerm, Pod, PoolCapacity,
+    CapacitySource, Claim, LocalVolume, Node, NodeDisks, NodeSelectorTerm, Pod, PoolColumns,
     PoolState, SelectorRequirement, StorageClass, Volume, Workload, labels,
 };
+
+/// One node's pool as a policy reads it: a row of the host's
+/// `pool-columns` (see the WIT `types` interface for each figure).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PoolCapacity {
+    pub state: PoolState,
+    pub schedulable: bool,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    pub free_volumes: u32,
+    pub reserved_bytes: u64,
+    pub reserved_volumes: u32,
+}
+
+impl PoolColumns {
+    /// Each node's row, in the order the nodes were asked about (no copy
+    /// of the columns).
+    pub fn iter(&self) -> impl Iterator<Item = PoolCapacity> + '_ {
+        (0..self.state.len()).map(|i| PoolCapacity {
+            state: self.state[i],
+            schedulable: self.schedulable.get(i).copied().unwrap_or(false),
+            free_bytes: self.free_bytes.get(i).copied().unwrap_or(0),
+            total_bytes: self.total_bytes.get(i).copied().unwrap_or(0),
+            free_volumes: self.free_volumes.get(i).copied().unwrap_or(0),
+            reserved_bytes: self.reserved_bytes.get(i).copied().unwrap_or(0),
+            reserved_volumes: self.reserved_volumes.get(i).copied().unwrap_or(0),
+        })
+    }
+
+    /// Columns from rows (fixtures, native views).
+    pub fn from_rows(rows: impl IntoIterator<Item = PoolCapacity>) -> PoolColumns {
+        let mut c = PoolColumns {
+            state: Vec::new(),
+            schedulable: Vec::new(),
+            free_bytes: Vec::new(),
+            total_bytes: Vec::new(),
+            free_volumes: Vec::new(),
+            reserved_bytes: Vec::new(),
+            reserved_volumes: Vec::new(),
+        };
+        for r in rows {
+            c.state.push(r.state);
+            c.schedulable.push(r.schedulable);
+            c.free_bytes.push(r.free_bytes);
+            c.total_bytes.push(r.total_bytes);
+            c.free_volumes.push(r.free_volumes);
+            c.reserved_bytes.push(r.reserved_bytes);
+            c.reserved_volumes.push(r.reserved_volumes);
+        }
+        c
+    }
+}
 
 /// Read-only view of the cluster a policy decides on.
 pub trait ClusterView {
@@ -48,7 +100,7 @@ pub trait ClusterView {
         classes: &[String],
         except_pod: &str,
         nodes: &[u32],
-    ) -> Vec<PoolCapacity>;
+    ) -> PoolColumns;
     /// Why pool `pool` of node `node` is not ready.
     fn pool_problem(&self, source: CapacitySource, pool: &str, node: u32) -> Option<String>;
     /// HwameiStor disks of `disk_type` per node id, with reserved disk claims.
@@ -123,7 +175,7 @@ impl ClusterView for HostCluster {
         classes: &[String],
         except_pod: &str,
         nodes: &[u32],
-    ) -> Vec<PoolCapacity> {
+    ) -> PoolColumns {
         host::pool_capacities(source, pool, classes, except_pod, nodes)
     }
     fn pool_problem(&self, source: CapacitySource, pool: &str, node: u32) -> Option<String> {
@@ -322,34 +374,32 @@ impl ClusterView for FakeCluster {
         _classes: &[String],
         _except_pod: &str,
         nodes: &[u32],
-    ) -> Vec<PoolCapacity> {
-        nodes
-            .iter()
-            .map(|&id| {
-                let node = self.node_at(id);
-                let schedulable = self
-                    .nodes
-                    .get(id as usize)
-                    .is_some_and(|n| n.ready && !n.unschedulable);
-                self.pools
-                    .iter()
-                    .find(|p| p.source == source && p.name == pool && Some(p.node.as_str()) == node)
-                    .map(|p| PoolCapacity {
-                        schedulable,
-                        ..p.capacity
-                    })
-                    .unwrap_or(PoolCapacity {
-                        state: PoolState::Missing,
-                        schedulable,
-                        free_bytes: 0,
-                        total_bytes: 0,
-                        free_volumes: 0,
-                        reserved_bytes: 0,
-                        reserved_volumes: 0,
-                    })
-            })
-            .collect()
+    ) -> PoolColumns {
+        PoolColumns::from_rows(nodes.iter().map(|&id| {
+            let node = self.node_at(id);
+            let schedulable = self
+                .nodes
+                .get(id as usize)
+                .is_some_and(|n| n.ready && !n.unschedulable);
+            self.pools
+                .iter()
+                .find(|p| p.source == source && p.name == pool && Some(p.node.as_str()) == node)
+                .map(|p| PoolCapacity {
+                    schedulable,
+                    ..p.capacity
+                })
+                .unwrap_or(PoolCapacity {
+                    state: PoolState::Missing,
+                    schedulable,
+                    free_bytes: 0,
+                    total_bytes: 0,
+                    free_volumes: 0,
+                    reserved_bytes: 0,
+                    reserved_volumes: 0,
+                })
+        }))
     }
+
     fn pool_problem(&self, source: CapacitySource, pool: &str, node: u32) -> Option<String> {
         let name = self.node_at(node)?;
         match self

@@ -34,9 +34,10 @@ pub mod common {
     });
 }
 
+pub use cluster::PoolCapacity;
 pub use common::steward::policy::types::{
     CapacitySource, Claim, LocalVolume, LogLevel, Node, NodeDisks, NodeSelectorTerm, Owner, Pod,
-    PoolCapacity, PoolState, SelectorOperator, SelectorRequirement, StorageClass, Taint, Volume,
+    PoolColumns, PoolState, SelectorOperator, SelectorRequirement, StorageClass, Taint, Volume,
     Workload,
 };
 

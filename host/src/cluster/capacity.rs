@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 use super::storage::{CsiCapacity, Pool, PoolFigures};
 use super::{ClusterQuery, State, selector_matches};
 use crate::runtime::{
-    CapacitySource, LocalVolume, NodeDisks, NodeSelectorTerm, PoolCapacity, PoolState, StorageClass,
+    CapacitySource, LocalVolume, NodeDisks, NodeSelectorTerm, PoolColumns, PoolState, StorageClass,
 };
 
 /// Capacity reserved on one node.
@@ -112,36 +112,42 @@ impl ClusterQuery {
         classes: &[String],
         except_pod: &str,
         ids: &[u32],
-    ) -> Vec<PoolCapacity> {
+    ) -> PoolColumns {
         let s = self.cache.state.read();
         let reserved = self.reserved(&s, classes, except_pod);
         let csi =
             (source == CapacitySource::CsiStorageCapacity).then(|| csi_by_node(&s, pool, ids));
-        ids.iter()
-            .enumerate()
-            .map(|(i, &id)| {
-                let figures = match &csi {
-                    Some(found) => csi_figures(found[i].as_ref(), pool),
-                    None => figures(&s, source, pool, id),
-                };
-                let (state, pool) = match figures {
-                    Figures::Ready(p) => (PoolState::Ready, p),
-                    Figures::Missing(_) => (PoolState::Missing, EMPTY),
-                    Figures::NotReady(_) => (PoolState::NotReady, EMPTY),
-                    Figures::Bad(_) => (PoolState::BadData, EMPTY),
-                };
-                let r = reserved.get(&id);
-                PoolCapacity {
-                    state,
-                    schedulable: schedulable(&s, id),
-                    free_bytes: pool.free_bytes,
-                    total_bytes: pool.total_bytes,
-                    free_volumes: pool.free_volumes,
-                    reserved_bytes: r.map_or(0, |r| r.bytes),
-                    reserved_volumes: r.map_or(0, |r| r.volumes),
-                }
-            })
-            .collect()
+        let n = ids.len();
+        let mut out = PoolColumns {
+            state: Vec::with_capacity(n),
+            schedulable: Vec::with_capacity(n),
+            free_bytes: Vec::with_capacity(n),
+            total_bytes: Vec::with_capacity(n),
+            free_volumes: Vec::with_capacity(n),
+            reserved_bytes: Vec::with_capacity(n),
+            reserved_volumes: Vec::with_capacity(n),
+        };
+        for (i, &id) in ids.iter().enumerate() {
+            let figures = match &csi {
+                Some(found) => csi_figures(found[i].as_ref(), pool),
+                None => figures(&s, source, pool, id),
+            };
+            let (state, pool) = match figures {
+                Figures::Ready(p) => (PoolState::Ready, p),
+                Figures::Missing(_) => (PoolState::Missing, EMPTY),
+                Figures::NotReady(_) => (PoolState::NotReady, EMPTY),
+                Figures::Bad(_) => (PoolState::BadData, EMPTY),
+            };
+            let r = reserved.get(&id);
+            out.state.push(state);
+            out.schedulable.push(schedulable(&s, id));
+            out.free_bytes.push(pool.free_bytes);
+            out.total_bytes.push(pool.total_bytes);
+            out.free_volumes.push(pool.free_volumes);
+            out.reserved_bytes.push(r.map_or(0, |r| r.bytes));
+            out.reserved_volumes.push(r.map_or(0, |r| r.volumes));
+        }
+        out
     }
 
     pub fn pool_problem(&self, source: CapacitySource, pool: &str, id: u32) -> Option<String> {
@@ -381,4 +387,65 @@ fn csi_by_node(s: &State, class: &str, ids: &[u32]) -> Vec<Option<Result<u64, St
             best
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::cluster::ClusterCache;
+    use crate::cluster::convert::requirement;
+    use crate::runtime::Node;
+
+    fn node(name: &str, zone: &str) -> Node {
+        Node {
+            name: name.into(),
+            labels: vec![
+                ("kubernetes.io/hostname".into(), name.into()),
+                ("zone".into(), zone.into()),
+            ],
+            ready: true,
+            unschedulable: false,
+            taints: Vec::new(),
+        }
+    }
+
+    fn capacity(selector: Vec<crate::runtime::SelectorRequirement>, bytes: u64) -> CsiCapacity {
+        CsiCapacity {
+            storage_class: "fast".into(),
+            topology: Some(selector),
+            capacity: Ok(bytes),
+        }
+    }
+
+    #[test]
+    fn csi_capacity_matches_by_label_value_or_by_any_selector() {
+        let cache = Arc::new(ClusterCache::default());
+        for (n, z) in [("a1", "a"), ("b1", "b"), ("c1", "c")] {
+            cache.upsert_node(node(n, z));
+        }
+        let host = |n: &str| requirement("kubernetes.io/hostname", "In", &Some(vec![n.into()]));
+        cache.upsert_csi_capacity("ns", "per-node", capacity(vec![host("a1")], 10));
+        let zones = requirement("zone", "In", &Some(vec!["a".into(), "b".into()]));
+        cache.upsert_csi_capacity("ns", "per-zone", capacity(vec![zones], 20));
+        let q = ClusterQuery::new(cache.clone());
+        let ids: Vec<u32> = ["a1", "b1", "c1"]
+            .iter()
+            .map(|n| q.node_id(n).unwrap())
+            .collect();
+        let caps = q.pool_capacities(CapacitySource::CsiStorageCapacity, "fast", &[], "", &ids);
+        // a1: the larger of its two objects; b1: its zone's; c1: none.
+        assert_eq!(caps.free_bytes[..2], [20, 20]);
+        assert_eq!(caps.state[2], PoolState::Missing);
+        assert_eq!(
+            q.storage_nodes(CapacitySource::CsiStorageCapacity),
+            ids[..2].to_vec()
+        );
+        assert_eq!(
+            q.pool_problem(CapacitySource::CsiStorageCapacity, "fast", ids[2])
+                .unwrap(),
+            "no CSIStorageCapacity object of storage class fast covers node c1"
+        );
+    }
 }

@@ -280,3 +280,32 @@ async fn watch<K>(
 fn key<K: Resource>(obj: &K) -> (String, String) {
     (obj.namespace().unwrap_or_default(), obj.name_any())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    #[test]
+    fn a_404_means_the_kind_is_not_served() {
+        let missing = || {
+            kube::Error::Api(
+                Status::failure(
+                    "the server could not find the requested resource",
+                    "NotFound",
+                )
+                .with_code(404)
+                .boxed(),
+            )
+        };
+        assert!(not_served(&watcher::Error::InitialListFailed(missing())));
+        assert!(not_served(&watcher::Error::WatchStartFailed(missing())));
+        let forbidden = kube::Error::Api(
+            Status::failure("forbidden", "Forbidden")
+                .with_code(403)
+                .boxed(),
+        );
+        assert!(!not_served(&watcher::Error::InitialListFailed(forbidden)));
+        assert!(!not_served(&watcher::Error::NoResourceVersion));
+    }
+}

@@ -23,7 +23,7 @@ pub mod scheduler {
 
 pub use common::steward::policy::types::{
     CapacitySource, Claim, LocalVolume, LogLevel, Node, NodeDisks, NodeSelectorTerm, Owner, Pod,
-    PoolCapacity, PoolState, SelectorOperator, SelectorRequirement, StorageClass, Taint, Volume,
+    PoolColumns, PoolState, SelectorOperator, SelectorRequirement, StorageClass, Taint, Volume,
     Workload,
 };
 pub use scheduler::steward::policy::scheduling::{

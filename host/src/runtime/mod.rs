@@ -20,7 +20,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use bindings::{Candidates, FilterResult, NodeScore, SchedulerNeeds};
 pub use bindings::{
     CapacitySource, Claim, LocalVolume, LogLevel, Node, NodeDisks, NodeSelectorTerm, Owner, Pod,
-    PoolCapacity, PoolState, SelectorOperator, SelectorRequirement, StorageClass, Taint, Volume,
+    PoolColumns, PoolState, SelectorOperator, SelectorRequirement, StorageClass, Taint, Volume,
     WIT_PACKAGE, Workload,
 };
 pub use cache::digest;

@@ -13,7 +13,7 @@ use super::EPOCH_TICK;
 use super::bindings::common::steward::policy::{cluster, log, types};
 use super::bindings::{
     CapacitySource, Claim, LocalVolume, LogLevel, Node, NodeDisks, NodeSelectorTerm, Pod,
-    PoolCapacity, SelectorRequirement, StorageClass, Volume, Workload,
+    PoolColumns, SelectorRequirement, StorageClass, Volume, Workload,
 };
 use crate::cluster::ClusterQuery;
 
@@ -292,7 +292,7 @@ impl cluster::Host for GuestState {
         storage_classes: Vec<String>,
         except_pod: String,
         nodes: Vec<u32>,
-    ) -> Vec<PoolCapacity> {
+    ) -> PoolColumns {
         self.cluster
             .pool_capacities(source, &pool, &storage_classes, &except_pod, &nodes)
     }
