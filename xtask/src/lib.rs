@@ -20,7 +20,12 @@ pub const WASM_TARGET: &str = "wasm32-wasip2";
 pub const GUEST_PROFILE: &str = "guest";
 
 /// Guest crates: (package name, wasm file stem).
-pub const GUESTS: &[(&str, &str)] = &[("pd-quorum", "pd_quorum"), ("misbehave", "misbehave")];
+pub const GUESTS: &[(&str, &str)] = &[
+    ("pd-quorum", "pd_quorum"),
+    ("misbehave", "misbehave"),
+    ("local-storage-admission", "local_storage_admission"),
+    ("tidb-guard", "tidb_guard"),
+];
 
 /// The workspace root: the nearest directory with a `[workspace]` manifest
 /// above the running package (cargo sets `CARGO_MANIFEST_DIR` for `cargo run`

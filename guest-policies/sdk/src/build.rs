@@ -1,7 +1,7 @@
 //! Builders for test fixtures, so tests read like the rules they check:
 //! `pod("basic-pd-1").component("basic", "pd").on("node-a")`.
 
-use crate::{Claim, Node, Owner, Pod, Workload};
+use crate::{Claim, Node, Owner, Pod, StorageClass, Volume, Workload};
 
 fn pairs(map: &[(&str, &str)]) -> Vec<(String, String)> {
     map.iter()
@@ -71,6 +71,10 @@ impl Pod {
         self.claims.push(name.into());
         self
     }
+    pub fn scheduler(mut self, name: &str) -> Self {
+        self.scheduler_name = name.into();
+        self
+    }
 }
 
 /// A ready, schedulable node whose hostname label is its name.
@@ -129,6 +133,34 @@ impl Claim {
     }
 }
 
+/// A bound volume of CSI driver `driver` (None: a static, non-CSI volume).
+pub fn volume(name: &str, driver: Option<&str>) -> Volume {
+    Volume {
+        name: name.into(),
+        labels: Vec::new(),
+        annotations: Vec::new(),
+        capacity_bytes: 0,
+        storage_class: None,
+        phase: "Bound".into(),
+        claim: None,
+        csi_driver: driver.map(str::to_string),
+        csi_handle: driver.map(|_| name.to_string()),
+        local_path: None,
+        node_affinity: Vec::new(),
+    }
+}
+
+/// A WaitForFirstConsumer storage class of `provisioner`.
+pub fn storage_class(name: &str, provisioner: &str) -> StorageClass {
+    StorageClass {
+        name: name.into(),
+        provisioner: provisioner.into(),
+        parameters: Vec::new(),
+        binding_mode: "WaitForFirstConsumer".into(),
+        reclaim_policy: "Delete".into(),
+    }
+}
+
 /// A settled StatefulSet in namespace `default` with `replicas` replicas.
 pub fn statefulset(name: &str, replicas: u32) -> Workload {
     Workload {
@@ -157,5 +189,111 @@ impl Workload {
     pub fn annotation(mut self, key: &str, value: &str) -> Self {
         self.annotations.push((key.into(), value.into()));
         self
+    }
+}
+
+#[cfg(feature = "admission")]
+pub use review::*;
+
+#[cfg(feature = "admission")]
+mod review {
+    use crate::admission::{AdmissionRequest, UserInfo};
+    use crate::{Pod, Workload};
+
+    /// An admission request for `operation` on `resource` (`pods`,
+    /// `statefulsets`) in namespace `default`, at Unix time 0.
+    pub fn review(operation: &str, resource: &str) -> AdmissionRequest {
+        let (group, kind) = match resource {
+            "statefulsets" => ("apps", "StatefulSet"),
+            _ => ("", "Pod"),
+        };
+        AdmissionRequest {
+            uid: "705ab4f5-6393-11e8-b7cc-42010a800002".into(),
+            kind: (group.into(), "v1".into(), kind.into()),
+            resource: (group.into(), "v1".into(), resource.into()),
+            sub_resource: None,
+            name: String::new(),
+            namespace: "default".into(),
+            operation: operation.into(),
+            user_info: UserInfo {
+                username: "admin".into(),
+                uid: String::new(),
+                groups: vec!["system:authenticated".into()],
+            },
+            dry_run: false,
+            object: None,
+            old_object: None,
+            pod: None,
+            workload: None,
+            old_workload: None,
+            now_ms: 0,
+        }
+    }
+
+    /// CREATE of the pod.
+    pub fn create_pod(pod: Pod) -> AdmissionRequest {
+        review("CREATE", "pods").about_pod(pod)
+    }
+
+    /// DELETE of the pod (the old object is the pod).
+    pub fn delete_pod(pod: Pod) -> AdmissionRequest {
+        review("DELETE", "pods").about_pod(pod)
+    }
+
+    /// CREATE of the pod's `eviction` subresource (a drain); the request
+    /// carries an Eviction, not the pod.
+    pub fn evict_pod(pod: &Pod) -> AdmissionRequest {
+        let mut r = review("CREATE", "pods");
+        r.kind = ("policy".into(), "v1beta1".into(), "Eviction".into());
+        r.sub_resource = Some("eviction".into());
+        r.name = pod.name.clone();
+        r.namespace = pod.namespace.clone();
+        r
+    }
+
+    /// UPDATE of a StatefulSet from `old` to `new`.
+    pub fn update_statefulset(old: Workload, new: Workload) -> AdmissionRequest {
+        let mut r = review("UPDATE", "statefulsets");
+        r.name = new.name.clone();
+        r.namespace = new.namespace.clone();
+        r.workload = Some(new);
+        r.old_workload = Some(old);
+        r
+    }
+
+    impl AdmissionRequest {
+        fn about_pod(mut self, pod: Pod) -> AdmissionRequest {
+            self.name = pod.name.clone();
+            self.namespace = pod.namespace.clone();
+            self.pod = Some(pod);
+            self
+        }
+        pub fn dry_run(mut self) -> Self {
+            self.dry_run = true;
+            self
+        }
+        pub fn at(mut self, now_ms: i64) -> Self {
+            self.now_ms = now_ms;
+            self
+        }
+    }
+
+    impl Workload {
+        pub fn in_namespace(mut self, namespace: &str) -> Self {
+            self.namespace = namespace.into();
+            self
+        }
+        pub fn label(mut self, key: &str, value: &str) -> Self {
+            self.labels.push((key.into(), value.into()));
+            self
+        }
+        pub fn partition(mut self, partition: u32) -> Self {
+            self.partition = Some(partition);
+            self
+        }
+        pub fn replicas(mut self, replicas: u32) -> Self {
+            self.replicas = replicas;
+            self
+        }
     }
 }

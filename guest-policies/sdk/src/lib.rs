@@ -19,6 +19,8 @@ pub mod build;
 pub mod cluster;
 pub mod filter;
 pub mod labels;
+#[cfg(any(feature = "admission", feature = "reconcile"))]
+pub mod pd;
 pub mod quantity;
 pub mod settings;
 pub mod tidb;
@@ -38,6 +40,22 @@ pub use common::steward::policy::types::{
     Claim, LogLevel, Node, NodeSelectorTerm, Owner, Pod, SelectorOperator, SelectorRequirement,
     StorageClass, Taint, Volume, Workload,
 };
+
+/// Bindings of PD access and the action vocabulary, shared by the admission
+/// and reconcile worlds.
+#[cfg(any(feature = "admission", feature = "reconcile"))]
+pub mod pd_common {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "pd-common",
+        additional_derives: [PartialEq],
+    });
+}
+
+#[cfg(any(feature = "admission", feature = "reconcile"))]
+pub use pd_common::steward::policy::actions::{Action, Annotation, EventType, Target};
+#[cfg(any(feature = "admission", feature = "reconcile"))]
+pub use pd_common::steward::policy::pd::{Member, PdCluster, Store};
 
 /// Sends a line to the host's log, tagged with the policy id.
 pub fn log(level: LogLevel, message: &str) {
@@ -86,8 +104,8 @@ pub mod admission {
             "steward:policy/types@0.1.0": crate::common::steward::policy::types,
             "steward:policy/cluster@0.1.0": crate::common::steward::policy::cluster,
             "steward:policy/log@0.1.0": crate::common::steward::policy::log,
-            "steward:policy/pd@0.1.0": generate,
-            "steward:policy/actions@0.1.0": generate,
+            "steward:policy/pd@0.1.0": crate::pd_common::steward::policy::pd,
+            "steward:policy/actions@0.1.0": crate::pd_common::steward::policy::actions,
             "steward:policy/reviewing@0.1.0": generate,
         },
         additional_derives: [PartialEq],
@@ -95,6 +113,76 @@ pub mod admission {
         export_macro_name: "export_admission_policy",
         default_bindings_module: "steward_sdk::admission",
     });
+    pub use self::steward::policy::reviewing::{PatchOperation, UserInfo};
+
+    impl Verdict {
+        /// Admits the request unchanged.
+        pub fn allow() -> Verdict {
+            Verdict {
+                allowed: true,
+                message: None,
+                code: None,
+                warnings: Vec::new(),
+                patch: Vec::new(),
+                actions: Vec::new(),
+                audit_annotations: Vec::new(),
+            }
+        }
+
+        /// Refuses the request with a message for the user (HTTP 403).
+        pub fn deny(message: impl Into<String>) -> Verdict {
+            Verdict {
+                allowed: false,
+                message: Some(message.into()),
+                ..Verdict::allow()
+            }
+        }
+
+        pub fn warning(mut self, warning: impl Into<String>) -> Verdict {
+            self.warnings.push(warning.into());
+            self
+        }
+
+        /// Adds an RFC 6902 operation; `value` is JSON text.
+        pub fn patch(mut self, op: &str, path: &str, value: Option<String>) -> Verdict {
+            self.patch.push(PatchOperation {
+                op: op.into(),
+                path: path.into(),
+                value,
+                from: None,
+            });
+            self
+        }
+
+        /// Adds a side effect for the host to perform (never on a dry run).
+        pub fn action(mut self, action: crate::Action) -> Verdict {
+            self.actions.push(action);
+            self
+        }
+    }
+
+    impl AdmissionRequest {
+        /// `DELETE` of the object, or `CREATE` of its `eviction`
+        /// subresource (a drain): both end with the pod gone.
+        pub fn removes_pod(&self) -> bool {
+            self.resource.2 == "pods"
+                && match self.sub_resource.as_deref() {
+                    None => self.operation == "DELETE",
+                    Some("eviction") => self.operation == "CREATE",
+                    Some(_) => false,
+                }
+        }
+
+        /// The pod the request is about: the typed object, or for an
+        /// eviction the pod of that name from the cluster cache.
+        pub fn target_pod(&self, cluster: &impl crate::cluster::ClusterView) -> Option<crate::Pod> {
+            match &self.pod {
+                Some(p) => Some(p.clone()),
+                None if self.resource.2 == "pods" => cluster.get_pod(&self.namespace, &self.name),
+                None => None,
+            }
+        }
+    }
 }
 
 #[cfg(feature = "reconcile")]
@@ -107,8 +195,8 @@ pub mod reconcile {
             "steward:policy/types@0.1.0": crate::common::steward::policy::types,
             "steward:policy/cluster@0.1.0": crate::common::steward::policy::cluster,
             "steward:policy/log@0.1.0": crate::common::steward::policy::log,
-            "steward:policy/pd@0.1.0": generate,
-            "steward:policy/actions@0.1.0": generate,
+            "steward:policy/pd@0.1.0": crate::pd_common::steward::policy::pd,
+            "steward:policy/actions@0.1.0": crate::pd_common::steward::policy::actions,
             "steward:policy/reconciling@0.1.0": generate,
         },
         additional_derives: [PartialEq],
