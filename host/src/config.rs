@@ -19,6 +19,9 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub scheduler: SchedulerConfig,
+    /// The HTTPS admission webhook server; needed by admission policies.
+    #[serde(default)]
+    pub admission: Option<AdmissionServerConfig>,
     /// Directory of precompiled components; default `~/.cache/steward/modules`.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
@@ -99,6 +102,24 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// The admission webhook's HTTPS listener. The certificate and key files
+/// (PEM) are re-read when they change; open connections keep going.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdmissionServerConfig {
+    pub listen: SocketAddr,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Largest AdmissionReview accepted (kube-apiserver sends at most a few
+    /// MiB: an object and its old version).
+    #[serde(default = "default_admission_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+fn default_admission_body_bytes() -> usize {
+    8 << 20
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Hook {
@@ -115,6 +136,51 @@ pub enum FailureMode {
     FailClosed,
     /// Errors are logged and the policy is skipped.
     FailOpen,
+}
+
+/// What an admission policy's verdicts do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdmissionMode {
+    /// Denials deny, patches apply, actions run.
+    #[default]
+    Enforce,
+    /// Denials become warnings on an allowed request; patches apply;
+    /// actions are skipped (nothing was refused that they would resolve).
+    Warn,
+    /// Everything is allowed unchanged; what the policy would have done is
+    /// logged and counted.
+    Monitor,
+}
+
+impl AdmissionMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AdmissionMode::Enforce => "enforce",
+            AdmissionMode::Warn => "warn",
+            AdmissionMode::Monitor => "monitor",
+        }
+    }
+}
+
+/// How a policy reaches the PD of a TiDB cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PdConfig {
+    /// Base URL; `{cluster}` and `{namespace}` are replaced by the TiDB
+    /// cluster's name and namespace (tidb-operator's service naming).
+    pub url: String,
+    /// Timeout of one PD call. A guest's PD reads also stop at its deadline.
+    pub timeout_ms: u64,
+}
+
+impl Default for PdConfig {
+    fn default() -> Self {
+        PdConfig {
+            url: "http://{cluster}-pd.{namespace}:2379".into(),
+            timeout_ms: 1_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +202,15 @@ pub struct PolicyConfig {
     pub deadline_ms: u64,
     #[serde(default = "default_memory_mib", rename = "memoryMiB")]
     pub memory_mib: u64,
+    /// Admission policies: what a verdict does.
+    #[serde(default)]
+    pub mode: AdmissionMode,
+    /// Admission policies: whether the policy may return a JSONPatch.
+    #[serde(default)]
+    pub mutate: bool,
+    /// Where the policy's PD reads and PD actions go.
+    #[serde(default)]
+    pub pd: PdConfig,
 }
 
 fn default_deadline_ms() -> u64 {
@@ -219,6 +294,27 @@ impl Config {
                     p.memory_mib
                 );
             }
+            if p.hook != Hook::Admission && (p.mutate || p.mode != AdmissionMode::Enforce) {
+                bail!("{at}: mode and mutate apply to admission policies only");
+            }
+            if p.hook == Hook::Admission && self.admission.is_none() {
+                bail!(
+                    "{at}: an admission policy needs the admission section (listen, certFile, \
+                     keyFile) for the HTTPS webhook server"
+                );
+            }
+            if !p.pd.url.starts_with("http://") && !p.pd.url.starts_with("https://") {
+                bail!(
+                    "{at}.pd.url: `{}` must start with http:// or https://",
+                    p.pd.url
+                );
+            }
+            if !(1..=60_000).contains(&p.pd.timeout_ms) {
+                bail!(
+                    "{at}.pd.timeoutMs: {} is outside 1..=60000",
+                    p.pd.timeout_ms
+                );
+            }
             for (j, e) in p.select.match_expressions.iter().enumerate() {
                 if !["In", "NotIn", "Exists", "DoesNotExist"].contains(&e.operator.as_str()) {
                     bail!(
@@ -243,6 +339,7 @@ impl Config {
             cluster: ClusterSource::Snapshot(snapshot),
             server: ServerConfig::default(),
             scheduler: SchedulerConfig::default(),
+            admission: None,
             cache_dir: None,
             policies: vec![PolicyConfig {
                 id: module
@@ -256,6 +353,9 @@ impl Config {
                 failure_mode: FailureMode::FailClosed,
                 deadline_ms: default_deadline_ms(),
                 memory_mib: default_memory_mib(),
+                mode: AdmissionMode::Enforce,
+                mutate: false,
+                pd: PdConfig::default(),
             }],
             base_dir: PathBuf::new(),
         }
@@ -298,6 +398,35 @@ mod tests {
     }
 
     #[test]
+    fn admission_policies_read_mode_mutation_and_pd() {
+        let c = Config::parse(
+            "cluster: {snapshot: s.yaml}\nadmission: {listen: 127.0.0.1:8443, certFile: c.pem, \
+             keyFile: k.pem}\npolicies:\n- id: guard\n  hook: admission\n  module: g.wasm\n  \
+             mode: warn\n  mutate: true\n  pd: {url: 'http://127.0.0.1:2379'}\n",
+        )
+        .unwrap();
+        let a = c.admission.as_ref().unwrap();
+        assert_eq!((a.listen.port(), a.max_body_bytes), (8443, 8 << 20));
+        let p = &c.policies[0];
+        assert_eq!((p.mode, p.mutate), (AdmissionMode::Warn, true));
+        assert_eq!(
+            (p.pd.url.as_str(), p.pd.timeout_ms),
+            ("http://127.0.0.1:2379", 1_000)
+        );
+        let e = Config::parse(
+            "cluster: {snapshot: s.yaml}\nadmission: {listen: 127.0.0.1:8443, certFile: c.pem, \
+             keyFile: k.pem}\npolicies:\n- id: guard\n  hook: admission\n  module: g.wasm\n  \
+             pd: {url: 'pd:2379'}\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("policies[0].pd.url: `pd:2379` must start"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let e = Config::parse(&format!("{MINIMAL}  deadline: 5\n")).unwrap_err();
         assert!(
@@ -319,6 +448,14 @@ mod tests {
                 .contains("cluster: set exactly one of snapshot"),
             "{e}"
         );
+        let e = Config::parse(&MINIMAL.replace("scheduler\n", "admission\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("policies[0]: an admission policy needs the admission section"),
+            "{e}"
+        );
+        let e = Config::parse(&format!("{MINIMAL}  mutate: true\n")).unwrap_err();
+        assert!(e.to_string().contains("admission policies only"), "{e}");
         let twice = format!("{MINIMAL}- id: pd-quorum\n  hook: scheduler\n  module: q.wasm\n");
         let e = Config::parse(&twice).unwrap_err();
         assert!(

@@ -6,10 +6,13 @@
 //! evaluates each in a fresh sandboxed instance that queries [`cluster`], and
 //! the hook module encodes the answer.
 
+pub mod actions;
+pub mod admission;
 pub mod cluster;
 pub mod config;
 pub mod extender;
 pub mod metrics;
+pub mod pd;
 pub mod policy;
 pub mod runtime;
 pub mod server;

@@ -2,8 +2,10 @@
 //! epoch interruption, a disk cache of precompiled components, and the
 //! sandbox each evaluation runs in.
 
+mod admission;
 mod bindings;
 mod cache;
+mod pd_access;
 mod sandbox;
 mod scheduler;
 
@@ -16,12 +18,18 @@ use anyhow::{Context, Result, bail};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use admission::AdmissionPolicy;
+pub use bindings::{
+    Action, AdmissionRequest, Annotation, EventType, Member, PatchOperation, PdCluster, Store,
+    Target, UserInfo, Verdict,
+};
 pub use bindings::{Candidates, FilterResult, NodeScore, SchedulerNeeds};
 pub use bindings::{
     Claim, LogLevel, Node, NodeSelectorTerm, Owner, Pod, SelectorOperator, SelectorRequirement,
     StorageClass, Taint, Volume, WIT_PACKAGE, Workload,
 };
 pub use cache::digest;
+pub use pd_access::PdAccess;
 pub use sandbox::{EvalError, Limits};
 pub use scheduler::SchedulerPolicy;
 
