@@ -25,6 +25,7 @@ pub const GUESTS: &[(&str, &str)] = &[
     ("misbehave", "misbehave"),
     ("local-storage-admission", "local_storage_admission"),
     ("tidb-guard", "tidb_guard"),
+    ("misbehave-admission", "misbehave_admission"),
 ];
 
 /// The workspace root: the nearest directory with a `[workspace]` manifest
