@@ -22,6 +22,9 @@ pub struct Config {
     /// The HTTPS admission webhook server; needed by admission policies.
     #[serde(default)]
     pub admission: Option<AdmissionServerConfig>,
+    /// The reconcile controller (leader election, retry backoff).
+    #[serde(default)]
+    pub reconcile: ReconcileConfig,
     /// Directory of precompiled components; default `~/.cache/steward/modules`.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
@@ -118,6 +121,39 @@ pub struct AdmissionServerConfig {
 
 fn default_admission_body_bytes() -> usize {
     8 << 20
+}
+
+/// The reconcile controller: only the holder of the Lease reconciles.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ReconcileConfig {
+    /// Namespace of the `coordination.k8s.io/v1` Lease.
+    pub lease_namespace: String,
+    pub lease_name: String,
+    /// Identity written into the Lease; default the host name.
+    pub identity: Option<String>,
+    /// client-go defaults: 15 s lease, 10 s renew deadline, 2 s retry.
+    pub lease_duration_seconds: u64,
+    pub renew_deadline_seconds: u64,
+    pub retry_period_seconds: u64,
+    /// Retry after a failed reconcile: doubles from the base to the cap.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            lease_namespace: "kube-system".into(),
+            lease_name: "steward-reconcile".into(),
+            identity: None,
+            lease_duration_seconds: 15,
+            renew_deadline_seconds: 10,
+            retry_period_seconds: 2,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 300_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -273,6 +309,21 @@ impl Config {
         if !self.scheduler.url_prefix.starts_with('/') {
             bail!("scheduler.urlPrefix: must start with `/`");
         }
+        let r = &self.reconcile;
+        if !(r.retry_period_seconds < r.renew_deadline_seconds
+            && r.renew_deadline_seconds < r.lease_duration_seconds)
+        {
+            bail!(
+                "reconcile: retryPeriodSeconds ({}) < renewDeadlineSeconds ({}) < \
+                 leaseDurationSeconds ({}) must hold",
+                r.retry_period_seconds,
+                r.renew_deadline_seconds,
+                r.lease_duration_seconds
+            );
+        }
+        if r.backoff_base_ms == 0 || r.backoff_max_ms < r.backoff_base_ms {
+            bail!("reconcile: backoffBaseMs must be at least 1 and at most backoffMaxMs");
+        }
         let mut ids = HashSet::new();
         for (i, p) in self.policies.iter().enumerate() {
             let at = format!("policies[{i}]");
@@ -340,6 +391,7 @@ impl Config {
             server: ServerConfig::default(),
             scheduler: SchedulerConfig::default(),
             admission: None,
+            reconcile: ReconcileConfig::default(),
             cache_dir: None,
             policies: vec![PolicyConfig {
                 id: module

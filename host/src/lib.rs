@@ -14,6 +14,7 @@ pub mod extender;
 pub mod metrics;
 pub mod pd;
 pub mod policy;
+pub mod reconcile;
 pub mod runtime;
 pub mod server;
 pub mod simulate;

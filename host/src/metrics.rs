@@ -165,6 +165,11 @@ impl Metrics {
 
     /// `outcome`: ok or error.
     pub fn admission_action(&self, policy: &str, action: &str, outcome: &str) {
+        self.action(policy, action, outcome);
+    }
+
+    /// One side effect performed for a policy; `outcome`: ok or error.
+    pub fn action(&self, policy: &str, action: &str, outcome: &str) {
         self.actions
             .get_or_create(&ActionLabels {
                 policy: policy.into(),

@@ -56,7 +56,33 @@ impl App {
                 Binder::Kubernetes(client)
             }
         };
-        Ok(App::new(config, policies, cluster, binder))
+        let app = App::new(config, policies, cluster, binder);
+        app.start_reconcile(config);
+        Ok(app)
+    }
+
+    /// Starts the reconcile controller when there are reconcile policies
+    /// and a live cluster (it takes turns with other replicas by Lease).
+    fn start_reconcile(&self, config: &Config) {
+        let Binder::Kubernetes(client) = &self.extender.binder else {
+            return;
+        };
+        if self.extender.policies.current().reconcile.is_empty() {
+            return;
+        }
+        let reconciler = Arc::new(crate::reconcile::Reconciler::new(
+            self.extender.policies.clone(),
+            self.cluster.clone(),
+            Executor::new(&self.extender.binder, self.cluster.clone()),
+            Arc::new(crate::reconcile::SystemClock),
+            self.metrics.clone(),
+            &config.reconcile,
+        ));
+        tokio::spawn(crate::reconcile::controller::run(
+            client.clone(),
+            reconciler,
+            config.reconcile.clone(),
+        ));
     }
 
     pub fn new(

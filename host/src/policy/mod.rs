@@ -10,7 +10,9 @@ use arc_swap::ArcSwap;
 use crate::cluster::convert::requirement;
 use crate::config::{AdmissionMode, Config, FailureMode, Hook, PodSelectorConfig, PolicyConfig};
 use crate::pd::PdEndpoint;
-use crate::runtime::{AdmissionPolicy, Limits, Pod, Runtime, SchedulerPolicy, World};
+use crate::runtime::{
+    AdmissionPolicy, Limits, Pod, ReconcilePolicy, Runtime, SchedulerPolicy, World,
+};
 
 /// Which pods a policy sees.
 #[derive(Debug, Clone, Default)]
@@ -72,6 +74,15 @@ pub struct PolicySet {
     pub scheduler: Vec<Arc<ScheduledPolicy>>,
     /// Admission policies, addressed by id from the webhook path.
     pub admission: Vec<Arc<AdmittingPolicy>>,
+    /// Reconcile policies, named by the workloads that opt in.
+    pub reconcile: Vec<Arc<ReconcilingPolicy>>,
+}
+
+/// A reconcile policy.
+pub struct ReconcilingPolicy {
+    pub id: String,
+    pub digest: String,
+    pub policy: ReconcilePolicy,
 }
 
 impl PolicySet {
@@ -80,6 +91,12 @@ impl PolicySet {
         let mut set = PolicySet::default();
         for p in &config.policies {
             let context = || format!("policy {} ({})", p.id, config.resolve(&p.module).display());
+            if p.hook == Hook::Reconcile {
+                let loaded = load_reconcile_policy(runtime, config, p).with_context(context)?;
+                tracing::info!(policy = %loaded.id, digest = %loaded.digest, "policy loaded");
+                set.reconcile.push(Arc::new(loaded));
+                continue;
+            }
             if p.hook == Hook::Admission {
                 let loaded = load_admission_policy(runtime, config, p).with_context(context)?;
                 tracing::info!(policy = %loaded.id, digest = %loaded.digest, "policy loaded");
@@ -96,6 +113,11 @@ impl PolicySet {
     /// The admission policy with this id.
     pub fn admission(&self, id: &str) -> Option<&Arc<AdmittingPolicy>> {
         self.admission.iter().find(|p| p.id == id)
+    }
+
+    /// The reconcile policy with this id.
+    pub fn reconcile(&self, id: &str) -> Option<&Arc<ReconcilingPolicy>> {
+        self.reconcile.iter().find(|p| p.id == id)
     }
 
     /// The scheduler policies that select `pod`, in order.
@@ -169,6 +191,21 @@ fn load_admission_policy(
     })
 }
 
+fn load_reconcile_policy(
+    runtime: &Runtime,
+    config: &Config,
+    p: &PolicyConfig,
+) -> Result<ReconcilingPolicy> {
+    let l = load_component(runtime, config, p, World::Reconcile)?;
+    let pd = PdEndpoint::from_config(&p.pd);
+    let policy = ReconcilePolicy::new(runtime, &p.id, &l.component, l.settings, l.limits, pd)?;
+    Ok(ReconcilingPolicy {
+        id: p.id.clone(),
+        digest: l.digest,
+        policy,
+    })
+}
+
 fn load_scheduler_policy(
     runtime: &Runtime,
     config: &Config,
@@ -176,7 +213,7 @@ fn load_scheduler_policy(
 ) -> Result<ScheduledPolicy> {
     if p.hook != Hook::Scheduler {
         bail!(
-            "hook {:?} is not served yet; only scheduler and admission policies are",
+            "hook {:?} is not served yet; only scheduler, admission and reconcile policies are",
             p.hook
         );
     }

@@ -6,6 +6,7 @@ mod admission;
 mod bindings;
 mod cache;
 mod pd_access;
+mod reconcile;
 mod sandbox;
 mod scheduler;
 
@@ -20,8 +21,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use admission::AdmissionPolicy;
 pub use bindings::{
-    Action, AdmissionRequest, Annotation, EventType, Member, PatchOperation, PdCluster, Store,
-    Target, UserInfo, Verdict,
+    Action, AdmissionRequest, Annotation, EventType, Member, PatchOperation, PdCluster, Plan,
+    Replica, Store, Target, UserInfo, Verdict, WorkloadState,
 };
 pub use bindings::{Candidates, FilterResult, NodeScore, SchedulerNeeds};
 pub use bindings::{
@@ -30,6 +31,7 @@ pub use bindings::{
 };
 pub use cache::digest;
 pub use pd_access::PdAccess;
+pub use reconcile::ReconcilePolicy;
 pub use sandbox::{EvalError, Limits};
 pub use scheduler::SchedulerPolicy;
 
