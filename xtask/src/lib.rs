@@ -26,6 +26,8 @@ pub const GUESTS: &[(&str, &str)] = &[
     ("local-storage-admission", "local_storage_admission"),
     ("tidb-guard", "tidb_guard"),
     ("misbehave-admission", "misbehave_admission"),
+    ("upgrade-gate", "upgrade_gate"),
+    ("failover", "failover"),
 ];
 
 /// The workspace root: the nearest directory with a `[workspace]` manifest

@@ -190,6 +190,100 @@ impl Workload {
         self.annotations.push((key.into(), value.into()));
         self
     }
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.push((key.into(), value.into()));
+        self
+    }
+    pub fn partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+    pub fn replicas(mut self, replicas: u32) -> Self {
+        self.replicas = replicas;
+        self
+    }
+    /// A StatefulSet of TiDB cluster `instance`'s `component`, with the
+    /// component's labels (`basic`, `tikv` → `basic-tikv`).
+    pub fn component(self, instance: &str, component: &str) -> Self {
+        self.label(crate::tidb::INSTANCE_LABEL, instance)
+            .label(crate::tidb::COMPONENT_LABEL, component)
+    }
+    /// A new template: the update revision moves to `revision`.
+    pub fn updating_to(mut self, revision: &str) -> Self {
+        self.update_revision = revision.into();
+        self.updated_replicas = 0;
+        self
+    }
+}
+
+#[cfg(feature = "reconcile")]
+pub use states::*;
+
+#[cfg(feature = "reconcile")]
+mod states {
+    use crate::reconcile::{Replica, WorkloadState};
+    use crate::{Pod, Workload};
+
+    /// The state of `workload` with one ready pod per replica, owned by it,
+    /// at its current revision, at Unix time 0.
+    pub fn workload_state(workload: Workload) -> WorkloadState {
+        let replicas = (0..workload.replicas)
+            .map(|o| {
+                let mut pod = crate::build::pod(&format!("{}-{o}", workload.name))
+                    .in_namespace(&workload.namespace)
+                    .on(&format!("node-{o}"));
+                pod.owner = Some(crate::Owner {
+                    kind: "StatefulSet".into(),
+                    name: workload.name.clone(),
+                });
+                replica(o, &workload.current_revision, pod)
+            })
+            .collect();
+        WorkloadState {
+            workload,
+            replicas,
+            claims: Vec::new(),
+            nodes: Vec::new(),
+            now_ms: 0,
+        }
+    }
+
+    pub fn replica(ordinal: u32, revision: &str, pod: Pod) -> Replica {
+        Replica {
+            ordinal,
+            revision: revision.into(),
+            pod,
+        }
+    }
+
+    impl WorkloadState {
+        pub fn at(mut self, now_ms: i64) -> Self {
+            self.now_ms = now_ms;
+            self
+        }
+        /// Pod `ordinal` moved to `revision`.
+        pub fn with_revision(mut self, ordinal: u32, revision: &str) -> Self {
+            if let Some(r) = self.replicas.iter_mut().find(|r| r.ordinal == ordinal) {
+                r.revision = revision.into();
+            }
+            self
+        }
+        /// Pod `ordinal` is not ready.
+        pub fn not_ready(mut self, ordinal: u32) -> Self {
+            if let Some(r) = self.replicas.iter_mut().find(|r| r.ordinal == ordinal) {
+                r.pod.ready = false;
+            }
+            self
+        }
+        pub fn without_pod(mut self, ordinal: u32) -> Self {
+            self.replicas.retain(|r| r.ordinal != ordinal);
+            self
+        }
+    }
 }
 
 #[cfg(feature = "admission")]
@@ -274,25 +368,6 @@ mod review {
         }
         pub fn at(mut self, now_ms: i64) -> Self {
             self.now_ms = now_ms;
-            self
-        }
-    }
-
-    impl Workload {
-        pub fn in_namespace(mut self, namespace: &str) -> Self {
-            self.namespace = namespace.into();
-            self
-        }
-        pub fn label(mut self, key: &str, value: &str) -> Self {
-            self.labels.push((key.into(), value.into()));
-            self
-        }
-        pub fn partition(mut self, partition: u32) -> Self {
-            self.partition = Some(partition);
-            self
-        }
-        pub fn replicas(mut self, replicas: u32) -> Self {
-            self.replicas = replicas;
             self
         }
     }

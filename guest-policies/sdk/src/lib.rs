@@ -204,4 +204,66 @@ pub mod reconcile {
         export_macro_name: "export_reconcile_policy",
         default_bindings_module: "steward_sdk::reconcile",
     });
+    pub use self::steward::policy::reconciling::Replica;
+
+    use crate::{Action, Annotation, EventType, Target};
+
+    /// Default wait between two looks at a workload that is in the middle
+    /// of something.
+    pub const POLL_MS: u32 = 5_000;
+
+    impl Plan {
+        pub fn new() -> Plan {
+            Plan {
+                actions: Vec::new(),
+            }
+        }
+        pub fn action(mut self, action: Action) -> Plan {
+            self.actions.push(action);
+            self
+        }
+        pub fn set_partition(self, partition: u32) -> Plan {
+            self.action(Action::SetPartition(partition))
+        }
+        pub fn set_replicas(self, replicas: u32) -> Plan {
+            self.action(Action::SetReplicas(replicas))
+        }
+        /// Sets (Some) or removes (None) an annotation of the workload: how
+        /// a policy remembers things across reconciles.
+        pub fn remember(self, workload: &str, key: &str, value: Option<String>) -> Plan {
+            self.action(Action::Annotate((
+                Target::Workload(workload.into()),
+                vec![Annotation {
+                    key: key.into(),
+                    value,
+                }],
+            )))
+        }
+        pub fn event(self, kind: EventType, reason: &str, message: impl Into<String>) -> Plan {
+            self.action(Action::EmitEvent((kind, reason.into(), message.into())))
+        }
+        pub fn requeue_after(self, ms: u32) -> Plan {
+            self.action(Action::RequeueAfter(ms))
+        }
+        /// The actions that are not `requeue-after` or `emit-event`: what
+        /// changes the cluster.
+        pub fn changes(&self) -> impl Iterator<Item = &Action> {
+            self.actions
+                .iter()
+                .filter(|a| !matches!(a, Action::RequeueAfter(_) | Action::EmitEvent(_)))
+        }
+    }
+
+    impl Default for Plan {
+        fn default() -> Plan {
+            Plan::new()
+        }
+    }
+
+    impl WorkloadState {
+        /// The pod with ordinal `ordinal`, if it exists.
+        pub fn replica(&self, ordinal: u32) -> Option<&Replica> {
+            self.replicas.iter().find(|r| r.ordinal == ordinal)
+        }
+    }
 }
