@@ -2,6 +2,7 @@
 //! the example snapshot, and servers on loopback.
 
 pub mod pd_double;
+pub mod statefulsets;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -51,8 +52,8 @@ pub fn runtime() -> &'static Runtime {
 }
 
 /// A configuration from YAML policies (`{pd_quorum}`, `{misbehave}`,
-/// `{tidb_guard}`, `{local_storage_admission}`, `{misbehave_admission}`
-/// expand to the built guests), over the example snapshot. The admission
+/// `{tidb_guard}`, `{local_storage_admission}`, `{misbehave_admission}`,
+/// `{upgrade_gate}`, `{failover}` expand to the built guests), over the example snapshot. The admission
 /// section names files [`serve_webhook`] does not read.
 pub fn config(policies_yaml: &str) -> Config {
     let mut policies = policies_yaml.to_string();
@@ -62,6 +63,8 @@ pub fn config(policies_yaml: &str) -> Config {
         "misbehave",
         "tidb_guard",
         "local_storage_admission",
+        "upgrade_gate",
+        "failover",
     ] {
         let placeholder = format!("{{{stem}}}");
         if policies.contains(&placeholder) {
