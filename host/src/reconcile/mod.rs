@@ -270,3 +270,64 @@ pub fn policy_ids(workload: &Workload) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_annotation_list_wins_over_the_label() {
+        let mut w = workload();
+        assert!(policy_ids(&w).is_empty());
+        w.labels.push((OPT_IN_LABEL.into(), "upgrade-gate".into()));
+        assert_eq!(policy_ids(&w), ["upgrade-gate"]);
+        w.annotations
+            .push((OPT_IN_ANNOTATION.into(), "failover, upgrade-gate".into()));
+        assert_eq!(policy_ids(&w), ["failover", "upgrade-gate"]);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let config = ReconcileConfig {
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 5_000,
+            ..ReconcileConfig::default()
+        };
+        let r = Reconciler::new(
+            Arc::new(PolicyStore::new(Default::default())),
+            Arc::new(ClusterCache::default()),
+            Executor::new(
+                &crate::extender::Binder::Snapshot,
+                Arc::new(ClusterCache::default()),
+            ),
+            Arc::new(SystemClock),
+            Arc::new(Metrics::default()),
+            &config,
+        );
+        let delays: Vec<u64> = (1..=5).map(|n| r.backoff(n).as_millis() as u64).collect();
+        assert_eq!(delays, [1_000, 2_000, 4_000, 5_000, 5_000]);
+    }
+
+    fn workload() -> Workload {
+        Workload {
+            kind: "StatefulSet".into(),
+            namespace: "tidb".into(),
+            name: "basic-tikv".into(),
+            uid: String::new(),
+            labels: vec![],
+            annotations: vec![],
+            replicas: 3,
+            partition: None,
+            update_strategy: "RollingUpdate".into(),
+            generation: 1,
+            observed_generation: 1,
+            status_replicas: 3,
+            ready_replicas: 3,
+            updated_replicas: 3,
+            current_revision: "r1".into(),
+            update_revision: "r1".into(),
+            selector: vec![],
+            claim_templates: vec![],
+        }
+    }
+}
