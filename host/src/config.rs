@@ -19,6 +19,12 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub scheduler: SchedulerConfig,
+    /// The HTTPS admission webhook server; needed by admission policies.
+    #[serde(default)]
+    pub admission: Option<AdmissionServerConfig>,
+    /// The reconcile controller (leader election, retry backoff).
+    #[serde(default)]
+    pub reconcile: ReconcileConfig,
     /// Directory of precompiled components; default `~/.cache/steward/modules`.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
@@ -99,6 +105,57 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// The admission webhook's HTTPS listener. The certificate and key files
+/// (PEM) are re-read when they change; open connections keep going.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdmissionServerConfig {
+    pub listen: SocketAddr,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Largest AdmissionReview accepted (kube-apiserver sends at most a few
+    /// MiB: an object and its old version).
+    #[serde(default = "default_admission_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+fn default_admission_body_bytes() -> usize {
+    8 << 20
+}
+
+/// The reconcile controller: only the holder of the Lease reconciles.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ReconcileConfig {
+    /// Namespace of the `coordination.k8s.io/v1` Lease.
+    pub lease_namespace: String,
+    pub lease_name: String,
+    /// Identity written into the Lease; default the host name.
+    pub identity: Option<String>,
+    /// client-go defaults: 15 s lease, 10 s renew deadline, 2 s retry.
+    pub lease_duration_seconds: u64,
+    pub renew_deadline_seconds: u64,
+    pub retry_period_seconds: u64,
+    /// Retry after a failed reconcile: doubles from the base to the cap.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            lease_namespace: "kube-system".into(),
+            lease_name: "steward-reconcile".into(),
+            identity: None,
+            lease_duration_seconds: 15,
+            renew_deadline_seconds: 10,
+            retry_period_seconds: 2,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 300_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Hook {
@@ -115,6 +172,51 @@ pub enum FailureMode {
     FailClosed,
     /// Errors are logged and the policy is skipped.
     FailOpen,
+}
+
+/// What an admission policy's verdicts do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdmissionMode {
+    /// Denials deny, patches apply, actions run.
+    #[default]
+    Enforce,
+    /// Denials become warnings on an allowed request; patches apply;
+    /// actions are skipped (nothing was refused that they would resolve).
+    Warn,
+    /// Everything is allowed unchanged; what the policy would have done is
+    /// logged and counted.
+    Monitor,
+}
+
+impl AdmissionMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AdmissionMode::Enforce => "enforce",
+            AdmissionMode::Warn => "warn",
+            AdmissionMode::Monitor => "monitor",
+        }
+    }
+}
+
+/// How a policy reaches the PD of a TiDB cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PdConfig {
+    /// Base URL; `{cluster}` and `{namespace}` are replaced by the TiDB
+    /// cluster's name and namespace (tidb-operator's service naming).
+    pub url: String,
+    /// Timeout of one PD call. A guest's PD reads also stop at its deadline.
+    pub timeout_ms: u64,
+}
+
+impl Default for PdConfig {
+    fn default() -> Self {
+        PdConfig {
+            url: "http://{cluster}-pd.{namespace}:2379".into(),
+            timeout_ms: 1_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +238,15 @@ pub struct PolicyConfig {
     pub deadline_ms: u64,
     #[serde(default = "default_memory_mib", rename = "memoryMiB")]
     pub memory_mib: u64,
+    /// Admission policies: what a verdict does.
+    #[serde(default)]
+    pub mode: AdmissionMode,
+    /// Admission policies: whether the policy may return a JSONPatch.
+    #[serde(default)]
+    pub mutate: bool,
+    /// Where the policy's PD reads and PD actions go.
+    #[serde(default)]
+    pub pd: PdConfig,
 }
 
 fn default_deadline_ms() -> u64 {
@@ -198,6 +309,21 @@ impl Config {
         if !self.scheduler.url_prefix.starts_with('/') {
             bail!("scheduler.urlPrefix: must start with `/`");
         }
+        let r = &self.reconcile;
+        if !(r.retry_period_seconds < r.renew_deadline_seconds
+            && r.renew_deadline_seconds < r.lease_duration_seconds)
+        {
+            bail!(
+                "reconcile: retryPeriodSeconds ({}) < renewDeadlineSeconds ({}) < \
+                 leaseDurationSeconds ({}) must hold",
+                r.retry_period_seconds,
+                r.renew_deadline_seconds,
+                r.lease_duration_seconds
+            );
+        }
+        if r.backoff_base_ms == 0 || r.backoff_max_ms < r.backoff_base_ms {
+            bail!("reconcile: backoffBaseMs must be at least 1 and at most backoffMaxMs");
+        }
         let mut ids = HashSet::new();
         for (i, p) in self.policies.iter().enumerate() {
             let at = format!("policies[{i}]");
@@ -217,6 +343,27 @@ impl Config {
                 bail!(
                     "{at}.memoryMiB: {} is outside 1..={MAX_MEMORY_MIB}",
                     p.memory_mib
+                );
+            }
+            if p.hook != Hook::Admission && (p.mutate || p.mode != AdmissionMode::Enforce) {
+                bail!("{at}: mode and mutate apply to admission policies only");
+            }
+            if p.hook == Hook::Admission && self.admission.is_none() {
+                bail!(
+                    "{at}: an admission policy needs the admission section (listen, certFile, \
+                     keyFile) for the HTTPS webhook server"
+                );
+            }
+            if !p.pd.url.starts_with("http://") && !p.pd.url.starts_with("https://") {
+                bail!(
+                    "{at}.pd.url: `{}` must start with http:// or https://",
+                    p.pd.url
+                );
+            }
+            if !(1..=60_000).contains(&p.pd.timeout_ms) {
+                bail!(
+                    "{at}.pd.timeoutMs: {} is outside 1..=60000",
+                    p.pd.timeout_ms
                 );
             }
             for (j, e) in p.select.match_expressions.iter().enumerate() {
@@ -243,6 +390,8 @@ impl Config {
             cluster: ClusterSource::Snapshot(snapshot),
             server: ServerConfig::default(),
             scheduler: SchedulerConfig::default(),
+            admission: None,
+            reconcile: ReconcileConfig::default(),
             cache_dir: None,
             policies: vec![PolicyConfig {
                 id: module
@@ -256,6 +405,9 @@ impl Config {
                 failure_mode: FailureMode::FailClosed,
                 deadline_ms: default_deadline_ms(),
                 memory_mib: default_memory_mib(),
+                mode: AdmissionMode::Enforce,
+                mutate: false,
+                pd: PdConfig::default(),
             }],
             base_dir: PathBuf::new(),
         }
@@ -302,6 +454,35 @@ mod tests {
     }
 
     #[test]
+    fn admission_policies_read_mode_mutation_and_pd() {
+        let c = Config::parse(
+            "cluster: {snapshot: s.yaml}\nadmission: {listen: 127.0.0.1:8443, certFile: c.pem, \
+             keyFile: k.pem}\npolicies:\n- id: guard\n  hook: admission\n  module: g.wasm\n  \
+             mode: warn\n  mutate: true\n  pd: {url: 'http://127.0.0.1:2379'}\n",
+        )
+        .unwrap();
+        let a = c.admission.as_ref().unwrap();
+        assert_eq!((a.listen.port(), a.max_body_bytes), (8443, 8 << 20));
+        let p = &c.policies[0];
+        assert_eq!((p.mode, p.mutate), (AdmissionMode::Warn, true));
+        assert_eq!(
+            (p.pd.url.as_str(), p.pd.timeout_ms),
+            ("http://127.0.0.1:2379", 1_000)
+        );
+        let e = Config::parse(
+            "cluster: {snapshot: s.yaml}\nadmission: {listen: 127.0.0.1:8443, certFile: c.pem, \
+             keyFile: k.pem}\npolicies:\n- id: guard\n  hook: admission\n  module: g.wasm\n  \
+             pd: {url: 'pd:2379'}\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("policies[0].pd.url: `pd:2379` must start"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let e = Config::parse(&format!("{MINIMAL}  deadline: 5\n")).unwrap_err();
         assert!(
@@ -323,6 +504,14 @@ mod tests {
                 .contains("cluster: set exactly one of snapshot"),
             "{e}"
         );
+        let e = Config::parse(&MINIMAL.replace("scheduler\n", "admission\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("policies[0]: an admission policy needs the admission section"),
+            "{e}"
+        );
+        let e = Config::parse(&format!("{MINIMAL}  mutate: true\n")).unwrap_err();
+        assert!(e.to_string().contains("admission policies only"), "{e}");
         let twice = format!("{MINIMAL}- id: pd-quorum\n  hook: scheduler\n  module: q.wasm\n");
         let e = Config::parse(&twice).unwrap_err();
         assert!(

@@ -6,11 +6,15 @@
 //! evaluates each in a fresh sandboxed instance that queries [`cluster`], and
 //! the hook module encodes the answer.
 
+pub mod actions;
+pub mod admission;
 pub mod cluster;
 pub mod config;
 pub mod extender;
 pub mod metrics;
+pub mod pd;
 pub mod policy;
+pub mod reconcile;
 pub mod runtime;
 pub mod server;
 pub mod simulate;

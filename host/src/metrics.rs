@@ -22,6 +22,20 @@ pub struct PolicyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionVerdictLabels {
+    pub policy: String,
+    pub mode: String,
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub policy: String,
+    pub action: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub endpoint: String,
     pub code: u16,
@@ -35,6 +49,8 @@ pub struct Metrics {
     deadlines: Family<PolicyLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     pass_through: Counter,
+    admission_verdicts: Family<AdmissionVerdictLabels, Counter>,
+    actions: Family<ActionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -75,8 +91,23 @@ impl Default for Metrics {
             "Scheduler requests for pods no policy selects",
             pass_through.clone(),
         );
+        let admission_verdicts = Family::<AdmissionVerdictLabels, Counter>::default();
+        registry.register(
+            "admission_verdicts",
+            "Admission verdicts by policy, mode and verdict (in monitor mode: what the policy \
+             would have done)",
+            admission_verdicts.clone(),
+        );
+        let actions = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "actions",
+            "Side effects performed for policies, by policy, action and outcome",
+            actions.clone(),
+        );
         Metrics {
             registry,
+            admission_verdicts,
+            actions,
             evaluations,
             latency,
             traps,
@@ -117,6 +148,33 @@ impl Metrics {
             .get_or_create(&RequestLabels {
                 endpoint: endpoint.into(),
                 code,
+            })
+            .inc();
+    }
+
+    /// `verdict`: allowed, denied, patched, error-allowed or error-denied.
+    pub fn admission_verdict(&self, policy: &str, mode: &str, verdict: &str) {
+        self.admission_verdicts
+            .get_or_create(&AdmissionVerdictLabels {
+                policy: policy.into(),
+                mode: mode.into(),
+                verdict: verdict.into(),
+            })
+            .inc();
+    }
+
+    /// `outcome`: ok or error.
+    pub fn admission_action(&self, policy: &str, action: &str, outcome: &str) {
+        self.action(policy, action, outcome);
+    }
+
+    /// One side effect performed for a policy; `outcome`: ok or error.
+    pub fn action(&self, policy: &str, action: &str, outcome: &str) {
+        self.actions
+            .get_or_create(&ActionLabels {
+                policy: policy.into(),
+                action: action.into(),
+                outcome: outcome.into(),
             })
             .inc();
     }

@@ -14,6 +14,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
+use crate::actions::Executor;
+use crate::admission::AdmissionHook;
 use crate::cluster::{ClusterCache, load_snapshot, watch_cluster};
 use crate::config::{ClusterSource, Config};
 use crate::extender::{BadRequest, Binder, Extender};
@@ -25,6 +27,7 @@ use crate::runtime::{MAX_CONCURRENT_INSTANCES, Runtime};
 #[derive(Clone)]
 pub struct App {
     pub extender: Arc<Extender>,
+    pub admission: Arc<AdmissionHook>,
     pub metrics: Arc<Metrics>,
     pub cluster: Arc<ClusterCache>,
     /// Bounds concurrent evaluations to the instances the pool holds.
@@ -53,7 +56,33 @@ impl App {
                 Binder::Kubernetes(client)
             }
         };
-        Ok(App::new(config, policies, cluster, binder))
+        let app = App::new(config, policies, cluster, binder);
+        app.start_reconcile(config);
+        Ok(app)
+    }
+
+    /// Starts the reconcile controller when there are reconcile policies
+    /// and a live cluster (it takes turns with other replicas by Lease).
+    fn start_reconcile(&self, config: &Config) {
+        let Binder::Kubernetes(client) = &self.extender.binder else {
+            return;
+        };
+        if self.extender.policies.current().reconcile.is_empty() {
+            return;
+        }
+        let reconciler = Arc::new(crate::reconcile::Reconciler::new(
+            self.extender.policies.clone(),
+            self.cluster.clone(),
+            Executor::new(&self.extender.binder, self.cluster.clone()),
+            Arc::new(crate::reconcile::SystemClock),
+            self.metrics.clone(),
+            &config.reconcile,
+        ));
+        tokio::spawn(crate::reconcile::controller::run(
+            client.clone(),
+            reconciler,
+            config.reconcile.clone(),
+        ));
     }
 
     pub fn new(
@@ -63,14 +92,22 @@ impl App {
         binder: Binder,
     ) -> App {
         let metrics = Arc::new(Metrics::default());
+        let policies = Arc::new(PolicyStore::new(policies));
+        let admission = Arc::new(AdmissionHook {
+            policies: policies.clone(),
+            cluster: cluster.clone(),
+            metrics: metrics.clone(),
+            executor: Executor::new(&binder, cluster.clone()),
+        });
         let extender = Arc::new(Extender {
-            policies: Arc::new(PolicyStore::new(policies)),
+            policies,
             cluster: cluster.clone(),
             metrics: metrics.clone(),
             binder,
         });
         App {
             extender,
+            admission,
             metrics,
             cluster,
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_INSTANCES as usize)),
@@ -114,6 +151,23 @@ pub async fn serve(config: Config) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     tracing::info!(addr = %config.server.listen, prefix = %config.scheduler.url_prefix, "serving");
+    if let Some(webhook) = &config.admission {
+        let certs = crate::admission::tls::CertFiles::load(
+            &config.resolve(&webhook.cert_file),
+            &config.resolve(&webhook.key_file),
+        )?;
+        let tls_listener = tokio::net::TcpListener::bind(webhook.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admission)", webhook.listen))?;
+        tracing::info!(addr = %webhook.listen, "serving the admission webhook over HTTPS");
+        let router = crate::admission::server::router(app.clone(), webhook.max_body_bytes);
+        let https =
+            crate::admission::server::serve_tls(tls_listener, router, certs, shutdown_signal());
+        let http = serve_on(listener, app, &config.scheduler.url_prefix);
+        let (https, http) = tokio::join!(https, http);
+        https?;
+        return http;
+    }
     serve_on(listener, app, &config.scheduler.url_prefix).await
 }
 
@@ -136,7 +190,7 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn text(code: StatusCode, message: String) -> Response {
+pub(crate) fn text(code: StatusCode, message: String) -> Response {
     (
         code,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -195,17 +249,31 @@ where
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, String> {
+    read_body_or_status(body, limit)
+        .await
+        .map_err(|(_, message)| message)
+}
+
+/// The body, or 413 when it is over `limit` and 400 when it cannot be read.
+pub(crate) async fn read_body_or_status(
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, (StatusCode, String)> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(c) = cause {
             if c.is::<http_body_util::LengthLimitError>() {
-                return format!(
-                    "the request body is larger than {limit} bytes (server.maxBodyBytes)"
+                return (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is larger than {limit} bytes (maxBodyBytes)"),
                 );
             }
             cause = c.source();
         }
-        format!("cannot read the request body: {e}")
+        (
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the request body: {e}"),
+        )
     })
 }
 

@@ -1,6 +1,10 @@
 //! Shared helpers of Steward's cross-crate tests: built guests, fixtures,
 //! the example snapshot, and servers on loopback.
 
+pub mod pd_double;
+pub mod statefulsets;
+pub mod tls;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -51,10 +55,12 @@ pub fn runtime() -> &'static Runtime {
 }
 
 /// A configuration from YAML policies (see [`expand_guests`]), over the
-/// example snapshot.
+/// example snapshot. The admission section names files [`serve_webhook`]
+/// does not read.
 pub fn config(policies_yaml: &str) -> Config {
     let yaml = format!(
-        "cluster: {{snapshot: {}}}\npolicies:\n{}",
+        "cluster: {{snapshot: {}}}\nadmission: {{listen: 127.0.0.1:0, certFile: tls.crt, keyFile: \
+         tls.key}}\npolicies:\n{}",
         example_snapshot().display(),
         expand_guests(policies_yaml)
     );
@@ -91,6 +97,68 @@ pub fn app(policies_yaml: &str) -> App {
     let cluster = Arc::new(ClusterCache::default());
     load_snapshot(&cluster, &example_snapshot()).expect("snapshot loads");
     App::new(&config, policies, cluster, Binder::Snapshot)
+}
+
+/// The app over the example snapshot plus the admission fixtures' claims
+/// and volumes (`tests/fixtures/admission/storage.yaml`).
+pub fn admission_app(policies_yaml: &str) -> App {
+    let config = config(policies_yaml);
+    let policies = PolicySet::load(runtime(), &config).expect("policies load");
+    let cluster = Arc::new(ClusterCache::default());
+    load_snapshot(&cluster, &example_snapshot()).expect("snapshot loads");
+    load_snapshot(&cluster, &fixture("admission/storage.yaml")).expect("storage fixture loads");
+    App::new(&config, policies, cluster, Binder::Snapshot)
+}
+
+/// A webhook served over HTTPS on loopback with a certificate of a fresh
+/// test CA, from files in a fresh directory.
+pub struct Webhook {
+    pub addr: SocketAddr,
+    pub ca: tls::TestCa,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl Webhook {
+    /// A new keep-alive connection trusting the test CA.
+    pub async fn connect(&self) -> tls::HttpsClient {
+        tls::HttpsClient::connect(self.addr, self.ca.client_config())
+            .await
+            .expect("TLS connection to the webhook")
+    }
+}
+
+/// Serves the app's admission webhook (body limit `max_body_bytes`).
+pub async fn serve_webhook(app: App, max_body_bytes: usize) -> Webhook {
+    static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("steward-webhook-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let ca = tls::TestCa::new();
+    ca.issue("webhook-1").write(&cert_file, &key_file);
+    let certs = steward::admission::tls::CertFiles::load(&cert_file, &key_file).expect("certs");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("loopback port");
+    let addr = listener.local_addr().expect("bound");
+    let router = steward::admission::server::router(app, max_body_bytes);
+    tokio::spawn(async move {
+        steward::admission::server::serve_tls(listener, router, certs, std::future::pending())
+            .await
+            .expect("webhook serves");
+    });
+    Webhook {
+        addr,
+        ca,
+        cert_file,
+        key_file,
+    }
+}
+
+/// An AdmissionReview fixture (`tests/fixtures/admission/<name>.json`).
+pub fn review_fixture(name: &str) -> serde_json::Value {
+    fixture_json(&format!("admission/{name}.json"))
 }
 
 /// pd-quorum over the example snapshot, selecting every pod.

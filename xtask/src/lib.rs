@@ -24,6 +24,11 @@ pub const GUESTS: &[(&str, &str)] = &[
     ("pd-quorum", "pd_quorum"),
     ("local-pv", "local_pv"),
     ("misbehave", "misbehave"),
+    ("local-storage-admission", "local_storage_admission"),
+    ("tidb-guard", "tidb_guard"),
+    ("misbehave-admission", "misbehave_admission"),
+    ("upgrade-gate", "upgrade_gate"),
+    ("failover", "failover"),
 ];
 
 /// The workspace root: the nearest directory with a `[workspace]` manifest

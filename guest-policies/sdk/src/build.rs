@@ -75,6 +75,10 @@ impl Pod {
         self.claims.push(name.into());
         self
     }
+    pub fn scheduler(mut self, name: &str) -> Self {
+        self.scheduler_name = name.into();
+        self
+    }
 }
 
 /// A ready, schedulable node whose hostname label is its name.
@@ -162,85 +166,186 @@ impl Workload {
         self.annotations.push((key.into(), value.into()));
         self
     }
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.push((key.into(), value.into()));
+        self
+    }
+    pub fn partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+    pub fn replicas(mut self, replicas: u32) -> Self {
+        self.replicas = replicas;
+        self
+    }
+    /// A StatefulSet of TiDB cluster `instance`'s `component`, with the
+    /// component's labels (`basic`, `tikv` → `basic-tikv`).
+    pub fn component(self, instance: &str, component: &str) -> Self {
+        self.label(crate::tidb::INSTANCE_LABEL, instance)
+            .label(crate::tidb::COMPONENT_LABEL, component)
+    }
+    /// A new template: the update revision moves to `revision`.
+    pub fn updating_to(mut self, revision: &str) -> Self {
+        self.update_revision = revision.into();
+        self.updated_replicas = 0;
+        self
+    }
 }
 
-/// Builders for PD's `store` and `member` records, expanded in each world
-/// that imports the `pd` interface (`admission::build`,
-/// `reconcile::build`), since each world has its own copy of the types.
-#[cfg(any(feature = "admission", feature = "reconcile"))]
-macro_rules! pd_builders {
-    () => {
-        /// An Up store at `<address>` with no leaders or regions and a
-        /// heartbeat at time 0.
-        pub fn store(id: u64, address: &str) -> Store {
-            Store {
-                id,
-                address: address.into(),
-                state: "Up".into(),
-                leader_count: 0,
-                region_count: 0,
-                last_heartbeat_ms: 0,
-            }
-        }
+#[cfg(feature = "reconcile")]
+pub use states::*;
 
-        impl Store {
-            /// PD's `state_name`: Up, Disconnected, Down, Offline, Tombstone.
-            pub fn state(mut self, state: &str) -> Self {
-                self.state = state.into();
-                self
-            }
-            pub fn leaders(mut self, count: u64) -> Self {
-                self.leader_count = count;
-                self
-            }
-            pub fn regions(mut self, count: u64) -> Self {
-                self.region_count = count;
-                self
-            }
-            pub fn heartbeat_at(mut self, unix_ms: i64) -> Self {
-                self.last_heartbeat_ms = unix_ms;
-                self
-            }
-        }
+#[cfg(feature = "reconcile")]
+mod states {
+    use crate::reconcile::{Replica, WorkloadState};
+    use crate::{Pod, Workload};
 
-        /// A healthy PD member serving clients at `http://<name>:2379`.
-        pub fn member(id: u64, name: &str) -> Member {
-            Member {
-                id,
-                name: name.into(),
-                client_urls: vec![format!("http://{name}:2379")],
-                healthy: true,
-            }
+    /// The state of `workload` with one ready pod per replica, owned by it,
+    /// at its current revision, at Unix time 0.
+    pub fn workload_state(workload: Workload) -> WorkloadState {
+        let replicas = (0..workload.replicas)
+            .map(|o| {
+                let mut pod = crate::build::pod(&format!("{}-{o}", workload.name))
+                    .in_namespace(&workload.namespace)
+                    .on(&format!("node-{o}"));
+                pod.owner = Some(crate::Owner {
+                    kind: "StatefulSet".into(),
+                    name: workload.name.clone(),
+                });
+                replica(o, &workload.current_revision, pod)
+            })
+            .collect();
+        WorkloadState {
+            workload,
+            replicas,
+            claims: Vec::new(),
+            nodes: Vec::new(),
+            now_ms: 0,
         }
+    }
 
-        impl Member {
-            pub fn unhealthy(mut self) -> Self {
-                self.healthy = false;
-                self
-            }
+    pub fn replica(ordinal: u32, revision: &str, pod: Pod) -> Replica {
+        Replica {
+            ordinal,
+            revision: revision.into(),
+            pod,
         }
-    };
+    }
+
+    impl WorkloadState {
+        pub fn at(mut self, now_ms: i64) -> Self {
+            self.now_ms = now_ms;
+            self
+        }
+        /// Pod `ordinal` moved to `revision`.
+        pub fn with_revision(mut self, ordinal: u32, revision: &str) -> Self {
+            if let Some(r) = self.replicas.iter_mut().find(|r| r.ordinal == ordinal) {
+                r.revision = revision.into();
+            }
+            self
+        }
+        /// Pod `ordinal` is not ready.
+        pub fn not_ready(mut self, ordinal: u32) -> Self {
+            if let Some(r) = self.replicas.iter_mut().find(|r| r.ordinal == ordinal) {
+                r.pod.ready = false;
+            }
+            self
+        }
+        pub fn without_pod(mut self, ordinal: u32) -> Self {
+            self.replicas.retain(|r| r.ordinal != ordinal);
+            self
+        }
+    }
 }
-#[cfg(any(feature = "admission", feature = "reconcile"))]
-pub(crate) use pd_builders;
 
-#[cfg(all(test, feature = "admission"))]
-mod pd_tests {
-    use crate::admission::build::{member, store};
+#[cfg(feature = "admission")]
+pub use review::*;
 
-    #[test]
-    fn stores_and_members_read_like_pd_answers() {
-        let s = store(4, "basic-tikv-1.basic-tikv-peer:20160")
-            .state("Offline")
-            .leaders(3)
-            .regions(12)
-            .heartbeat_at(1_700_000_000_000);
-        assert_eq!((s.id, s.state.as_str()), (4, "Offline"));
-        assert_eq!((s.leader_count, s.region_count), (3, 12));
-        assert_eq!(s.last_heartbeat_ms, 1_700_000_000_000);
-        let m = member(1, "basic-pd-0").unhealthy();
-        assert_eq!(m.client_urls, ["http://basic-pd-0:2379"]);
-        assert!(!m.healthy);
+#[cfg(feature = "admission")]
+mod review {
+    use crate::admission::{AdmissionRequest, UserInfo};
+    use crate::{Pod, Workload};
+
+    /// An admission request for `operation` on `resource` (`pods`,
+    /// `statefulsets`) in namespace `default`, at Unix time 0.
+    pub fn review(operation: &str, resource: &str) -> AdmissionRequest {
+        let (group, kind) = match resource {
+            "statefulsets" => ("apps", "StatefulSet"),
+            _ => ("", "Pod"),
+        };
+        AdmissionRequest {
+            uid: "705ab4f5-6393-11e8-b7cc-42010a800002".into(),
+            kind: (group.into(), "v1".into(), kind.into()),
+            resource: (group.into(), "v1".into(), resource.into()),
+            sub_resource: None,
+            name: String::new(),
+            namespace: "default".into(),
+            operation: operation.into(),
+            user_info: UserInfo {
+                username: "admin".into(),
+                uid: String::new(),
+                groups: vec!["system:authenticated".into()],
+            },
+            dry_run: false,
+            object: None,
+            old_object: None,
+            pod: None,
+            workload: None,
+            old_workload: None,
+            now_ms: 0,
+        }
+    }
+
+    /// CREATE of the pod.
+    pub fn create_pod(pod: Pod) -> AdmissionRequest {
+        review("CREATE", "pods").about_pod(pod)
+    }
+
+    /// DELETE of the pod (the old object is the pod).
+    pub fn delete_pod(pod: Pod) -> AdmissionRequest {
+        review("DELETE", "pods").about_pod(pod)
+    }
+
+    /// CREATE of the pod's `eviction` subresource (a drain); the request
+    /// carries an Eviction, not the pod.
+    pub fn evict_pod(pod: &Pod) -> AdmissionRequest {
+        let mut r = review("CREATE", "pods");
+        r.kind = ("policy".into(), "v1beta1".into(), "Eviction".into());
+        r.sub_resource = Some("eviction".into());
+        r.name = pod.name.clone();
+        r.namespace = pod.namespace.clone();
+        r
+    }
+
+    /// UPDATE of a StatefulSet from `old` to `new`.
+    pub fn update_statefulset(old: Workload, new: Workload) -> AdmissionRequest {
+        let mut r = review("UPDATE", "statefulsets");
+        r.name = new.name.clone();
+        r.namespace = new.namespace.clone();
+        r.workload = Some(new);
+        r.old_workload = Some(old);
+        r
+    }
+
+    impl AdmissionRequest {
+        fn about_pod(mut self, pod: Pod) -> AdmissionRequest {
+            self.name = pod.name.clone();
+            self.namespace = pod.namespace.clone();
+            self.pod = Some(pod);
+            self
+        }
+        pub fn dry_run(mut self) -> Self {
+            self.dry_run = true;
+            self
+        }
+        pub fn at(mut self, now_ms: i64) -> Self {
+            self.now_ms = now_ms;
+            self
+        }
     }
 }
 

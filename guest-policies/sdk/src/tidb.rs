@@ -41,3 +41,69 @@ pub fn failures(workload: &Workload) -> Result<Vec<Failure>, String> {
         }),
     }
 }
+
+/// StatefulSet annotation an upgrade gate records: the lowest
+/// `rollingUpdate.partition` allowed while the upgrade is gated. An update
+/// that lowers the partition below it is refused (tidb-operator's
+/// `tidb.pingcap.com/<component>-partition` rule).
+pub const PROTECTED_PARTITION_ANNOTATION: &str = "steward.io/protected-partition";
+
+/// TiKV pod annotation: when leader eviction from its store began, Unix
+/// milliseconds. Kept on the pod so a host restart keeps the timeout.
+pub const EVICT_LEADER_BEGIN_ANNOTATION: &str = "steward.io/evict-leader-begin-ms";
+
+/// The TiDB cluster (`app.kubernetes.io/instance`) a pod or workload
+/// belongs to.
+pub fn instance(labels: &[(String, String)]) -> Option<&str> {
+    labels::get(labels, INSTANCE_LABEL)
+}
+
+/// The component (`pd`, `tikv`, ...) of a pod or workload.
+pub fn component(labels: &[(String, String)]) -> Option<&str> {
+    labels::get(labels, COMPONENT_LABEL)
+}
+
+/// Whether PD's store `address` belongs to TiKV pod `pod` of cluster
+/// `instance`: tidb-operator names stores
+/// `<pod>.<instance>-tikv-peer.<namespace>[.svc[.<domain>]]:20160`.
+pub fn is_store_of(address: &str, pod: &str, instance: &str, namespace: &str) -> bool {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    let prefix = format!("{pod}.{instance}-tikv-peer.{namespace}");
+    host == prefix
+        || host
+            .strip_prefix(&prefix)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// The protected partition of a workload, if its upgrade gate set one.
+pub fn protected_partition(workload: &Workload) -> Result<Option<u32>, String> {
+    match labels::get(&workload.annotations, PROTECTED_PARTITION_ANNOTATION) {
+        None => Ok(None),
+        Some(text) => text.trim().parse().map(Some).map_err(|_| {
+            format!(
+                "annotation {PROTECTED_PARTITION_ANNOTATION} of StatefulSet {}/{} is `{text}`, \
+                 not a partition number; fix or remove it",
+                workload.namespace, workload.name
+            )
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_addresses_match_their_pod_only() {
+        let a = "basic-tikv-1.basic-tikv-peer.tidb-cluster.svc:20160";
+        assert!(is_store_of(a, "basic-tikv-1", "basic", "tidb-cluster"));
+        assert!(!is_store_of(a, "basic-tikv-10", "basic", "tidb-cluster"));
+        assert!(!is_store_of(a, "basic-tikv-1", "basic", "tidb"));
+        assert!(is_store_of(
+            "basic-tikv-1.basic-tikv-peer.tidb-cluster:20160",
+            "basic-tikv-1",
+            "basic",
+            "tidb-cluster"
+        ));
+    }
+}

@@ -8,8 +8,11 @@ use anyhow::{Context, Result, bail};
 use arc_swap::ArcSwap;
 
 use crate::cluster::convert::requirement;
-use crate::config::{Config, FailureMode, Hook, PodSelectorConfig, PolicyConfig};
-use crate::runtime::{Limits, Pod, Runtime, SchedulerPolicy, World};
+use crate::config::{AdmissionMode, Config, FailureMode, Hook, PodSelectorConfig, PolicyConfig};
+use crate::pd::PdEndpoint;
+use crate::runtime::{
+    AdmissionPolicy, Limits, Pod, ReconcilePolicy, Runtime, SchedulerPolicy, World,
+};
 
 /// Which pods a policy sees.
 #[derive(Debug, Clone, Default)]
@@ -54,10 +57,32 @@ pub struct ScheduledPolicy {
     pub policy: SchedulerPolicy,
 }
 
+/// An admission policy with how its verdicts are applied.
+pub struct AdmittingPolicy {
+    pub id: String,
+    pub digest: String,
+    pub mode: AdmissionMode,
+    /// May return a JSONPatch.
+    pub mutate: bool,
+    pub failure_mode: FailureMode,
+    pub policy: AdmissionPolicy,
+}
+
 /// Every loaded policy, in configuration order (the order they run in).
 #[derive(Default)]
 pub struct PolicySet {
     pub scheduler: Vec<Arc<ScheduledPolicy>>,
+    /// Admission policies, addressed by id from the webhook path.
+    pub admission: Vec<Arc<AdmittingPolicy>>,
+    /// Reconcile policies, named by the workloads that opt in.
+    pub reconcile: Vec<Arc<ReconcilingPolicy>>,
+}
+
+/// A reconcile policy.
+pub struct ReconcilingPolicy {
+    pub id: String,
+    pub digest: String,
+    pub policy: ReconcilePolicy,
 }
 
 impl PolicySet {
@@ -65,13 +90,34 @@ impl PolicySet {
     pub fn load(runtime: &Runtime, config: &Config) -> Result<PolicySet> {
         let mut set = PolicySet::default();
         for p in &config.policies {
-            let loaded = load_scheduler_policy(runtime, config, p).with_context(|| {
-                format!("policy {} ({})", p.id, config.resolve(&p.module).display())
-            })?;
+            let context = || format!("policy {} ({})", p.id, config.resolve(&p.module).display());
+            if p.hook == Hook::Reconcile {
+                let loaded = load_reconcile_policy(runtime, config, p).with_context(context)?;
+                tracing::info!(policy = %loaded.id, digest = %loaded.digest, "policy loaded");
+                set.reconcile.push(Arc::new(loaded));
+                continue;
+            }
+            if p.hook == Hook::Admission {
+                let loaded = load_admission_policy(runtime, config, p).with_context(context)?;
+                tracing::info!(policy = %loaded.id, digest = %loaded.digest, "policy loaded");
+                set.admission.push(Arc::new(loaded));
+                continue;
+            }
+            let loaded = load_scheduler_policy(runtime, config, p).with_context(context)?;
             tracing::info!(policy = %loaded.id, digest = %loaded.digest, "policy loaded");
             set.scheduler.push(Arc::new(loaded));
         }
         Ok(set)
+    }
+
+    /// The admission policy with this id.
+    pub fn admission(&self, id: &str) -> Option<&Arc<AdmittingPolicy>> {
+        self.admission.iter().find(|p| p.id == id)
+    }
+
+    /// The reconcile policy with this id.
+    pub fn reconcile(&self, id: &str) -> Option<&Arc<ReconcilingPolicy>> {
+        self.reconcile.iter().find(|p| p.id == id)
     }
 
     /// The scheduler policies that select `pod`, in order.
@@ -85,23 +131,28 @@ impl PolicySet {
     }
 }
 
-fn load_scheduler_policy(
+/// The component of a policy, checked to implement `world`, with its
+/// digest, settings and limits.
+struct Loaded {
+    component: wasmtime::component::Component,
+    digest: String,
+    settings: String,
+    limits: Limits,
+}
+
+fn load_component(
     runtime: &Runtime,
     config: &Config,
     p: &PolicyConfig,
-) -> Result<ScheduledPolicy> {
-    if p.hook != Hook::Scheduler {
-        bail!(
-            "hook {:?} is not served yet; only scheduler policies are",
-            p.hook
-        );
-    }
+    world: World,
+) -> Result<Loaded> {
     let path = config.resolve(&p.module);
     let wasm = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (component, world) = runtime.load(&wasm)?;
-    if world != World::Scheduler {
+    let (component, found) = runtime.load(&wasm)?;
+    if found != world {
         bail!(
-            "the component implements the {} world, but the policy is configured with hook scheduler",
+            "the component implements the {} world, but the policy is configured with hook {}",
+            found.name(),
             world.name()
         );
     }
@@ -114,10 +165,63 @@ fn load_scheduler_policy(
         deadline: Duration::from_millis(p.deadline_ms),
         memory_bytes: (p.memory_mib << 20) as usize,
     };
-    let policy = SchedulerPolicy::new(runtime, &p.id, &component, settings, limits)?;
+    Ok(Loaded {
+        component,
+        digest: crate::runtime::digest(&wasm),
+        settings,
+        limits,
+    })
+}
+
+fn load_admission_policy(
+    runtime: &Runtime,
+    config: &Config,
+    p: &PolicyConfig,
+) -> Result<AdmittingPolicy> {
+    let l = load_component(runtime, config, p, World::Admission)?;
+    let pd = PdEndpoint::from_config(&p.pd);
+    let policy = AdmissionPolicy::new(runtime, &p.id, &l.component, l.settings, l.limits, pd)?;
+    Ok(AdmittingPolicy {
+        id: p.id.clone(),
+        digest: l.digest,
+        mode: p.mode,
+        mutate: p.mutate,
+        failure_mode: p.failure_mode,
+        policy,
+    })
+}
+
+fn load_reconcile_policy(
+    runtime: &Runtime,
+    config: &Config,
+    p: &PolicyConfig,
+) -> Result<ReconcilingPolicy> {
+    let l = load_component(runtime, config, p, World::Reconcile)?;
+    let pd = PdEndpoint::from_config(&p.pd);
+    let policy = ReconcilePolicy::new(runtime, &p.id, &l.component, l.settings, l.limits, pd)?;
+    Ok(ReconcilingPolicy {
+        id: p.id.clone(),
+        digest: l.digest,
+        policy,
+    })
+}
+
+fn load_scheduler_policy(
+    runtime: &Runtime,
+    config: &Config,
+    p: &PolicyConfig,
+) -> Result<ScheduledPolicy> {
+    if p.hook != Hook::Scheduler {
+        bail!(
+            "hook {:?} is not served yet; only scheduler, admission and reconcile policies are",
+            p.hook
+        );
+    }
+    let l = load_component(runtime, config, p, World::Scheduler)?;
+    let policy = SchedulerPolicy::new(runtime, &p.id, &l.component, l.settings, l.limits)?;
     Ok(ScheduledPolicy {
         id: p.id.clone(),
-        digest: crate::runtime::digest(&wasm),
+        digest: l.digest,
         selector: PodSelector::from_config(&p.select),
         failure_mode: p.failure_mode,
         policy,

@@ -2,9 +2,12 @@
 //! epoch interruption, a disk cache of precompiled components, and the
 //! sandbox each evaluation runs in.
 
+mod admission;
 mod bindings;
 mod cache;
 mod command;
+mod pd_access;
+mod reconcile;
 mod sandbox;
 mod scheduler;
 
@@ -17,6 +20,11 @@ use anyhow::{Context, Result, bail};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use admission::AdmissionPolicy;
+pub use bindings::{
+    Action, AdmissionRequest, Annotation, EventType, Member, PatchOperation, PdCluster, Plan,
+    Replica, Store, Target, UserInfo, Verdict, WorkloadState,
+};
 pub use bindings::{Candidates, FilterResult, NodeScore, SchedulerNeeds};
 pub use bindings::{
     CapacitySource, Claim, LocalVolume, LogLevel, Node, NodeDisks, NodeSelectorTerm, Owner, Pod,
@@ -25,6 +33,8 @@ pub use bindings::{
 };
 pub use cache::digest;
 pub use command::{CommandComponent, CommandExit, CommandRun};
+pub use pd_access::PdAccess;
+pub use reconcile::ReconcilePolicy;
 pub use sandbox::{EvalError, Limits};
 pub use scheduler::SchedulerPolicy;
 

@@ -70,6 +70,8 @@ pub struct GuestState {
     output: MemoryOutputPipe,
     cluster: ClusterQuery,
     policy_id: Arc<str>,
+    /// PD reads for policies whose world imports `pd`; None refuses them.
+    pub(super) pd: Option<super::PdAccess>,
 }
 
 impl GuestState {
@@ -102,6 +104,7 @@ impl GuestState {
             output,
             cluster,
             policy_id,
+            pd: None,
         }
     }
 }

@@ -1,0 +1,545 @@
+//! The failover decision for one reconcile.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use steward_sdk::pd::PdView;
+use steward_sdk::reconcile::{POLL_MS, Plan, WorkloadState};
+use steward_sdk::tidb::{self, FAILURES_ANNOTATION, Failure};
+use steward_sdk::{Action, EventType, Member, Store, labels};
+
+/// StatefulSet annotation holding [`FailoverState`] (JSON).
+pub const FAILOVER_ANNOTATION: &str = "steward.io/failover";
+/// StatefulSet annotation an operator sets to `"true"` to recover TiKV
+/// failures (scale back to the spec); the policy removes it when done.
+pub const RECOVER_ANNOTATION: &str = "steward.io/recover-failover";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Settings {
+    /// How long Kubernetes and PD must agree a member is down
+    /// (tidb-operator's `--pd-failover-period`/`--tikv-failover-period`, 5 min).
+    pub failover_period_seconds: u64,
+    /// Most failures (extra replicas) at once; 0 disables failover.
+    pub max_failover_count: u32,
+    /// Recover TiKV failures as soon as every store is Up again, without
+    /// waiting for the recover annotation.
+    pub recover_tikv: bool,
+    /// Wait between two looks.
+    pub poll_ms: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            failover_period_seconds: 300,
+            max_failover_count: 3,
+            recover_tikv: false,
+            poll_ms: POLL_MS,
+        }
+    }
+}
+
+impl Settings {
+    pub fn parse(text: &str) -> Result<Settings, String> {
+        let s: Settings = steward_sdk::settings::parse(text)?;
+        if s.poll_ms == 0 {
+            return Err("invalid settings: pollMs must be at least 1".into());
+        }
+        Ok(s)
+    }
+}
+
+/// What failover remembers besides the failure store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverState {
+    /// `spec.replicas` without the failover replicas, while there are
+    /// failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_replicas: Option<u32>,
+    /// Pods both Kubernetes and PD see down, since when (Unix ms).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub suspects: BTreeMap<String, i64>,
+    /// The failover limit was reported (once per episode).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub limit_reported: bool,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Component {
+    Pd,
+    Tikv,
+}
+
+/// The next steps for one workload.
+pub fn reconcile(
+    pd: &impl PdView,
+    settings: &Settings,
+    state: &WorkloadState,
+) -> Result<Plan, String> {
+    let w = &state.workload;
+    let component = match tidb::component(&w.labels) {
+        Some("pd") => Component::Pd,
+        Some("tikv") => Component::Tikv,
+        _ => return Ok(Plan::new()),
+    };
+    let Some(instance) = tidb::instance(&w.labels) else {
+        return Err(format!(
+            "StatefulSet {}/{} has no {} label: which TiDB cluster's PD to ask is unknown",
+            w.namespace,
+            w.name,
+            tidb::INSTANCE_LABEL
+        ));
+    };
+    let cluster = steward_sdk::pd::cluster(&w.namespace, instance);
+    let mut failures = tidb::failures(w)?;
+    let before_failures = failures.clone();
+    let mut fs: FailoverState = match labels::get(&w.annotations, FAILOVER_ANNOTATION) {
+        None => FailoverState::default(),
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            format!(
+                "annotation {FAILOVER_ANNOTATION} of StatefulSet {}/{} is not failover state \
+                 ({e}); fix or remove it",
+                w.namespace, w.name
+            )
+        })?,
+    };
+    let before_fs = fs.clone();
+    let base = if failures.is_empty() {
+        w.replicas
+    } else {
+        fs.base_replicas.unwrap_or(w.replicas)
+    };
+    let (members, stores) = match component {
+        Component::Pd => (pd.members(&cluster)?, Vec::new()),
+        Component::Tikv => (Vec::new(), pd.stores(&cluster)?),
+    };
+    let view = View {
+        state,
+        instance,
+        members: &members,
+        stores: &stores,
+        component,
+    };
+    let now = state.now_ms;
+    let mut plan = Plan::new();
+
+    // Who is down in both Kubernetes' and PD's eyes, and since when.
+    let mut suspects = BTreeMap::new();
+    for o in 0..base {
+        let pod = format!("{}-{o}", w.name);
+        if failures.iter().any(|f| f.pod == pod) {
+            continue;
+        }
+        if view.kubernetes_down(o) && view.pd_down(&pod) {
+            suspects.insert(pod.clone(), *fs.suspects.get(&pod).unwrap_or(&now));
+        }
+    }
+    fs.suspects = suspects;
+
+    // One new failure per reconcile, once the period is over.
+    let period = settings.failover_period_seconds as i64 * 1000;
+    let due = fs
+        .suspects
+        .iter()
+        .find(|(_, since)| now - **since >= period)
+        .map(|(pod, since)| (pod.clone(), *since));
+    if let Some((pod, since)) = due.clone() {
+        if failures.len() as u32 >= settings.max_failover_count {
+            if !fs.limit_reported {
+                fs.limit_reported = true;
+                plan = plan.event(
+                    EventType::Warning,
+                    "FailoverLimit",
+                    format!(
+                        "pod {pod} is down, but {} failures already reach maxFailoverCount {}; \
+                         no further replica is added",
+                        failures.len(),
+                        settings.max_failover_count
+                    ),
+                );
+            }
+        } else {
+            fs.suspects.remove(&pod);
+            let (member_id, store_id) = (
+                view.member(&pod).map(|m| m.id),
+                view.store(&pod).map(|s| s.id),
+            );
+            failures.push(Failure {
+                pod: pod.clone(),
+                member_id,
+                store_id,
+                created_at_ms: now,
+                deleted: false,
+            });
+            plan = plan.event(
+                EventType::Warning,
+                "Unhealthy",
+                format!(
+                    "pod {pod} has been down in Kubernetes and PD for {}s; adding a replica",
+                    (now - since) / 1000
+                ),
+            );
+        }
+    }
+
+    // A failed PD member leaves PD; its pod and claims go, so it comes back empty.
+    if component == Component::Pd {
+        for f in failures.iter_mut().filter(|f| !f.deleted) {
+            if let Some(id) = f.member_id {
+                plan = plan.action(Action::PdDeleteMember((cluster.clone(), id)));
+            }
+            plan = plan.action(Action::DeletePod(f.pod.clone()));
+            for c in view.claims_of(&f.pod) {
+                plan = plan.action(Action::DeleteClaim(c));
+            }
+            plan = plan.event(
+                EventType::Warning,
+                "PDMemberDeleted",
+                format!(
+                    "failed PD member {} was deleted from PD with its pod and claims",
+                    f.pod
+                ),
+            );
+            f.deleted = true;
+        }
+    }
+
+    // Recovery.
+    let recover_asked =
+        settings.recover_tikv || labels::get(&w.annotations, RECOVER_ANNOTATION) == Some("true");
+    let recover = !failures.is_empty()
+        && due.is_none()
+        && failures == before_failures
+        && view.all_healthy(base)
+        && (component == Component::Pd || recover_asked);
+    let mut target = base + failures.len() as u32;
+    if recover {
+        if component == Component::Pd {
+            let leader = pd.leader(&cluster)?;
+            let extra = |name: &str| {
+                labels::ordinal(name).is_some_and(|o| o >= base) && name.starts_with(&w.name)
+            };
+            if extra(&leader) {
+                let to = format!("{}-0", w.name);
+                return Ok(plan
+                    .action(Action::PdTransferLeader((cluster, to)))
+                    .requeue_after(settings.poll_ms));
+            }
+            for m in members.iter().filter(|m| extra(&m.name)) {
+                plan = plan.action(Action::PdDeleteMember((cluster.clone(), m.id)));
+            }
+        }
+        target = base;
+        failures.clear();
+        fs = FailoverState::default();
+        plan = plan.event(
+            EventType::Normal,
+            "FailoverRecovered",
+            format!("every member is healthy again; scaling back to {base} replicas"),
+        );
+        if component == Component::Tikv && labels::get(&w.annotations, RECOVER_ANNOTATION).is_some()
+        {
+            plan = plan.remember(&w.name, RECOVER_ANNOTATION, None);
+        }
+    }
+    if failures.is_empty() {
+        fs.base_replicas = None;
+        fs.limit_reported = false;
+    } else {
+        fs.base_replicas = Some(base);
+    }
+    if failures != before_failures {
+        let value = (!failures.is_empty())
+            .then(|| serde_json::to_string(&failures).expect("failures serialise"));
+        plan = plan.remember(&w.name, FAILURES_ANNOTATION, value);
+    }
+    if fs != before_fs {
+        let value = (fs != FailoverState::default())
+            .then(|| serde_json::to_string(&fs).expect("failover state serialises"));
+        plan = plan.remember(&w.name, FAILOVER_ANNOTATION, value);
+    }
+    if w.replicas != target {
+        plan = plan.set_replicas(target);
+    }
+    if recover && component == Component::Pd {
+        for o in base..w.replicas {
+            for c in view.claims_of(&format!("{}-{o}", w.name)) {
+                plan = plan.action(Action::DeleteClaim(c));
+            }
+        }
+    }
+    Ok(plan.requeue_after(settings.poll_ms))
+}
+
+struct View<'a> {
+    state: &'a WorkloadState,
+    instance: &'a str,
+    members: &'a [Member],
+    stores: &'a [Store],
+    component: Component,
+}
+
+impl View<'_> {
+    fn member(&self, pod: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.name == pod)
+    }
+
+    fn store(&self, pod: &str) -> Option<&Store> {
+        let ns = &self.state.workload.namespace;
+        self.stores
+            .iter()
+            .find(|s| tidb::is_store_of(&s.address, pod, self.instance, ns))
+    }
+
+    /// The pod is missing, not ready, or on a node that is not Ready.
+    fn kubernetes_down(&self, ordinal: u32) -> bool {
+        let Some(r) = self.state.replica(ordinal) else {
+            return true;
+        };
+        let node_down = r.pod.node_name.as_ref().is_some_and(|n| {
+            self.state
+                .nodes
+                .iter()
+                .find(|node| &node.name == n)
+                .is_none_or(|node| !node.ready)
+        });
+        !r.pod.ready || node_down
+    }
+
+    /// PD reports the member unhealthy or the store `Down`.
+    fn pd_down(&self, pod: &str) -> bool {
+        match self.component {
+            Component::Pd => self.member(pod).is_some_and(|m| !m.healthy),
+            Component::Tikv => self.store(pod).is_some_and(|s| s.state == "Down"),
+        }
+    }
+
+    /// Every desired ordinal's pod is ready and healthy in PD.
+    fn all_healthy(&self, base: u32) -> bool {
+        (0..base).all(|o| {
+            let pod = format!("{}-{o}", self.state.workload.name);
+            let ready = self
+                .state
+                .replica(o)
+                .is_some_and(|r| r.pod.ready && !r.pod.deleting);
+            ready
+                && match self.component {
+                    Component::Pd => self.member(&pod).is_some_and(|m| m.healthy),
+                    Component::Tikv => self.store(&pod).is_some_and(|s| s.state == "Up"),
+                }
+        })
+    }
+
+    /// Claims of the pod (`<template>-<pod>`).
+    fn claims_of(&self, pod: &str) -> Vec<String> {
+        self.state
+            .workload
+            .claim_templates
+            .iter()
+            .map(|t| format!("{t}-{pod}"))
+            .filter(|name| self.state.claims.iter().any(|c| &c.name == name))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use steward_sdk::build::{node, statefulset, workload_state};
+    use steward_sdk::pd::{FakePd, member, store};
+
+    use super::*;
+
+    fn pd_state() -> WorkloadState {
+        let mut s = workload_state(statefulset("basic-pd", 3).component("basic", "pd"));
+        s.workload.claim_templates = vec!["pd".into()];
+        s.claims = (0..3)
+            .map(|o| steward_sdk::build::claim(&format!("pd-basic-pd-{o}")))
+            .collect();
+        s.nodes = (0..3).map(|o| node(&format!("node-{o}"))).collect();
+        s
+    }
+
+    fn pd() -> FakePd {
+        FakePd::default()
+            .with_member(member(1000, "basic-pd-0"))
+            .with_member(member(1001, "basic-pd-1").unhealthy())
+            .with_member(member(1002, "basic-pd-2"))
+            .with_leader("basic-pd-0")
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            failover_period_seconds: 60,
+            max_failover_count: 1,
+            ..Settings::default()
+        }
+    }
+
+    /// The state after `plan`'s annotations and replica changes applied.
+    fn apply(mut state: WorkloadState, plan: &Plan) -> WorkloadState {
+        for a in &plan.actions {
+            match a {
+                Action::Annotate((_, list)) => {
+                    for an in list {
+                        state.workload.annotations.retain(|(k, _)| *k != an.key);
+                        if let Some(v) = &an.value {
+                            state.workload.annotations.push((an.key.clone(), v.clone()));
+                        }
+                    }
+                }
+                Action::SetReplicas(r) => state.workload.replicas = *r,
+                _ => {}
+            }
+        }
+        state
+    }
+
+    #[test]
+    fn pd_alone_or_kubernetes_alone_is_no_failure() {
+        // PD says unhealthy, the pod is ready.
+        let plan = reconcile(&pd(), &settings(), &pd_state().at(10_000_000)).unwrap();
+        assert_eq!(plan.changes().count(), 0);
+        // The pod is not ready, PD says healthy.
+        let healthy = FakePd {
+            members: pd()
+                .members
+                .into_iter()
+                .map(|mut m| {
+                    m.healthy = true;
+                    m
+                })
+                .collect(),
+            ..pd()
+        };
+        let plan = reconcile(&healthy, &settings(), &pd_state().not_ready(1)).unwrap();
+        assert_eq!(plan.changes().count(), 0);
+    }
+
+    #[test]
+    fn a_pd_failure_after_the_period_adds_one_replica_deletes_the_member_and_is_capped() {
+        let s = pd_state().not_ready(1).at(1_000);
+        let plan = reconcile(&pd(), &settings(), &s).unwrap();
+        assert!(!plan.changes().any(|a| matches!(a, Action::SetReplicas(_))));
+        let s = apply(s, &plan).at(60_999);
+        let plan = reconcile(&pd(), &settings(), &s).unwrap();
+        assert!(
+            !plan.changes().any(|a| matches!(a, Action::SetReplicas(_))),
+            "not before the period"
+        );
+        let s = s.at(61_000);
+        let plan = reconcile(&pd(), &settings(), &s).unwrap();
+        let c = steward_sdk::pd::cluster("default", "basic");
+        for a in [
+            Action::PdDeleteMember((c, 1001)),
+            Action::DeletePod("basic-pd-1".into()),
+            Action::DeleteClaim("pd-basic-pd-1".into()),
+            Action::SetReplicas(4),
+        ] {
+            assert!(plan.actions.contains(&a), "{a:?} missing from {plan:?}");
+        }
+        let s = apply(s, &plan);
+        let failures = tidb::failures(&s.workload).unwrap();
+        assert_eq!((failures.len(), failures[0].deleted), (1, true));
+
+        // A second member fails: the cap (1) holds replicas at 4, one Event.
+        let mut worse = pd();
+        worse.members[2].healthy = false;
+        let s = s.not_ready(2).at(100_000);
+        let s = apply(s.clone(), &reconcile(&worse, &settings(), &s).unwrap()).at(200_000);
+        let plan = reconcile(&worse, &settings(), &s).unwrap();
+        assert!(
+            !plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::SetReplicas(_)))
+        );
+        assert!(
+            plan.actions
+                .iter()
+                .any(|a| matches!(a, Action::EmitEvent((_, r, _)) if r == "FailoverLimit"))
+        );
+    }
+
+    #[test]
+    fn pd_recovers_by_itself_once_all_are_healthy() {
+        let failure = vec![Failure {
+            pod: "basic-pd-1".into(),
+            member_id: Some(1001),
+            store_id: None,
+            created_at_ms: 0,
+            deleted: true,
+        }];
+        let mut s = workload_state(statefulset("basic-pd", 4).component("basic", "pd")).at(500_000);
+        s.workload = s
+            .workload
+            .annotation(
+                FAILURES_ANNOTATION,
+                &serde_json::to_string(&failure).unwrap(),
+            )
+            .annotation(FAILOVER_ANNOTATION, r#"{"baseReplicas":3}"#);
+        let all = FakePd::default()
+            .with_member(member(1000, "basic-pd-0"))
+            .with_member(member(2001, "basic-pd-1"))
+            .with_member(member(1002, "basic-pd-2"))
+            .with_member(member(1003, "basic-pd-3"))
+            .with_leader("basic-pd-0");
+        let plan = reconcile(&all, &settings(), &s).unwrap();
+        let c = steward_sdk::pd::cluster("default", "basic");
+        assert!(plan.actions.contains(&Action::PdDeleteMember((c, 1003))));
+        assert!(plan.actions.contains(&Action::SetReplicas(3)));
+        let s = apply(s, &plan);
+        assert!(tidb::failures(&s.workload).unwrap().is_empty());
+    }
+
+    #[test]
+    fn tikv_recovers_only_when_asked() {
+        let addr = |i: u32| format!("basic-tikv-{i}.basic-tikv-peer.default.svc:20160");
+        let failure = vec![Failure {
+            pod: "basic-tikv-1".into(),
+            member_id: None,
+            store_id: Some(4),
+            created_at_ms: 0,
+            deleted: false,
+        }];
+        let mut s = workload_state(statefulset("basic-tikv", 4).component("basic", "tikv"));
+        s.workload = s
+            .workload
+            .annotation(
+                FAILURES_ANNOTATION,
+                &serde_json::to_string(&failure).unwrap(),
+            )
+            .annotation(FAILOVER_ANNOTATION, r#"{"baseReplicas":3}"#);
+        let up = FakePd::default()
+            .with_store(store(1, &addr(0), 1))
+            .with_store(store(4, &addr(1), 1))
+            .with_store(store(5, &addr(2), 1))
+            .with_store(store(6, &addr(3), 1));
+        let plan = reconcile(&up, &settings(), &s).unwrap();
+        assert_eq!(
+            plan.changes().count(),
+            0,
+            "TiKV keeps its extra store until asked"
+        );
+        let mut asked = s.clone();
+        asked.workload = asked.workload.annotation(RECOVER_ANNOTATION, "true");
+        let plan = reconcile(&up, &settings(), &asked).unwrap();
+        assert!(plan.actions.contains(&Action::SetReplicas(3)));
+        let after = apply(asked, &plan);
+        assert_eq!(
+            labels::get(&after.workload.annotations, RECOVER_ANNOTATION),
+            None
+        );
+        let auto = Settings {
+            recover_tikv: true,
+            ..settings()
+        };
+        assert!(
+            reconcile(&up, &auto, &s)
+                .unwrap()
+                .actions
+                .contains(&Action::SetReplicas(3))
+        );
+    }
+}

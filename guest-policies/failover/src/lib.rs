@@ -1,0 +1,39 @@
+//! failover: tidb-operator's failover for TiDB StatefulSets with local
+//! volumes (domain rules §1c):
+//!
+//! - a PD member or TiKV store is failed only when Kubernetes (pod missing,
+//!   not ready, or on a node that is not Ready) AND PD (member unhealthy,
+//!   store `Down`) agree, for longer than the failover period;
+//! - each failure is recorded in the failure store (`steward.io/failures`)
+//!   and adds one replica: replicas = spec + failures, at most
+//!   `maxFailoverCount` failures;
+//! - a failed PD member is deleted from PD and its pod and claims removed,
+//!   so it comes back empty and joins again; once every PD is healthy the
+//!   extra members leave PD and the StatefulSet scales back by itself;
+//! - TiKV failures are recovered only when asked (`recoverTikv`, or the
+//!   StatefulSet annotation `steward.io/recover-failover: "true"`).
+//!
+//! The failure store and the suspicion times live in StatefulSet
+//! annotations, so a new host resumes where the last stopped.
+
+mod failover;
+
+pub use failover::{FAILOVER_ANNOTATION, FailoverState, RECOVER_ANNOTATION, Settings, reconcile};
+
+use steward_sdk::pd::HostPd;
+use steward_sdk::reconcile::{Guest, Plan, WorkloadState};
+
+struct Failover;
+
+impl Guest for Failover {
+    fn validate_settings(settings: String) -> Result<(), String> {
+        Settings::parse(&settings).map(|_| ())
+    }
+
+    fn reconcile(settings: String, state: WorkloadState) -> Result<Plan, String> {
+        let s = Settings::parse(&settings)?;
+        reconcile(&HostPd, &s, &state)
+    }
+}
+
+steward_sdk::reconcile::export_reconcile_policy!(Failover with_types_in steward_sdk::reconcile);

@@ -1,0 +1,293 @@
+//! The rules, written against [`ClusterView`] and [`PdView`] so they are
+//! tested natively on fakes.
+
+use serde::Deserialize;
+use steward_sdk::admission::{AdmissionRequest, Verdict};
+use steward_sdk::cluster::ClusterView;
+use steward_sdk::labels::{self, ordinal};
+use steward_sdk::pd::{self, PdView};
+use steward_sdk::tidb::{self, EVICT_LEADER_BEGIN_ANNOTATION, PROTECTED_PARTITION_ANNOTATION};
+use steward_sdk::{Action, Annotation, EventType, PdCluster, Pod, Target, Workload, settings};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Settings {
+    /// How long a TiKV pod removal waits for its store's leaders to leave
+    /// before it is allowed anyway (tidb-operator's `evictLeaderTimeout`,
+    /// default 1500 minutes).
+    pub evict_leader_timeout_seconds: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            evict_leader_timeout_seconds: 1500 * 60,
+        }
+    }
+}
+
+impl Settings {
+    pub fn parse(json: &str) -> Result<Settings, String> {
+        let s: Settings = settings::parse(json)?;
+        if s.evict_leader_timeout_seconds == 0 {
+            return Err("invalid settings: evictLeaderTimeoutSeconds must be at least 1".into());
+        }
+        Ok(s)
+    }
+}
+
+/// The verdict on one request; an `Err` (PD unreachable, a corrupt
+/// annotation) leaves the decision to the policy's failure mode.
+pub fn review(
+    cluster: &impl ClusterView,
+    pd: &impl PdView,
+    s: &Settings,
+    request: &AdmissionRequest,
+) -> Result<Verdict, String> {
+    if request.resource.2 == "statefulsets" && request.operation == "UPDATE" {
+        if let (Some(new), Some(old)) = (&request.workload, &request.old_workload) {
+            return statefulset_update(pd, old, new);
+        }
+        return Ok(Verdict::allow());
+    }
+    if request.resource.2 != "pods" {
+        return Ok(Verdict::allow());
+    }
+    let Some(pod) = request.target_pod(cluster) else {
+        return Ok(Verdict::allow());
+    };
+    let (Some(instance), Some(component)) =
+        (tidb::instance(&pod.labels), tidb::component(&pod.labels))
+    else {
+        return Ok(Verdict::allow());
+    };
+    let pd_cluster = pd::cluster(&pod.namespace, instance);
+    if request.removes_pod() {
+        match component {
+            "tikv" => tikv_removal(pd, s, request, &pod, instance, &pd_cluster),
+            "pd" => pd_removal(pd, request, &pod, &pd_cluster),
+            _ => Ok(Verdict::allow()),
+        }
+    } else if request.operation == "CREATE" && request.sub_resource.is_none() && component == "tikv"
+    {
+        tikv_creation(pd, &pod, instance, &pd_cluster)
+    } else {
+        Ok(Verdict::allow())
+    }
+}
+
+fn statefulset_update(pd: &impl PdView, old: &Workload, new: &Workload) -> Result<Verdict, String> {
+    let who = format!("StatefulSet {}/{}", new.namespace, new.name);
+    let protected = match tidb::protected_partition(new)? {
+        Some(p) => Some(p),
+        None => tidb::protected_partition(old)?,
+    };
+    let (from, to) = (old.partition.unwrap_or(0), new.partition.unwrap_or(0));
+    if let Some(protected) = protected
+        && to < from
+        && to < protected
+    {
+        return Ok(Verdict::deny(format!(
+            "{who}: rollingUpdate.partition may not go from {from} to {to}: an upgrade gate \
+             protects partitions below {protected} ({PROTECTED_PARTITION_ANNOTATION}); it lowers \
+             the partition itself, one ordinal at a time"
+        )));
+    }
+    if tidb::component(&new.labels) == Some("pd") && new.replicas < old.replicas {
+        let Some(instance) = tidb::instance(&new.labels) else {
+            return Ok(Verdict::allow());
+        };
+        let members = pd.members(&pd::cluster(&new.namespace, instance))?;
+        let unhealthy: Vec<&str> = members
+            .iter()
+            .filter(|m| !m.healthy)
+            .map(|m| m.name.as_str())
+            .collect();
+        if !unhealthy.is_empty() {
+            return Ok(Verdict::deny(format!(
+                "{who}: scaling PD from {} to {} replicas while member(s) {} are unhealthy could \
+                 lose PD's quorum; wait until every PD member is healthy",
+                old.replicas,
+                new.replicas,
+                unhealthy.join(", ")
+            )));
+        }
+    }
+    Ok(Verdict::allow())
+}
+
+fn tikv_removal(
+    pd: &impl PdView,
+    s: &Settings,
+    request: &AdmissionRequest,
+    pod: &Pod,
+    instance: &str,
+    pd_cluster: &PdCluster,
+) -> Result<Verdict, String> {
+    let who = format!("TiKV pod {}/{}", pod.namespace, pod.name);
+    let stores = pd.stores(pd_cluster)?;
+    let Some(store) = stores
+        .iter()
+        .find(|st| tidb::is_store_of(&st.address, &pod.name, instance, &pod.namespace))
+    else {
+        return Ok(Verdict::allow());
+    };
+    let id = store.id;
+    match store.state.as_str() {
+        "Tombstone" | "Down" => return Ok(Verdict::allow()),
+        "Up" => {}
+        "Offline" => {
+            return Ok(Verdict::deny(format!(
+                "{who}: store {id} is Offline: PD is moving its data away; removing the pod now \
+                 would lose those replicas. Wait until the store is Tombstone"
+            )));
+        }
+        other => {
+            return Ok(Verdict::deny(format!(
+                "{who}: store {id} is {other}; PD cannot move its leaders until it is Up again"
+            )));
+        }
+    }
+    if store.leader_count == 0 {
+        return Ok(Verdict::allow());
+    }
+    let began = match labels::get(&pod.annotations, EVICT_LEADER_BEGIN_ANNOTATION) {
+        None => None,
+        Some(text) => Some(text.trim().parse::<i64>().map_err(|_| {
+            format!(
+                "annotation {EVICT_LEADER_BEGIN_ANNOTATION} of {who} is `{text}`, not Unix \
+                 milliseconds; fix or remove it"
+            )
+        })?),
+    };
+    let timeout_ms = (s.evict_leader_timeout_seconds as i64).saturating_mul(1000);
+    let leaders = store.leader_count;
+    let begin = Action::PdEvictLeaderBegin((pd_cluster.clone(), id));
+    let Some(began) = began else {
+        let verb = if request.dry_run {
+            "would begin"
+        } else {
+            "began"
+        };
+        let message = format!(
+            "{who}: store {id} still holds {leaders} Raft leader(s); Steward {verb} evicting them \
+             through PD. Retry once the store has none (or after {}s)",
+            s.evict_leader_timeout_seconds
+        );
+        return Ok(Verdict::deny(message.clone())
+            .action(begin)
+            .action(Action::Annotate((
+                Target::Pod(pod.name.clone()),
+                vec![Annotation {
+                    key: EVICT_LEADER_BEGIN_ANNOTATION.into(),
+                    value: Some(request.now_ms.to_string()),
+                }],
+            )))
+            .action(Action::EmitEvent((
+                EventType::Normal,
+                "EvictingLeaders".into(),
+                message,
+            ))));
+    };
+    let waited_ms = request.now_ms.saturating_sub(began);
+    if waited_ms >= timeout_ms {
+        return Ok(Verdict::allow().warning(format!(
+            "{who}: store {id} still holds {leaders} Raft leader(s), but the leader eviction began \
+             {}s ago, past the {}s timeout",
+            waited_ms / 1000,
+            s.evict_leader_timeout_seconds
+        )));
+    }
+    let mut verdict = Verdict::deny(format!(
+        "{who}: evicting Raft leaders from store {id}: {leaders} left after {}s (timeout {}s); \
+         retry later",
+        waited_ms / 1000,
+        s.evict_leader_timeout_seconds
+    ));
+    // PD may have lost the scheduler (restart, manual removal): ask again.
+    if !pd
+        .schedulers(pd_cluster)?
+        .contains(&pd::evict_leader_scheduler(id))
+    {
+        verdict = verdict.action(begin);
+    }
+    Ok(verdict)
+}
+
+fn pd_removal(
+    pd: &impl PdView,
+    request: &AdmissionRequest,
+    pod: &Pod,
+    pd_cluster: &PdCluster,
+) -> Result<Verdict, String> {
+    let leader = pd.leader(pd_cluster)?;
+    if leader != pod.name {
+        return Ok(Verdict::allow());
+    }
+    let who = format!("PD pod {}/{}", pod.namespace, pod.name);
+    let members = pd.members(pd_cluster)?;
+    let Some(target) = transfer_target(&pod.name, &members) else {
+        return Ok(Verdict::deny(format!(
+            "{who} is the PD leader and no other PD member is healthy to take over; removing it \
+             now would leave PD without a leader"
+        )));
+    };
+    let verb = if request.dry_run {
+        "would move"
+    } else {
+        "is moving"
+    };
+    let message =
+        format!("{who} is the PD leader; Steward {verb} leadership to {target}. Retry once it has");
+    Ok(Verdict::deny(message.clone())
+        .action(Action::PdTransferLeader((pd_cluster.clone(), target)))
+        .action(Action::EmitEvent((
+            EventType::Normal,
+            "TransferringPDLeader".into(),
+            message,
+        ))))
+}
+
+/// tidb-operator's choice: the highest healthy ordinal above the leader's
+/// (already upgraded in a rolling upgrade), else the lowest below it.
+fn transfer_target(leader: &str, members: &[steward_sdk::Member]) -> Option<String> {
+    let mine = ordinal(leader);
+    let mut healthy: Vec<(Option<u32>, &str)> = members
+        .iter()
+        .filter(|m| m.healthy && m.name != leader)
+        .map(|m| (ordinal(&m.name), m.name.as_str()))
+        .collect();
+    healthy.sort();
+    let above = healthy.iter().rev().find(|(o, _)| *o > mine);
+    above
+        .or_else(|| healthy.first())
+        .map(|(_, name)| name.to_string())
+}
+
+fn tikv_creation(
+    pd: &impl PdView,
+    pod: &Pod,
+    instance: &str,
+    pd_cluster: &PdCluster,
+) -> Result<Verdict, String> {
+    // A TiKV that is not bootstrapped yet has no PD to ask: allow.
+    let Ok(stores) = pd.stores(pd_cluster) else {
+        return Ok(Verdict::allow());
+    };
+    let Some(store) = stores
+        .iter()
+        .find(|st| tidb::is_store_of(&st.address, &pod.name, instance, &pod.namespace))
+    else {
+        return Ok(Verdict::allow());
+    };
+    let running = pd.schedulers(pd_cluster).unwrap_or_default();
+    if running.contains(&pd::evict_leader_scheduler(store.id)) {
+        return Ok(
+            Verdict::allow().action(Action::PdEvictLeaderEnd((pd_cluster.clone(), store.id)))
+        );
+    }
+    Ok(Verdict::allow())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,295 @@
+use steward_sdk::admission::Verdict;
+use steward_sdk::build::{create_pod, delete_pod, evict_pod, pod, statefulset, update_statefulset};
+use steward_sdk::cluster::FakeCluster;
+use steward_sdk::pd::{FakePd, evict_leader_scheduler, member, store};
+use steward_sdk::{Action, Pod};
+
+use super::*;
+
+const NS: &str = "tidb-cluster";
+
+fn tikv(i: u32) -> Pod {
+    pod(&format!("basic-tikv-{i}"))
+        .in_namespace(NS)
+        .component("basic", "tikv")
+}
+
+fn pd_pod(i: u32) -> Pod {
+    pod(&format!("basic-pd-{i}"))
+        .in_namespace(NS)
+        .component("basic", "pd")
+}
+
+fn address(i: u32) -> String {
+    format!("basic-tikv-{i}.basic-tikv-peer.{NS}.svc:20160")
+}
+
+fn stores(leaders: u64, state: &str) -> FakePd {
+    FakePd::default()
+        .with_store(store(1, &address(0), 10))
+        .with_store(store(4, &address(1), leaders).state(state))
+}
+
+fn pd_members() -> FakePd {
+    FakePd::default()
+        .with_member(member(11, "basic-pd-0"))
+        .with_member(member(12, "basic-pd-1"))
+        .with_member(member(13, "basic-pd-2"))
+        .with_leader("basic-pd-1")
+}
+
+fn run(pd: &FakePd, request: &AdmissionRequest) -> Verdict {
+    review(&FakeCluster::default(), pd, &Settings::default(), request).unwrap()
+}
+
+#[test]
+fn tikv_removal_with_leaders_begins_eviction_and_is_denied() {
+    let pd = stores(7, "Up");
+    let v = run(&pd, &delete_pod(tikv(1)).at(5_000));
+    assert!(!v.allowed);
+    let message = v.message.clone().unwrap();
+    assert!(
+        message.contains("store 4 still holds 7 Raft leader(s); Steward began evicting"),
+        "{message}"
+    );
+    assert_eq!(
+        v.actions[0],
+        Action::PdEvictLeaderBegin((pd::cluster(NS, "basic"), 4))
+    );
+    assert_eq!(
+        v.actions[1],
+        Action::Annotate((
+            Target::Pod("basic-tikv-1".into()),
+            vec![Annotation {
+                key: EVICT_LEADER_BEGIN_ANNOTATION.into(),
+                value: Some("5000".into())
+            }]
+        ))
+    );
+}
+
+#[test]
+fn an_eviction_names_the_pod_and_the_guard_looks_it_up() {
+    let cluster = FakeCluster::default().with_pod(tikv(1));
+    let request = evict_pod(&tikv(1)).at(5_000);
+    let v = review(&cluster, &stores(7, "Up"), &Settings::default(), &request).unwrap();
+    assert!(!v.allowed);
+    assert_eq!(v.actions.len(), 3, "{:?}", v.actions);
+    let v = run(&stores(7, "Up"), &request);
+    assert!(v.allowed, "a pod the cache does not know passes");
+}
+
+#[test]
+fn a_dry_run_says_it_would_begin() {
+    let v = run(&stores(7, "Up"), &delete_pod(tikv(1)).dry_run());
+    assert!(v.message.unwrap().contains("Steward would begin evicting"));
+}
+
+#[test]
+fn tikv_removal_waits_for_zero_leaders_or_the_timeout() {
+    let evicting = tikv(1).annotation(EVICT_LEADER_BEGIN_ANNOTATION, "1000");
+    let pd = stores(3, "Up").with_scheduler(&evict_leader_scheduler(4));
+    let v = run(&pd, &delete_pod(evicting.clone()).at(61_000));
+    assert!(!v.allowed);
+    assert_eq!(
+        v.message.as_deref(),
+        Some(
+            "TiKV pod tidb-cluster/basic-tikv-1: evicting Raft leaders from store 4: 3 left after \
+             60s (timeout 90000s); retry later"
+        )
+    );
+    assert!(v.actions.is_empty(), "the scheduler is still running");
+
+    let lost = stores(3, "Up");
+    let v = run(&lost, &delete_pod(evicting.clone()).at(61_000));
+    assert_eq!(
+        v.actions,
+        [Action::PdEvictLeaderBegin((pd::cluster(NS, "basic"), 4))]
+    );
+
+    let v = run(&stores(0, "Up"), &delete_pod(evicting.clone()).at(61_000));
+    assert!(v.allowed && v.actions.is_empty());
+
+    let s = Settings::parse(r#"{"evictLeaderTimeoutSeconds": 60}"#).unwrap();
+    let v = review(
+        &FakeCluster::default(),
+        &pd,
+        &s,
+        &delete_pod(evicting).at(61_000),
+    )
+    .unwrap();
+    assert!(v.allowed);
+    assert!(
+        v.warnings[0].contains("past the 60s timeout"),
+        "{:?}",
+        v.warnings
+    );
+}
+
+#[test]
+fn store_states_decide_without_leaders() {
+    for (state, allowed) in [
+        ("Tombstone", true),
+        ("Down", true),
+        ("Offline", false),
+        ("Disconnected", false),
+    ] {
+        let v = run(&stores(5, state), &delete_pod(tikv(1)));
+        assert_eq!(v.allowed, allowed, "{state}: {:?}", v.message);
+        assert!(v.actions.is_empty());
+    }
+    let v = run(&stores(5, "Offline"), &delete_pod(tikv(1)));
+    assert!(v.message.unwrap().contains("store 4 is Offline"));
+    let v = run(&stores(5, "Up"), &delete_pod(tikv(2)));
+    assert!(v.allowed, "a pod without a store passes");
+}
+
+#[test]
+fn pd_unreachable_is_an_error_for_the_failure_mode() {
+    let e = review(
+        &FakeCluster::default(),
+        &FakePd::default().unreachable(),
+        &Settings::default(),
+        &delete_pod(tikv(1)),
+    )
+    .unwrap_err();
+    assert!(e.contains("unreachable"), "{e}");
+}
+
+#[test]
+fn removing_the_pd_leader_moves_leadership_first() {
+    let v = run(&pd_members(), &delete_pod(pd_pod(1)));
+    assert!(!v.allowed);
+    assert_eq!(
+        v.actions[0],
+        Action::PdTransferLeader((pd::cluster(NS, "basic"), "basic-pd-2".into()))
+    );
+    assert!(
+        v.message
+            .unwrap()
+            .contains("moving leadership to basic-pd-2")
+    );
+
+    let highest_leads = pd_members().with_leader("basic-pd-2");
+    let v = run(&highest_leads, &delete_pod(pd_pod(2)));
+    assert_eq!(
+        v.actions[0],
+        Action::PdTransferLeader((pd::cluster(NS, "basic"), "basic-pd-0".into()))
+    );
+
+    let mut sick = pd_members();
+    sick.members[2] = member(13, "basic-pd-2").unhealthy();
+    let v = run(&sick, &delete_pod(pd_pod(1)));
+    assert_eq!(
+        v.actions[0],
+        Action::PdTransferLeader((pd::cluster(NS, "basic"), "basic-pd-0".into()))
+    );
+
+    let alone = FakePd::default()
+        .with_member(member(12, "basic-pd-1"))
+        .with_member(member(11, "basic-pd-0").unhealthy())
+        .with_leader("basic-pd-1");
+    let v = run(&alone, &delete_pod(pd_pod(1)));
+    assert!(!v.allowed && v.actions.is_empty());
+
+    let v = run(&pd_members(), &delete_pod(pd_pod(0)));
+    assert!(v.allowed, "a follower may go");
+}
+
+#[test]
+fn partitions_below_the_protected_value_are_refused() {
+    let old = statefulset("basic-tikv", 3)
+        .in_namespace(NS)
+        .partition(2)
+        .annotation(PROTECTED_PARTITION_ANNOTATION, "2");
+    let lowered = old.clone().partition(1);
+    let v = run(
+        &FakePd::default(),
+        &update_statefulset(old.clone(), lowered),
+    );
+    assert!(!v.allowed);
+    assert!(v.message.unwrap().contains("may not go from 2 to 1"));
+
+    // The gate lowers the partition and its protection together.
+    let mut stepped = old.clone().partition(1);
+    stepped.annotations = vec![(PROTECTED_PARTITION_ANNOTATION.into(), "1".into())];
+    assert!(
+        run(
+            &FakePd::default(),
+            &update_statefulset(old.clone(), stepped)
+        )
+        .allowed
+    );
+
+    let raised = old.clone().partition(3);
+    assert!(run(&FakePd::default(), &update_statefulset(old.clone(), raised)).allowed);
+
+    let unprotected = statefulset("basic-tikv", 3).in_namespace(NS).partition(2);
+    let v = run(
+        &FakePd::default(),
+        &update_statefulset(unprotected.clone(), unprotected.partition(0)),
+    );
+    assert!(v.allowed);
+
+    let mut corrupt = old.clone();
+    corrupt.annotations = vec![(PROTECTED_PARTITION_ANNOTATION.into(), "two".into())];
+    let e = review(
+        &FakeCluster::default(),
+        &FakePd::default(),
+        &Settings::default(),
+        &update_statefulset(corrupt.clone(), corrupt.partition(0)),
+    )
+    .unwrap_err();
+    assert!(e.contains("not a partition number"), "{e}");
+}
+
+#[test]
+fn pd_scale_down_needs_every_member_healthy() {
+    let old = statefulset("basic-pd", 3)
+        .in_namespace(NS)
+        .label("app.kubernetes.io/instance", "basic")
+        .label("app.kubernetes.io/component", "pd");
+    let down = old.clone().replicas(2);
+    assert!(
+        run(
+            &pd_members(),
+            &update_statefulset(old.clone(), down.clone())
+        )
+        .allowed
+    );
+
+    let mut sick = pd_members();
+    sick.members[0] = member(11, "basic-pd-0").unhealthy();
+    let v = run(&sick, &update_statefulset(old.clone(), down));
+    assert!(!v.allowed);
+    assert!(
+        v.message
+            .unwrap()
+            .contains("member(s) basic-pd-0 are unhealthy")
+    );
+
+    let up = old.clone().replicas(4);
+    assert!(run(&sick, &update_statefulset(old, up)).allowed);
+}
+
+#[test]
+fn a_new_tikv_pod_ends_its_store_eviction() {
+    let pd = stores(0, "Up").with_scheduler(&evict_leader_scheduler(4));
+    let v = run(&pd, &create_pod(tikv(1)));
+    assert!(v.allowed);
+    assert_eq!(
+        v.actions,
+        [Action::PdEvictLeaderEnd((pd::cluster(NS, "basic"), 4))]
+    );
+    let v = run(&stores(0, "Up"), &create_pod(tikv(1)));
+    assert!(v.allowed && v.actions.is_empty());
+}
+
+#[test]
+fn other_pods_pass_without_asking_pd() {
+    let pd = FakePd::default().unreachable();
+    for p in [pod("web-0"), pod("basic-tidb-0").component("basic", "tidb")] {
+        assert!(run(&pd, &delete_pod(p)).allowed);
+    }
+    assert!(pd.calls.borrow().is_empty());
+}

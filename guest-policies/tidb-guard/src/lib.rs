@@ -1,0 +1,38 @@
+//! tidb-guard: refuses changes that would break a TiDB cluster's quorum or
+//! data safety (tidb-operator's pod and StatefulSet webhooks):
+//!
+//! - a StatefulSet UPDATE may not lower `rollingUpdate.partition` below
+//!   the partition an upgrade gate protects (`steward.io/protected-partition`);
+//! - a PD StatefulSet may not scale down while a PD member is unhealthy;
+//! - a TiKV pod is not deleted or evicted while its store holds Raft
+//!   leaders: the guard asks PD to evict them and refuses until none are
+//!   left or the eviction timeout has passed. `Tombstone`, `Down` or absent
+//!   stores pass, `Offline` ones (being emptied by PD) are refused;
+//! - the PD leader's pod is not deleted or evicted before PD leadership
+//!   moved to a healthy member, which the guard asks for;
+//! - a new TiKV pod ends the leader eviction of its store.
+//!
+//! Side effects are actions the host performs, never on a dry run.
+
+mod guard;
+
+pub use guard::{Settings, review};
+
+use steward_sdk::admission::{AdmissionRequest, Guest, Verdict};
+use steward_sdk::cluster::HostCluster;
+use steward_sdk::pd::HostPd;
+
+struct TidbGuard;
+
+impl Guest for TidbGuard {
+    fn validate_settings(settings: String) -> Result<(), String> {
+        Settings::parse(&settings).map(|_| ())
+    }
+
+    fn review(settings: String, request: AdmissionRequest) -> Result<Verdict, String> {
+        let s = Settings::parse(&settings)?;
+        review(&HostCluster, &HostPd, &s, &request)
+    }
+}
+
+steward_sdk::admission::export_admission_policy!(TidbGuard with_types_in steward_sdk::admission);

@@ -1,0 +1,781 @@
+//! The upgrade gate's decision for one reconcile.
+
+use serde::{Deserialize, Serialize};
+use steward_sdk::cluster::ClusterView;
+use steward_sdk::pd::{PdView, evict_leader_scheduler};
+use steward_sdk::reconcile::{POLL_MS, Plan, Replica, WorkloadState};
+use steward_sdk::{Action, EventType, PdCluster, Store, Workload, labels, tidb};
+
+/// StatefulSet annotation holding [`GateState`] (JSON) while an upgrade
+/// runs.
+pub const GATE_ANNOTATION: &str = "steward.io/upgrade-gate";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Settings {
+    /// Longest wait for a TiKV store's leaders to drain before its pod is
+    /// restarted anyway (tidb-operator's `evictLeaderTimeout`, 1500 min).
+    pub evict_leader_timeout_seconds: u64,
+    /// Longest wait for leaders to come back after a restart
+    /// (`waitLeaderTransferBackTimeout`, 400 s).
+    pub leader_return_timeout_seconds: u64,
+    /// Stores that held fewer leaders before the upgrade are not waited
+    /// for (tidb-operator: 200).
+    pub leader_return_minimum: u64,
+    /// Wait between two looks while something is in progress.
+    pub poll_ms: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            evict_leader_timeout_seconds: 1500 * 60,
+            leader_return_timeout_seconds: 400,
+            leader_return_minimum: 200,
+            poll_ms: POLL_MS,
+        }
+    }
+}
+
+impl Settings {
+    pub fn parse(text: &str) -> Result<Settings, String> {
+        let s: Settings = steward_sdk::settings::parse(text)?;
+        if s.poll_ms == 0 {
+            return Err("invalid settings: pollMs must be at least 1".into());
+        }
+        Ok(s)
+    }
+}
+
+/// What the gate remembers while an upgrade runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GateState {
+    /// The update revision being rolled out.
+    pub revision: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicting: Option<Leaders>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returning: Option<Leaders>,
+    /// Why the upgrade waits (the Event was emitted once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
+}
+
+/// A TiKV store whose leaders are being moved off (or back).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Leaders {
+    pub store: u64,
+    pub pod: String,
+    /// When the eviction began (or ended), Unix ms.
+    pub since_ms: i64,
+    /// Leaders the store held when the eviction began.
+    pub before: u64,
+}
+
+impl GateState {
+    fn read(w: &Workload) -> Result<Option<GateState>, String> {
+        labels::get(&w.annotations, GATE_ANNOTATION)
+            .map(|text| {
+                serde_json::from_str(text).map_err(|e| {
+                    format!(
+                        "annotation {GATE_ANNOTATION} of StatefulSet {}/{} is not the gate's \
+                         state ({e}); remove it to restart the upgrade gating",
+                        w.namespace, w.name
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    fn save(&self, plan: Plan, w: &Workload) -> Plan {
+        let json = serde_json::to_string(self).expect("gate state serialises");
+        plan.remember(&w.name, GATE_ANNOTATION, Some(json))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Component {
+    Pd,
+    Tikv,
+    Tidb,
+    Other,
+}
+
+/// Components that must finish upgrading before this one may start.
+fn earlier(c: Component) -> &'static [&'static str] {
+    match c {
+        Component::Pd | Component::Other => &[],
+        Component::Tikv => &["pd"],
+        Component::Tidb => &["pd", "tikv"],
+    }
+}
+
+enum Return {
+    Wait,
+    /// Go on, after this plan.
+    Done(Plan),
+}
+
+struct Ctx<'a, P> {
+    pd: &'a P,
+    settings: &'a Settings,
+    state: &'a WorkloadState,
+    component: Component,
+    /// The PD cluster, for TiDB components.
+    cluster: Option<PdCluster>,
+    instance: Option<&'a str>,
+}
+
+/// The next steps for one workload.
+pub fn reconcile(
+    cluster: &impl ClusterView,
+    pd: &impl PdView,
+    settings: &Settings,
+    state: &WorkloadState,
+) -> Result<Plan, String> {
+    let w = &state.workload;
+    if w.update_strategy != "RollingUpdate" {
+        return Ok(Plan::new());
+    }
+    let instance = tidb::instance(&w.labels);
+    let component = match tidb::component(&w.labels) {
+        Some("pd") => Component::Pd,
+        Some("tikv") => Component::Tikv,
+        Some("tidb") => Component::Tidb,
+        _ => Component::Other,
+    };
+    let ctx = Ctx {
+        pd,
+        settings,
+        state,
+        component,
+        cluster: instance.map(|i| steward_sdk::pd::cluster(&w.namespace, i)),
+        instance,
+    };
+    let gate = GateState::read(w)?;
+    if !upgrading(w, &state.replicas) {
+        return ctx.finish(gate);
+    }
+    let mut gate = match gate {
+        Some(g) if g.revision == w.update_revision => g,
+        stale => return Ok(ctx.start(stale)),
+    };
+    ctx.step(cluster, &mut gate)
+}
+
+/// A template change not yet rolled out to every pod.
+fn upgrading(w: &Workload, replicas: &[Replica]) -> bool {
+    w.current_revision != w.update_revision
+        || replicas
+            .iter()
+            .any(|r| r.ordinal < w.replicas && r.revision != w.update_revision)
+}
+
+fn ready(r: &Replica) -> bool {
+    r.pod.ready && !r.pod.deleting
+}
+
+impl<P: PdView> Ctx<'_, P> {
+    fn w(&self) -> &Workload {
+        &self.state.workload
+    }
+
+    fn poll(&self, plan: Plan) -> Plan {
+        plan.requeue_after(self.settings.poll_ms)
+    }
+
+    fn pd_cluster(&self) -> Result<&PdCluster, String> {
+        self.cluster.as_ref().ok_or_else(|| {
+            format!(
+                "StatefulSet {}/{} has no {} label: which TiDB cluster's PD to ask is unknown",
+                self.w().namespace,
+                self.w().name,
+                tidb::INSTANCE_LABEL
+            )
+        })
+    }
+
+    /// The PD store of TiKV pod `pod`.
+    fn store_of(&self, stores: &[Store], pod: &str) -> Option<Store> {
+        let instance = self.instance?;
+        stores
+            .iter()
+            .find(|s| tidb::is_store_of(&s.address, pod, instance, &self.w().namespace))
+            .cloned()
+    }
+
+    /// Nothing (left) to upgrade: clean up after an upgrade, keep the
+    /// partition at `replicas`.
+    fn finish(&self, gate: Option<GateState>) -> Result<Plan, String> {
+        let w = self.w();
+        let mut plan = Plan::new();
+        if let Some(gate) = gate {
+            if self.component == Component::Tikv {
+                if let Some(returning) = &gate.returning {
+                    match self.leaders_returning(returning)? {
+                        Return::Wait => return Ok(self.poll(Plan::new())),
+                        Return::Done(done) => plan = done,
+                    }
+                }
+                let c = self.pd_cluster()?;
+                let running = self.pd.schedulers(c)?;
+                for s in self.pd.stores(c)? {
+                    if running.contains(&evict_leader_scheduler(s.id)) {
+                        plan = plan.action(Action::PdEvictLeaderEnd((c.clone(), s.id)));
+                    }
+                }
+            }
+            plan = plan.remember(&w.name, GATE_ANNOTATION, None).event(
+                EventType::Normal,
+                "UpgradeComplete",
+                format!("every pod runs revision {}", w.update_revision),
+            );
+        }
+        if w.partition != Some(w.replicas) {
+            plan = plan.set_partition(w.replicas);
+        }
+        Ok(plan)
+    }
+
+    /// A new update revision: hold every pod (partition = replicas) and
+    /// remember the revision. A stale eviction is ended.
+    fn start(&self, stale: Option<GateState>) -> Plan {
+        let w = self.w();
+        let mut plan = Plan::new();
+        if let (Some(evicting), Some(c)) = (stale.and_then(|g| g.evicting), &self.cluster) {
+            plan = plan.action(Action::PdEvictLeaderEnd((c.clone(), evicting.store)));
+        }
+        if w.partition != Some(w.replicas) {
+            plan = plan.set_partition(w.replicas);
+        }
+        let gate = GateState {
+            revision: w.update_revision.clone(),
+            ..GateState::default()
+        };
+        let plan = gate.save(plan, w).event(
+            EventType::Normal,
+            "UpgradeStarted",
+            format!(
+                "rolling {} pods to revision {}, highest ordinal first",
+                w.replicas, w.update_revision
+            ),
+        );
+        self.poll(plan)
+    }
+
+    fn step(&self, cluster: &impl ClusterView, gate: &mut GateState) -> Result<Plan, String> {
+        let w = self.w();
+        let partition = w.partition.unwrap_or(0);
+        let stores = match self.component {
+            Component::Tikv => self.pd.stores(self.pd_cluster()?)?,
+            _ => Vec::new(),
+        };
+        for ordinal in (0..w.replicas).rev() {
+            let pod_name = format!("{}-{ordinal}", w.name);
+            let replica = self.state.replica(ordinal);
+            let Some(replica) = replica.filter(|r| r.revision == w.update_revision) else {
+                if replica.is_none()
+                    || partition <= ordinal
+                    || replica.is_some_and(|r| r.pod.deleting)
+                {
+                    return Ok(self.poll(Plan::new()));
+                }
+                return self.before_restart(cluster, gate, ordinal, &stores);
+            };
+            if !ready(replica) {
+                return Ok(self.poll(Plan::new()));
+            }
+            match self.component {
+                Component::Pd => {
+                    let members = self.pd.members(self.pd_cluster()?)?;
+                    if !members.iter().any(|m| m.name == pod_name && m.healthy) {
+                        return Ok(self.poll(Plan::new()));
+                    }
+                }
+                Component::Tikv => {
+                    let store = self.store_of(&stores, &pod_name);
+                    if store.as_ref().is_some_and(|s| s.state != "Up") {
+                        return Ok(self.poll(Plan::new()));
+                    }
+                    if let Some(e) = gate.evicting.take_if(|e| e.pod == pod_name) {
+                        let c = self.pd_cluster()?.clone();
+                        gate.returning = Some(Leaders {
+                            since_ms: self.state.now_ms,
+                            ..e.clone()
+                        });
+                        let plan = Plan::new().action(Action::PdEvictLeaderEnd((c, e.store)));
+                        return Ok(self.poll(gate.save(plan, w)));
+                    }
+                    if let Some(r) = gate.returning.clone().filter(|r| r.pod == pod_name) {
+                        return Ok(match self.leaders_returning(&r)? {
+                            Return::Wait => self.poll(Plan::new()),
+                            Return::Done(plan) => {
+                                gate.returning = None;
+                                self.poll(gate.save(plan, w))
+                            }
+                        });
+                    }
+                }
+                Component::Tidb | Component::Other => {}
+            }
+        }
+        // Every pod is at the update revision; the StatefulSet status has
+        // not caught up yet.
+        Ok(self.poll(Plan::new()))
+    }
+
+    /// Whether the leaders of `r`'s store are back (2/3 of before), or
+    /// the wait is over (the plan then carries the Event saying so).
+    fn leaders_returning(&self, r: &Leaders) -> Result<Return, String> {
+        let c = self.pd_cluster()?;
+        let leaders = self
+            .pd
+            .stores(c)?
+            .into_iter()
+            .find(|s| s.id == r.store)
+            .map_or(0, |s| s.leader_count);
+        let back = r.before < self.settings.leader_return_minimum || leaders * 3 >= r.before * 2;
+        if back {
+            return Ok(Return::Done(Plan::new()));
+        }
+        let timeout = self.settings.leader_return_timeout_seconds as i64 * 1000;
+        if self.state.now_ms < r.since_ms + timeout {
+            return Ok(Return::Wait);
+        }
+        Ok(Return::Done(Plan::new().event(
+            EventType::Warning,
+            "LeaderReturnTimeout",
+            format!(
+                "store {} of pod {} has {leaders} of its {} leaders back after {}s; going on",
+                r.store, r.pod, r.before, self.settings.leader_return_timeout_seconds
+            ),
+        )))
+    }
+
+    /// Ordinal `ordinal` is the next to restart: check the cluster, move
+    /// leaders off it, then lower the partition to it.
+    fn before_restart(
+        &self,
+        cluster: &impl ClusterView,
+        gate: &mut GateState,
+        ordinal: u32,
+        stores: &[Store],
+    ) -> Result<Plan, String> {
+        let w = self.w();
+        let pod_name = format!("{}-{ordinal}", w.name);
+        if let Some(reason) = self.blocked(cluster, stores)? {
+            if gate.blocked.as_deref() == Some(reason.as_str()) {
+                return Ok(self.poll(Plan::new()));
+            }
+            gate.blocked = Some(reason.clone());
+            let plan = Plan::new().event(
+                EventType::Normal,
+                "UpgradeBlocked",
+                format!("not restarting pod {pod_name}: {reason}"),
+            );
+            return Ok(self.poll(gate.save(plan, w)));
+        }
+        gate.blocked = None;
+        let mut plan = Plan::new();
+        match self.component {
+            Component::Pd => {
+                let c = self.pd_cluster()?;
+                if self.pd.leader(c)? == pod_name {
+                    let members = self.pd.members(c)?;
+                    let healthy = |o: u32| {
+                        let name = format!("{}-{o}", w.name);
+                        members.iter().any(|m| m.name == name && m.healthy)
+                    };
+                    let target = (ordinal + 1..w.replicas)
+                        .rev()
+                        .find(|&o| healthy(o))
+                        .or_else(|| (0..ordinal).find(|&o| healthy(o)));
+                    if let Some(t) = target {
+                        let target = format!("{}-{t}", w.name);
+                        let plan = Plan::new()
+                            .action(Action::PdTransferLeader((c.clone(), target.clone())))
+                            .event(
+                                EventType::Normal,
+                                "PDLeaderTransfer",
+                                format!("moving PD leadership from {pod_name} to {target} before restarting it"),
+                            );
+                        return Ok(self.poll(plan));
+                    }
+                    steward_sdk::log(
+                        steward_sdk::LogLevel::Warn,
+                        &format!(
+                            "no healthy PD member to take over from {pod_name}; restarting it as leader"
+                        ),
+                    );
+                }
+            }
+            Component::Tikv => {
+                if let Some(store) = self.store_of(stores, &pod_name) {
+                    let c = self.pd_cluster()?;
+                    match &gate.evicting {
+                        Some(e) if e.pod == pod_name && e.store == store.id => {
+                            if store.leader_count > 0 {
+                                let timeout =
+                                    self.settings.evict_leader_timeout_seconds as i64 * 1000;
+                                if self.state.now_ms < e.since_ms + timeout {
+                                    return Ok(self.poll(Plan::new()));
+                                }
+                                plan = plan.event(
+                                    EventType::Warning,
+                                    "EvictLeaderTimeout",
+                                    format!(
+                                        "store {} of pod {pod_name} still holds {} leaders after \
+                                         {}s of eviction; restarting it anyway",
+                                        store.id,
+                                        store.leader_count,
+                                        self.settings.evict_leader_timeout_seconds
+                                    ),
+                                );
+                            }
+                        }
+                        _ => {
+                            gate.evicting = Some(Leaders {
+                                store: store.id,
+                                pod: pod_name.clone(),
+                                since_ms: self.state.now_ms,
+                                before: store.leader_count,
+                            });
+                            let plan = Plan::new()
+                                .action(Action::PdEvictLeaderBegin((c.clone(), store.id)));
+                            return Ok(self.poll(gate.save(plan, w)));
+                        }
+                    }
+                }
+            }
+            Component::Tidb | Component::Other => {}
+        }
+        let plan = gate.save(plan, w).set_partition(ordinal).event(
+            EventType::Normal,
+            "UpgradeStep",
+            format!(
+                "restarting pod {pod_name} at revision {} (partition {ordinal})",
+                w.update_revision
+            ),
+        );
+        Ok(self.poll(plan))
+    }
+
+    /// Why no pod may restart now, if anything stops it.
+    fn blocked(
+        &self,
+        cluster: &impl ClusterView,
+        stores: &[Store],
+    ) -> Result<Option<String>, String> {
+        let w = self.w();
+        if w.status_replicas != w.replicas
+            || self.state.replicas.iter().any(|r| r.ordinal >= w.replicas)
+        {
+            return Ok(Some(format!(
+                "the StatefulSet is scaling ({} of {} replicas)",
+                w.status_replicas, w.replicas
+            )));
+        }
+        if let Some(r) = self.state.replicas.iter().find(|r| !ready(r)) {
+            return Ok(Some(format!("pod {} is not ready", r.pod.name)));
+        }
+        if let Some(instance) = self.instance {
+            for other in earlier(self.component) {
+                let name = format!("{instance}-{other}");
+                if let Some(o) = cluster.get_workload("StatefulSet", &w.namespace, &name)
+                    && (o.current_revision != o.update_revision
+                        || o.status_replicas != o.replicas
+                        || o.ready_replicas < o.replicas)
+                {
+                    return Ok(Some(format!(
+                        "{other} ({name}) is upgrading or scaling and goes first"
+                    )));
+                }
+            }
+        }
+        if self.component == Component::Other
+            || self.component == Component::Tidb && self.cluster.is_none()
+        {
+            return Ok(None);
+        }
+        let c = self.pd_cluster()?;
+        if let Some(m) = self.pd.members(c)?.into_iter().find(|m| !m.healthy) {
+            return Ok(Some(format!("PD member {} is unhealthy", m.name)));
+        }
+        let stores = if stores.is_empty() {
+            self.pd.stores(c)?
+        } else {
+            stores.to_vec()
+        };
+        if let Some(s) = stores
+            .iter()
+            .find(|s| s.state != "Up" && s.state != "Tombstone")
+        {
+            return Ok(Some(format!("TiKV store {} is {}", s.id, s.state)));
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use steward_sdk::build::{statefulset, workload_state};
+    use steward_sdk::cluster::FakeCluster;
+    use steward_sdk::pd::{FakePd, member, store};
+
+    use super::*;
+
+    const NS: &str = "default";
+
+    fn tikv_state() -> WorkloadState {
+        workload_state(
+            statefulset("basic-tikv", 3)
+                .component("basic", "tikv")
+                .partition(3),
+        )
+    }
+
+    fn pd() -> FakePd {
+        let addr = |i: u32| format!("basic-tikv-{i}.basic-tikv-peer.{NS}.svc:20160");
+        FakePd::default()
+            .with_store(store(1, &addr(0), 300))
+            .with_store(store(4, &addr(1), 300))
+            .with_store(store(5, &addr(2), 300))
+            .with_member(member(1000, "basic-pd-0"))
+            .with_member(member(1001, "basic-pd-1"))
+            .with_member(member(1002, "basic-pd-2"))
+            .with_leader("basic-pd-0")
+    }
+
+    fn with_gate(mut s: WorkloadState, gate: &GateState) -> WorkloadState {
+        s.workload.annotations.retain(|(k, _)| k != GATE_ANNOTATION);
+        s.workload = s
+            .workload
+            .annotation(GATE_ANNOTATION, &serde_json::to_string(gate).unwrap());
+        s
+    }
+
+    fn gate_of(plan: &Plan) -> Option<GateState> {
+        plan.actions.iter().find_map(|a| match a {
+            Action::Annotate((_, list)) => list
+                .iter()
+                .find(|a| a.key == GATE_ANNOTATION)
+                .and_then(|a| a.value.as_deref())
+                .map(|v| serde_json::from_str(v).unwrap()),
+            _ => None,
+        })
+    }
+
+    fn partition_of(plan: &Plan) -> Option<u32> {
+        plan.actions.iter().find_map(|a| match a {
+            Action::SetPartition(p) => Some(*p),
+            _ => None,
+        })
+    }
+
+    fn run(state: &WorkloadState, pd: &FakePd) -> Plan {
+        reconcile(&FakeCluster::default(), pd, &Settings::default(), state).unwrap()
+    }
+
+    #[test]
+    fn an_idle_workload_is_held_at_partition_replicas() {
+        let mut state = tikv_state();
+        state.workload.partition = None;
+        let plan = run(&state, &pd());
+        assert_eq!(
+            plan.changes().cloned().collect::<Vec<_>>(),
+            [Action::SetPartition(3)]
+        );
+        assert_eq!(run(&tikv_state(), &pd()).changes().count(), 0);
+    }
+
+    #[test]
+    fn a_new_revision_starts_gated_then_evicts_the_highest_store_first() {
+        let mut state = tikv_state();
+        state.workload = state.workload.updating_to("r2");
+        let plan = run(&state, &pd());
+        assert_eq!(gate_of(&plan).unwrap().revision, "r2");
+        assert_eq!(partition_of(&plan), None, "partition already at replicas");
+
+        let state = with_gate(state, &gate_of(&plan).unwrap()).at(1_000);
+        let plan = run(&state, &pd());
+        let c = steward_sdk::pd::cluster(NS, "basic");
+        assert!(
+            plan.actions.contains(&Action::PdEvictLeaderBegin((c, 5))),
+            "{plan:?}"
+        );
+        let gate = gate_of(&plan).unwrap();
+        let e = gate.evicting.as_ref().unwrap();
+        assert_eq!(
+            (e.store, e.pod.as_str(), e.since_ms, e.before),
+            (5, "basic-tikv-2", 1_000, 300)
+        );
+        assert_eq!(partition_of(&plan), None, "no restart while leaders remain");
+
+        // Leaders still there: wait; none left: lower the partition to 2.
+        let state = with_gate(state, &gate);
+        assert_eq!(run(&state, &pd()).changes().count(), 0);
+        let mut drained = pd();
+        drained.stores[2].leader_count = 0;
+        assert_eq!(partition_of(&run(&state, &drained)), Some(2));
+    }
+
+    #[test]
+    fn the_eviction_timeout_restarts_anyway_with_a_warning() {
+        let mut state = tikv_state();
+        state.workload = state.workload.updating_to("r2");
+        let gate = GateState {
+            revision: "r2".into(),
+            evicting: Some(Leaders {
+                store: 5,
+                pod: "basic-tikv-2".into(),
+                since_ms: 0,
+                before: 300,
+            }),
+            ..GateState::default()
+        };
+        let settings = Settings {
+            evict_leader_timeout_seconds: 60,
+            ..Settings::default()
+        };
+        let early = with_gate(state.clone(), &gate).at(59_999);
+        let plan = reconcile(&FakeCluster::default(), &pd(), &settings, &early).unwrap();
+        assert_eq!(partition_of(&plan), None);
+        let late = with_gate(state, &gate).at(60_000);
+        let plan = reconcile(&FakeCluster::default(), &pd(), &settings, &late).unwrap();
+        assert_eq!(partition_of(&plan), Some(2));
+        assert!(plan.actions.iter().any(|a| matches!(a, Action::EmitEvent((EventType::Warning, r, m)) if r == "EvictLeaderTimeout" && m.contains("300 leaders"))), "{plan:?}");
+    }
+
+    #[test]
+    fn the_pd_leader_is_moved_to_a_healthy_upgraded_member_before_its_restart() {
+        let mut state = workload_state(
+            statefulset("basic-pd", 3)
+                .component("basic", "pd")
+                .partition(1),
+        )
+        .with_revision(2, "r2")
+        .with_revision(1, "r2");
+        state.workload = state.workload.updating_to("r2");
+        let state = with_gate(
+            state,
+            &GateState {
+                revision: "r2".into(),
+                ..GateState::default()
+            },
+        );
+        let plan = run(&state, &pd());
+        let c = steward_sdk::pd::cluster(NS, "basic");
+        assert_eq!(
+            plan.changes().cloned().collect::<Vec<_>>(),
+            [Action::PdTransferLeader((c, "basic-pd-2".into()))]
+        );
+        let moved = pd().with_leader("basic-pd-2");
+        assert_eq!(partition_of(&run(&state, &moved)), Some(0));
+    }
+
+    #[test]
+    fn tikv_waits_for_pd_and_an_unhealthy_cluster_blocks() {
+        let mut state = tikv_state();
+        state.workload = state.workload.updating_to("r2");
+        let state = with_gate(
+            state,
+            &GateState {
+                revision: "r2".into(),
+                ..GateState::default()
+            },
+        );
+        let pd_set = statefulset("basic-pd", 3)
+            .component("basic", "pd")
+            .updating_to("p2");
+        let cluster = FakeCluster::default().with_workload(pd_set);
+        let plan = reconcile(&cluster, &pd(), &Settings::default(), &state).unwrap();
+        assert!(
+            gate_of(&plan)
+                .unwrap()
+                .blocked
+                .unwrap()
+                .contains("pd (basic-pd) is upgrading")
+        );
+        assert!(
+            !plan
+                .changes()
+                .any(|a| matches!(a, Action::SetPartition(_) | Action::PdEvictLeaderBegin(_)))
+        );
+
+        let mut sick = pd();
+        sick.members[1].healthy = false;
+        let plan = run(&state, &sick);
+        assert!(
+            gate_of(&plan)
+                .unwrap()
+                .blocked
+                .unwrap()
+                .contains("basic-pd-1 is unhealthy")
+        );
+        // The same reason again: no second Event.
+        let again = with_gate(state, &gate_of(&plan).unwrap());
+        assert!(
+            run(&again, &sick)
+                .actions
+                .iter()
+                .all(|a| matches!(a, Action::RequeueAfter(_)))
+        );
+    }
+
+    #[test]
+    fn after_the_restart_the_eviction_ends_and_leaders_must_return() {
+        let mut state = tikv_state().with_revision(2, "r2");
+        state.workload = state.workload.updating_to("r2").partition(2);
+        let evicting = Leaders {
+            store: 5,
+            pod: "basic-tikv-2".into(),
+            since_ms: 0,
+            before: 300,
+        };
+        let gate = GateState {
+            revision: "r2".into(),
+            evicting: Some(evicting),
+            ..GateState::default()
+        };
+        let state = with_gate(state, &gate).at(5_000);
+        let mut empty = pd();
+        empty.stores[2].leader_count = 0;
+        let plan = run(&state, &empty);
+        let c = steward_sdk::pd::cluster(NS, "basic");
+        assert!(plan.actions.contains(&Action::PdEvictLeaderEnd((c, 5))));
+        let gate = gate_of(&plan).unwrap();
+        assert_eq!(gate.returning.as_ref().unwrap().since_ms, 5_000);
+
+        let state = with_gate(tikv_state().with_revision(2, "r2"), &gate);
+        let mut state = state.at(6_000);
+        state.workload = state.workload.updating_to("r2").partition(2);
+        empty.stores[2].leader_count = 199;
+        assert_eq!(run(&state, &empty).changes().count(), 0, "below 2/3 of 300");
+        empty.stores[2].leader_count = 200;
+        let plan = run(&state, &empty);
+        assert_eq!(gate_of(&plan).unwrap().returning, None);
+    }
+
+    #[test]
+    fn pd_unreachable_fails_the_reconcile() {
+        let mut state = tikv_state();
+        state.workload = state.workload.updating_to("r2");
+        let state = with_gate(
+            state,
+            &GateState {
+                revision: "r2".into(),
+                ..GateState::default()
+            },
+        );
+        let e = reconcile(
+            &FakeCluster::default(),
+            &pd().unreachable(),
+            &Settings::default(),
+            &state,
+        )
+        .unwrap_err();
+        assert!(e.contains("unreachable"), "{e}");
+    }
+}

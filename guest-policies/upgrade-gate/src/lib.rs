@@ -1,0 +1,42 @@
+//! upgrade-gate: tidb-operator's graceful rolling upgrade for StatefulSets
+//! that opt in (domain rules §1b):
+//!
+//! - the partition stays at `replicas` while nothing is upgrading, so a new
+//!   template restarts no pod by itself;
+//! - an upgrade lowers it one ordinal at a time, highest first, and only
+//!   after the pod above is Ready at the new revision and healthy in PD;
+//! - before a TiKV pod restarts, PD evicts its store's leaders; the gate
+//!   waits for zero (or the eviction timeout, with an Event); after the pod
+//!   is back `Up` the eviction ends and the gate waits for 2/3 of the
+//!   leaders to return (or a timeout);
+//! - before the PD leader's pod restarts, PD leadership moves to a healthy
+//!   upgraded member;
+//! - PD before TiKV before TiDB; nothing while the cluster is unhealthy or
+//!   the workload is scaling; leftover evict-leader schedulers are removed
+//!   at the end.
+//!
+//! What the gate must remember lives in the StatefulSet annotation
+//! `steward.io/upgrade-gate`, so a new host resumes where the last stopped.
+
+mod gate;
+
+pub use gate::{GATE_ANNOTATION, GateState, Settings, reconcile};
+
+use steward_sdk::cluster::HostCluster;
+use steward_sdk::pd::HostPd;
+use steward_sdk::reconcile::{Guest, Plan, WorkloadState};
+
+struct UpgradeGate;
+
+impl Guest for UpgradeGate {
+    fn validate_settings(settings: String) -> Result<(), String> {
+        Settings::parse(&settings).map(|_| ())
+    }
+
+    fn reconcile(settings: String, state: WorkloadState) -> Result<Plan, String> {
+        let s = Settings::parse(&settings)?;
+        reconcile(&HostCluster, &HostPd, &s, &state)
+    }
+}
+
+steward_sdk::reconcile::export_reconcile_policy!(UpgradeGate with_types_in steward_sdk::reconcile);

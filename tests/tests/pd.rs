@@ -1,0 +1,126 @@
+//! Steward's PD client against the PD double: the JSON shapes read right,
+//! writes change what PD reports, and faults become clear errors.
+
+use std::time::Duration;
+
+use steward::pd::PdClient;
+use steward_tests::pd_double::{Fault, PdDouble};
+
+const T: Duration = Duration::from_millis(500);
+
+#[tokio::test]
+async fn reads_follow_pd_and_writes_change_it() {
+    let pd = PdDouble::start("tidb-cluster", "basic").await;
+    pd.state().drain_per_second = 200.0;
+    let client = PdClient::default();
+    let base = pd.url();
+
+    let stores = client.stores(&base, T).await.unwrap();
+    let ids: Vec<(u64, &str, u64, u64)> = stores
+        .iter()
+        .map(|s| (s.id, s.state.as_str(), s.leader_count, s.region_count))
+        .collect();
+    assert_eq!(
+        ids,
+        [(1, "Up", 10, 30), (4, "Up", 10, 30), (5, "Up", 10, 30)]
+    );
+    assert_eq!(
+        stores[1].address,
+        "basic-tikv-1.basic-tikv-peer.tidb-cluster.svc:20160"
+    );
+    assert_eq!(stores[1].last_heartbeat_ms, 1_661_249_999_123);
+
+    pd.state().member("basic-pd-1").healthy = false;
+    let members = client.members(&base, T).await.unwrap();
+    let health: Vec<(&str, bool)> = members
+        .iter()
+        .map(|m| (m.name.as_str(), m.healthy))
+        .collect();
+    assert_eq!(
+        health,
+        [
+            ("basic-pd-0", true),
+            ("basic-pd-1", false),
+            ("basic-pd-2", true)
+        ]
+    );
+    assert_eq!(client.leader(&base, T).await.unwrap(), "basic-pd-0");
+
+    // Eviction: leaders drain over time, and come back once it ends.
+    client.evict_leader_begin(&base, 4, T).await.unwrap();
+    client.evict_leader_begin(&base, 4, T).await.unwrap();
+    assert!(
+        client
+            .schedulers(&base, T)
+            .await
+            .unwrap()
+            .contains(&"evict-leader-scheduler-4".to_string())
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let draining = pd.state().leaders(4);
+    assert!(draining < 10, "leaders drain: {draining}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(pd.state().leaders(4), 0);
+    client.evict_leader_end(&base, 4, T).await.unwrap();
+    client.evict_leader_end(&base, 4, T).await.unwrap();
+    assert!(
+        !client
+            .schedulers(&base, T)
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.starts_with("evict-leader"))
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(pd.state().leaders(4) > 0, "leaders return");
+
+    client
+        .transfer_leader(&base, "basic-pd-2", T)
+        .await
+        .unwrap();
+    assert_eq!(client.leader(&base, T).await.unwrap(), "basic-pd-2");
+    let e = client
+        .transfer_leader(&base, "basic-pd-1", T)
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("refused transferring the PD leader: HTTP 500"),
+        "{e}"
+    );
+
+    client.delete_member(&base, 1001, T).await.unwrap();
+    assert_eq!(client.members(&base, T).await.unwrap().len(), 2);
+    assert_eq!(pd.state().count("DELETE /pd/api/v1/members/id/1001"), 1);
+}
+
+#[tokio::test]
+async fn faults_are_errors_naming_pd_and_the_call() {
+    let pd = PdDouble::start("tidb-cluster", "basic").await;
+    let client = PdClient::default();
+    let base = pd.url();
+    assert!(client.stores(&base, T).await.is_ok());
+
+    pd.set_fault(Fault::Slow(Duration::from_millis(300)));
+    let e = client
+        .stores(&base, Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        format!("PD did not answer GET {base}/pd/api/v1/stores within 100ms")
+    );
+
+    pd.set_fault(Fault::Unreachable);
+    let e = client.leader(&base, T).await.unwrap_err();
+    assert!(
+        e.starts_with(&format!(
+            "PD is unreachable: GET {base}/pd/api/v1/leader failed"
+        )),
+        "{e}"
+    );
+    let e = client.stores("http://127.0.0.1:9", T).await.unwrap_err();
+    assert!(e.starts_with("PD is unreachable"), "{e}");
+
+    pd.set_fault(Fault::None);
+    assert_eq!(client.leader(&base, T).await.unwrap(), "basic-pd-0");
+}
