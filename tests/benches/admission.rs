@@ -68,10 +68,7 @@ fn main() {
             elapsed.as_secs_f64()
         );
     }
-    println!(
-        "PD double requests served: {}",
-        pd.state().calls.len()
-    );
+    println!("PD double requests served: {}", pd.state().calls.len());
 }
 
 /// One review as the server does it: decode, evaluate (on this thread, a
@@ -111,12 +108,7 @@ fn in_process(
 /// Reviews per second from `CONNECTIONS` clients, each on its own
 /// keep-alive TLS connection, all on the same 2-worker runtime as the
 /// server.
-fn over_https(
-    rt: &tokio::runtime::Runtime,
-    app: &App,
-    path: &str,
-    body: &[u8],
-) -> (u64, Duration) {
+fn over_https(rt: &tokio::runtime::Runtime, app: &App, path: &str, body: &[u8]) -> (u64, Duration) {
     rt.block_on(async {
         let webhook = serve_webhook(app.clone(), 8 << 20).await;
         let done = Arc::new(AtomicU64::new(0));
@@ -126,7 +118,8 @@ fn over_https(
             let mut client = webhook.connect().await;
             // Warm the connection up.
             client.post(path, body.to_vec()).await.expect("review");
-            let (done, stop, path, body) = (done.clone(), stop.clone(), path.to_string(), body.to_vec());
+            let (done, stop, path, body) =
+                (done.clone(), stop.clone(), path.to_string(), body.to_vec());
             clients.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let (status, _) = client.post(&path, body.clone()).await.expect("review");
