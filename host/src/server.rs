@@ -249,15 +249,17 @@ where
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, String> {
-    read_body_or_status(body, limit)
+    read_body_or_status(body, limit, "server.maxBodyBytes")
         .await
         .map_err(|(_, message)| message)
 }
 
-/// The body, or 413 when it is over `limit` and 400 when it cannot be read.
+/// The body, or 413 when it is over `limit` (configured as `setting`) and
+/// 400 when it cannot be read.
 pub(crate) async fn read_body_or_status(
     body: Body,
     limit: usize,
+    setting: &str,
 ) -> Result<Bytes, (StatusCode, String)> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
@@ -265,7 +267,7 @@ pub(crate) async fn read_body_or_status(
             if c.is::<http_body_util::LengthLimitError>() {
                 return (
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the request body is larger than {limit} bytes (maxBodyBytes)"),
+                    format!("the request body is larger than {limit} bytes ({setting})"),
                 );
             }
             cause = c.source();

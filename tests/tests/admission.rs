@@ -180,6 +180,17 @@ async fn a_tikv_pod_with_leaders_is_refused_while_pd_evicts_them() {
         let r = s.review(path, fixture, false).await;
         assert_eq!(r["allowed"], true, "{fixture}: {r}");
     }
+
+    // The recreated pod ends its store's eviction (not on a dry run).
+    let r = s.review(path, "pod-create-basic-tikv-1", true).await;
+    assert_eq!(r["allowed"], true);
+    assert!(pd.state().evicting.contains(&4));
+    let r = s.review(path, "pod-create-basic-tikv-1", false).await;
+    assert_eq!(r["allowed"], true);
+    assert!(
+        pd.state().evicting.is_empty(),
+        "evict-leader scheduler removed"
+    );
 }
 
 #[tokio::test]

@@ -54,7 +54,7 @@ async fn review(
     body: Body,
     limit: usize,
 ) -> Response {
-    let response = match read_body_or_status(body, limit).await {
+    let response = match read_body_or_status(body, limit, "admission.maxBodyBytes").await {
         Err((code, message)) => text(code, message),
         Ok(bytes) => {
             let permit = app
