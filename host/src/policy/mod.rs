@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 
 use crate::cluster::convert::requirement;
@@ -60,18 +60,65 @@ pub struct PolicySet {
     pub scheduler: Vec<Arc<ScheduledPolicy>>,
 }
 
-impl PolicySet {
-    /// Loads and validates every policy of the configuration.
-    pub fn load(runtime: &Runtime, config: &Config) -> Result<PolicySet> {
-        let mut set = PolicySet::default();
-        for p in &config.policies {
-            let loaded = load_scheduler_policy(runtime, config, p).with_context(|| {
-                format!("policy {} ({})", p.id, config.resolve(&p.module).display())
-            })?;
-            tracing::info!(policy = %loaded.id, digest = %loaded.digest, "policy loaded");
-            set.scheduler.push(Arc::new(loaded));
+/// One loaded policy of any hook: what a reload swaps in.
+#[derive(Clone)]
+pub enum LoadedPolicy {
+    Scheduler(Arc<ScheduledPolicy>),
+}
+
+/// Why a policy's module was refused, by pipeline step.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file or registry could not be read.
+    #[error("{0:#}")]
+    Fetch(anyhow::Error),
+    /// What was read does not match its digest.
+    #[error("{0:#}")]
+    Digest(anyhow::Error),
+    /// Not a component, does not compile, or wrong world or WIT version.
+    #[error("{0:#}")]
+    Component(anyhow::Error),
+    /// Linking or `validate-settings` failed, or the settings were rejected.
+    #[error("{0:#}")]
+    Settings(anyhow::Error),
+}
+
+impl LoadError {
+    /// The step that refused it (a metric label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LoadError::Fetch(_) => "fetch",
+            LoadError::Digest(_) => "digest",
+            LoadError::Component(_) => "component",
+            LoadError::Settings(_) => "settings",
         }
-        Ok(set)
+    }
+}
+
+impl PolicySet {
+    /// Reads, loads and validates every policy of the configuration
+    /// (registry sources are fetched on a thread of their own).
+    pub fn load(runtime: &Runtime, config: &Config) -> Result<PolicySet> {
+        let mut loaded = Vec::new();
+        for p in &config.policies {
+            let policy = crate::reload::source::fetch_blocking(config, &p.module)
+                .and_then(|module| load_policy(runtime, p, &module.wasm))
+                .with_context(|| format!("policy {} ({})", p.id, p.module))?;
+            tracing::info!(policy = %p.id, digest = %policy.digest(), "policy loaded");
+            loaded.push(policy);
+        }
+        Ok(PolicySet::assemble(loaded))
+    }
+
+    /// The set of `policies`, kept in the given order within each hook.
+    pub fn assemble(policies: impl IntoIterator<Item = LoadedPolicy>) -> PolicySet {
+        let mut set = PolicySet::default();
+        for p in policies {
+            match p {
+                LoadedPolicy::Scheduler(s) => set.scheduler.push(s),
+            }
+        }
+        set
     }
 
     /// The scheduler policies that select `pod`, in order.
@@ -85,25 +132,34 @@ impl PolicySet {
     }
 }
 
-fn load_scheduler_policy(
-    runtime: &Runtime,
-    config: &Config,
-    p: &PolicyConfig,
-) -> Result<ScheduledPolicy> {
-    if p.hook != Hook::Scheduler {
-        bail!(
-            "hook {:?} is not served yet; only scheduler policies are",
-            p.hook
-        );
+impl LoadedPolicy {
+    /// The digest of the component it runs.
+    pub fn digest(&self) -> &str {
+        match self {
+            LoadedPolicy::Scheduler(s) => &s.digest,
+        }
     }
-    let path = config.resolve(&p.module);
-    let wasm = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (component, world) = runtime.load(&wasm)?;
-    if world != World::Scheduler {
-        bail!(
-            "the component implements the {} world, but the policy is configured with hook scheduler",
-            world.name()
-        );
+}
+
+/// Compiles (or loads precompiled) `wasm`, checks it implements the
+/// configured hook's world, and has it validate its settings.
+pub fn load_policy(
+    runtime: &Runtime,
+    p: &PolicyConfig,
+    wasm: &[u8],
+) -> Result<LoadedPolicy, LoadError> {
+    let (component, world) = runtime.load(wasm).map_err(LoadError::Component)?;
+    let expected = match p.hook {
+        Hook::Scheduler => World::Scheduler,
+        Hook::Admission => World::Admission,
+        Hook::Reconcile => World::Reconcile,
+    };
+    if world != expected {
+        return Err(LoadError::Component(anyhow::anyhow!(
+            "the component implements the {} world, but the policy is configured with hook {}",
+            world.name(),
+            expected.name()
+        )));
     }
     let settings = if p.settings.is_null() {
         String::new()
@@ -114,14 +170,23 @@ fn load_scheduler_policy(
         deadline: Duration::from_millis(p.deadline_ms),
         memory_bytes: (p.memory_mib << 20) as usize,
     };
-    let policy = SchedulerPolicy::new(runtime, &p.id, &component, settings, limits)?;
-    Ok(ScheduledPolicy {
-        id: p.id.clone(),
-        digest: crate::runtime::digest(&wasm),
-        selector: PodSelector::from_config(&p.select),
-        failure_mode: p.failure_mode,
-        policy,
-    })
+    match p.hook {
+        Hook::Scheduler => {
+            let policy = SchedulerPolicy::new(runtime, &p.id, &component, settings, limits)
+                .map_err(LoadError::Settings)?;
+            Ok(LoadedPolicy::Scheduler(Arc::new(ScheduledPolicy {
+                id: p.id.clone(),
+                digest: crate::runtime::digest(wasm),
+                selector: PodSelector::from_config(&p.select),
+                failure_mode: p.failure_mode,
+                policy,
+            })))
+        }
+        Hook::Admission | Hook::Reconcile => Err(LoadError::Component(anyhow::anyhow!(
+            "hook {} is not served yet; only scheduler policies are",
+            expected.name()
+        ))),
+    }
 }
 
 /// The live policy set; swapped atomically, read without locks.
@@ -139,6 +204,11 @@ impl PolicyStore {
     /// The set to evaluate one request with; a swap does not affect it.
     pub fn current(&self) -> Arc<PolicySet> {
         self.current.load_full()
+    }
+
+    /// Serves `set` from now on; evaluations holding the old set finish on it.
+    pub fn swap(&self, set: PolicySet) {
+        self.current.store(Arc::new(set));
     }
 }
 
