@@ -415,7 +415,8 @@ mod tests {
         );
         let e = Config::parse(&MINIMAL.replace("p.wasm", "oci://p:1")).unwrap_err();
         assert!(
-            e.to_string().contains("policies[0].module: `oci://p:1`"),
+            e.to_string()
+                .contains("policies[0]: `oci://p:1` is not an OCI reference"),
             "{e}"
         );
         let twice = format!("{MINIMAL}- id: pd-quorum\n  hook: scheduler\n  module: q.wasm\n");
