@@ -53,9 +53,15 @@ pub fn steward_bin() -> PathBuf {
 
 /// Runs the `steward` binary; returns (success, stdout, stderr).
 pub fn steward(args: &[&str]) -> (bool, String, String) {
+    steward_with_env(args, &[])
+}
+
+/// Runs the `steward` binary with extra environment variables.
+pub fn steward_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = std::process::Command::new(steward_bin())
         .args(args)
         .env("STEWARD_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .expect("run steward");
     (

@@ -28,15 +28,40 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry anyone may push to and pull from.
     pub fn start() -> Registry {
+        Registry::start_with(|_| String::new())
+    }
+
+    /// A registry that asks for `user`/`password` (HTTP Basic, htpasswd).
+    pub fn start_with_user(user: &str, password: &str) -> Registry {
+        Registry::start_with(|dir| {
+            let hash = oras(
+                "import bcrypt, sys; print(bcrypt.hashpw(sys.argv[2].encode(), bcrypt.gensalt(5)).decode())",
+                &[user, password],
+                dir,
+            );
+            let htpasswd = dir.join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{}\n", hash.trim())).expect("write htpasswd");
+            format!(
+                "auth:\n  htpasswd:\n    realm: steward-tests\n    path: {}\n",
+                htpasswd.display()
+            )
+        })
+    }
+
+    /// `prepare` writes what the registry needs into its dir and returns
+    /// extra config lines.
+    fn start_with(prepare: impl FnOnce(&Path) -> String) -> Registry {
         let bin = install("tests/registry/docker-registry.sh");
         let dir = TempDir::new("registry");
+        let extra_config = prepare(dir.path());
         let addr = free_port();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{extra_config}",
                 dir.path().join("data").display()
             ),
         )

@@ -31,8 +31,12 @@ fn replace(path: &Path, bytes: &[u8]) {
 }
 
 fn policy_yaml(module: &Path, settings: &str) -> String {
+    hook_yaml(module, "scheduler", settings)
+}
+
+fn hook_yaml(module: &Path, hook: &str, settings: &str) -> String {
     format!(
-        "policies:\n- id: misbehave\n  hook: scheduler\n  module: {}\n  settings: {settings}\n",
+        "policies:\n- id: misbehave\n  hook: {hook}\n  module: {}\n  settings: {settings}\n",
         module.display()
     )
 }
@@ -90,7 +94,9 @@ async fn swapping_under_load_drops_no_request_and_refuses_broken_versions() {
     // Compiling a build never seen before takes ~1 s of CPU on a busy
     // 2-core machine; the swap pipeline is measured here with both builds
     // in the precompiled cache (BENCHMARKS.md "Hot swap" times both).
-    steward_tests::runtime().load(&variant).expect("the variant loads");
+    steward_tests::runtime()
+        .load(&variant)
+        .expect("the variant loads");
     let (addr, config_file) =
         serve_config(dir.path(), &policy_yaml(&module, "{behaviour: reject-all}")).await;
     assert_eq!(probe(addr).await.unwrap(), "rejects");
@@ -167,6 +173,21 @@ async fn swapping_under_load_drops_no_request_and_refuses_broken_versions() {
     assert_eq!(s["state"], "degraded");
     assert_eq!(probe(addr).await.unwrap(), "rejects");
 
+    // The module for the wrong world: this scheduler component configured
+    // as an admission policy.
+    std::fs::write(
+        &config_file,
+        config_yaml(&hook_yaml(&module, "admission", "{behaviour: reject-all}")),
+    )
+    .unwrap();
+    let s = refused(
+        addr,
+        "the component implements the scheduler world, but the policy is configured with hook admission",
+    )
+    .await;
+    assert_eq!(s["state"], "degraded");
+    assert_eq!(probe(addr).await.unwrap(), "rejects");
+
     // A config file that does not parse: refused, the old one applies.
     std::fs::write(&config_file, "policies: [unterminated").unwrap();
     let config_error = wait_for(Duration::from_secs(5), || async {
@@ -223,7 +244,7 @@ async fn swapping_under_load_drops_no_request_and_refuses_broken_versions() {
             r#"steward_policy_reloads_total{{policy="misbehave",outcome="ok"}} {}"#,
             SWAPS + 1
         ),
-        r#"steward_policy_reloads_total{policy="misbehave",outcome="component"} 4"#.into(),
+        r#"steward_policy_reloads_total{policy="misbehave",outcome="component"} 5"#.into(),
         r#"steward_policy_reloads_total{policy="misbehave",outcome="settings"} 1"#.into(),
     ] {
         assert!(metrics.contains(&line), "missing `{line}` in:\n{metrics}");

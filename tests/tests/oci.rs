@@ -13,7 +13,7 @@ use steward::runtime::digest;
 use steward_tests::registry::{Registry, oras};
 use steward_tests::{
     TempDir, filter_fixture, get, guest, misbehave_answer, misbehave_variant, serve_config,
-    steward, wait_for,
+    steward, steward_with_env, wait_for,
 };
 
 fn client() -> RegistryClient {
@@ -325,4 +325,61 @@ async fn the_host_loads_a_policy_oras_pushed_with_the_cncf_media_types() {
     .await;
     assert_eq!(misbehave_answer(&filter_fixture(addr).await.1), "rejects");
     assert_eq!(status(addr).await["digest"], digest(&wasm).as_str());
+}
+
+/// Credentials come from the Docker config file (`$DOCKER_CONFIG`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_come_from_the_docker_config() {
+    let registry = Registry::start_with_user("alice", "s3cret:pw");
+    let dir = TempDir::new("oci-auth");
+    let docker = dir.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let wasm_path = guest("misbehave");
+    let tag = format!("{}:1", registry.repo("private/misbehave"));
+    let docker_env = [("DOCKER_CONFIG", docker.to_str().unwrap())];
+
+    let (ok, _, stderr) =
+        steward_with_env(&["push", wasm_path.to_str().unwrap(), &tag], &docker_env);
+    assert!(!ok);
+    assert!(
+        stderr.contains("asks for credentials") && stderr.contains("docker login"),
+        "{stderr}"
+    );
+
+    // base64("alice:wrong")
+    std::fs::write(
+        docker.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"YWxpY2U6d3Jvbmc="}}}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let (ok, _, stderr) =
+        steward_with_env(&["push", wasm_path.to_str().unwrap(), &tag], &docker_env);
+    assert!(!ok);
+    assert!(stderr.contains("refused the credentials"), "{stderr}");
+
+    // base64("alice:s3cret:pw")
+    std::fs::write(
+        docker.join("config.json"),
+        format!(
+            r#"{{"auths":{{"http://{}":{{"auth":"YWxpY2U6czNjcmV0OnB3"}}}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let (ok, pushed, stderr) =
+        steward_with_env(&["push", wasm_path.to_str().unwrap(), &tag], &docker_env);
+    assert!(ok, "{stderr}");
+    let out = dir.path().join("p.wasm");
+    let (ok, _, stderr) = steward_with_env(
+        &["pull", pushed.trim(), "-o", out.to_str().unwrap()],
+        &docker_env,
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        std::fs::read(out).unwrap(),
+        std::fs::read(wasm_path).unwrap()
+    );
 }

@@ -62,7 +62,7 @@ impl Entry {
     fn new(config: PolicyConfig) -> Entry {
         let status = PolicyStatus {
             id: config.id.clone(),
-            hook: format!("{:?}", config.hook).to_lowercase(),
+            hook: hook_name(&config),
             source: config.module.to_string(),
             state: State::Failed,
             digest: None,
@@ -272,6 +272,7 @@ impl Reloader {
                 let source = ModuleSource::Oci(reference.pinned(&digest));
                 let p = self.entries[i].config.clone();
                 self.attempt(out, i, p, &source, Some(pinned)).await;
+                self.publish(out);
             }
         }
     }
@@ -301,11 +302,13 @@ impl Reloader {
             let p = entry.config.clone();
             let source = p.module.clone();
             self.attempt(out, i, p, &source, Some(digest)).await;
+            self.publish(out);
         }
     }
 
-    /// Fetches `source`, builds it with `p` and swaps it in for entry `i`,
-    /// or records why not. `known`: the source digest, when already known.
+    /// Fetches `source` and builds it with `p` as entry `i`'s new version,
+    /// or records why not; the caller publishes. `known`: the source
+    /// digest, when already known.
     async fn attempt(
         &mut self,
         out: &Outputs,
@@ -319,7 +322,6 @@ impl Reloader {
             Ok(m) => m,
             Err(e) => {
                 self.entries[i].refuse(out, &e, known);
-                out.status.set(self.report());
                 return false;
             }
         };
@@ -328,10 +330,10 @@ impl Reloader {
                 let entry = &mut self.entries[i];
                 entry.config = p;
                 entry.status.source = entry.config.module.to_string();
+                entry.status.hook = hook_name(&entry.config);
                 entry.serve(loaded, &module);
                 out.metrics.reload(&entry.config.id, "ok");
                 out.metrics.policy_serving(entry.info());
-                self.publish(out);
                 tracing::info!(
                     policy = %self.entries[i].config.id,
                     digest = %module.digest,
@@ -342,7 +344,6 @@ impl Reloader {
             }
             Err(e) => {
                 self.entries[i].refuse(out, &e, Some(Entry::source_digest(&module)));
-                out.status.set(self.report());
                 false
             }
         }
@@ -386,26 +387,33 @@ impl Reloader {
         self.config_status.loaded_at = Some(now());
         self.config_status.last_error = None;
         self.config_status.last_error_at = None;
+        // The new entry list first (changed policies keep their loaded
+        // version until the new one is built), then the loads, then one swap.
         let mut old: Vec<Entry> = std::mem::take(&mut self.entries);
+        let mut to_load = Vec::new();
         for p in self.config.policies.clone() {
             match old.iter().position(|e| e.config.id == p.id) {
-                Some(j) if old[j].config == p => self.entries.push(old.remove(j)),
                 Some(j) => {
-                    tracing::info!(policy = %p.id, "policy configuration changed");
-                    self.entries.push(old.remove(j));
-                    let i = self.entries.len() - 1;
-                    if self.attempt(out, i, p.clone(), &p.module, None).await {
-                        self.entries[i].stamp =
-                            file_path(&self.config, &p).as_deref().and_then(stamp);
+                    let entry = old.remove(j);
+                    if entry.config != p {
+                        tracing::info!(policy = %p.id, "policy configuration changed");
+                        to_load.push((self.entries.len(), p));
                     }
+                    self.entries.push(entry);
                 }
                 None => {
                     tracing::info!(policy = %p.id, "policy added");
-                    self.entries.push(Entry::new(p.clone()));
-                    let i = self.entries.len() - 1;
-                    self.entries[i].stamp = file_path(&self.config, &p).as_deref().and_then(stamp);
-                    self.attempt(out, i, p.clone(), &p.module, None).await;
+                    let mut entry = Entry::new(p.clone());
+                    entry.stamp = file_path(&self.config, &p).as_deref().and_then(stamp);
+                    to_load.push((self.entries.len(), p));
+                    self.entries.push(entry);
                 }
+            }
+        }
+        for (i, p) in to_load {
+            let watched = file_path(&self.config, &p).as_deref().and_then(stamp);
+            if self.attempt(out, i, p.clone(), &p.module, None).await {
+                self.entries[i].stamp = watched;
             }
         }
         for removed in old {
@@ -460,6 +468,10 @@ impl Entry {
             version: self.status.version.clone().unwrap_or_default(),
         }
     }
+}
+
+fn hook_name(p: &PolicyConfig) -> String {
+    format!("{:?}", p.hook).to_lowercase()
 }
 
 /// The watched file of a file source.
