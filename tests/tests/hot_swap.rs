@@ -160,8 +160,17 @@ async fn swapping_under_load_drops_no_request_and_refuses_broken_versions() {
         assert_eq!(s["digest"], serving);
         assert_eq!(probe(addr).await.unwrap(), "rejects");
     }
-    // The good build again: the version that serves, nothing to reload.
+    // The good build again: the version that serves, nothing to reload;
+    // the policy is back to serving its newest version.
     replace(&module, &built);
+    let back = wait_for(Duration::from_secs(5), || async {
+        let s = status(addr).await["policies"][0].clone();
+        (s["state"] == "serving").then_some(s)
+    })
+    .await
+    .expect("serving again once the file is back at the serving build");
+    assert_eq!(back["lastError"], serde_json::Value::Null);
+    assert_eq!(back["generation"], SWAPS as u64 + 1);
 
     // Settings the guest rejects: refused the same way.
     std::fs::write(

@@ -262,10 +262,8 @@ impl Reloader {
             }
             Ok(digest) => {
                 let pinned = format!("oci://{}", reference.pinned(&digest));
-                let entry = &self.entries[i];
-                if entry.serving.as_deref() == Some(&pinned)
-                    || entry.refused.as_deref() == Some(&pinned)
-                {
+                if self.entries[i].is_current(&pinned) {
+                    out.status.set(self.report());
                     return;
                 }
                 tracing::info!(policy = %id, reference = %pinned, "new version in the registry");
@@ -292,12 +290,11 @@ impl Reloader {
                 continue;
             };
             let digest = crate::runtime::digest(&wasm);
-            let entry = &self.entries[i];
-            if entry.serving.as_deref() == Some(&digest)
-                || entry.refused.as_deref() == Some(&digest)
-            {
+            if self.entries[i].is_current(&digest) {
+                out.status.set(self.report());
                 continue;
             }
+            let entry = &self.entries[i];
             tracing::info!(policy = %entry.config.id, file = %path.display(), %digest, "module file changed");
             let p = entry.config.clone();
             let source = p.module.clone();
@@ -425,6 +422,24 @@ impl Reloader {
 }
 
 impl Entry {
+    /// Whether the source's version `digest` needs no load: it serves, or
+    /// was refused already. A source back at the serving version after an
+    /// error (a broken file replaced, a registry reachable again) serves
+    /// as the newest version again.
+    fn is_current(&mut self, digest: &str) -> bool {
+        if self.serving.as_deref() == Some(digest) {
+            if self.status.state == State::Degraded {
+                tracing::info!(policy = %self.config.id, "the source is back at the serving version");
+                self.status.state = State::Serving;
+                self.status.last_error = None;
+                self.status.last_error_at = None;
+                self.refused = None;
+            }
+            return true;
+        }
+        self.refused.as_deref() == Some(digest)
+    }
+
     fn serve(&mut self, loaded: LoadedPolicy, module: &Module) {
         self.loaded = Some(loaded);
         self.serving = Some(Entry::source_digest(module));
