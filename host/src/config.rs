@@ -29,10 +29,71 @@ pub struct Config {
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
     #[serde(default)]
+    pub registries: RegistriesConfig,
+    #[serde(default)]
     pub policies: Vec<PolicyConfig>,
     /// Directory the config file is in; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The config file itself (watched by `serve`), when loaded from one.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+}
+
+/// How policies are fetched from OCI registries.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RegistriesConfig {
+    /// Registries (`host:port`) reached over plain HTTP. Loopback
+    /// registries always are; `STEWARD_INSECURE_REGISTRIES` adds more.
+    pub insecure: Vec<String>,
+    /// How often a tag is checked for a new digest.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for RegistriesConfig {
+    fn default() -> Self {
+        RegistriesConfig {
+            insecure: Vec::new(),
+            poll_interval_ms: 60_000,
+        }
+    }
+}
+
+/// Where a policy's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum ModuleSource {
+    /// A local file, watched for changes.
+    File(PathBuf),
+    /// `oci://registry/repository:tag` (polled for a new digest) or
+    /// `oci://registry/repository@sha256:...` (pinned, never changes).
+    Oci(crate::oci::Reference),
+}
+
+impl TryFrom<String> for ModuleSource {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.starts_with("oci://") {
+            s.parse()
+                .map(ModuleSource::Oci)
+                .map_err(|e: anyhow::Error| e.to_string())
+        } else if s.is_empty() {
+            Err("empty: give a .wasm path or oci://registry/repository:tag".into())
+        } else {
+            Ok(ModuleSource::File(PathBuf::from(s)))
+        }
+    }
+}
+
+impl std::fmt::Display for ModuleSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModuleSource::File(path) => write!(f, "{}", path.display()),
+            ModuleSource::Oci(r) => write!(f, "oci://{r}"),
+        }
+    }
 }
 
 /// Exactly one of `snapshot` or `kubeconfig`.
@@ -219,13 +280,13 @@ impl Default for PdConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyConfig {
     pub id: String,
     pub hook: Hook,
-    /// Path of the component (`.wasm`).
-    pub module: PathBuf,
+    /// The component: a `.wasm` path, or an `oci://` reference.
+    pub module: ModuleSource,
     /// Which pods the policy sees; empty selects every pod.
     #[serde(default)]
     pub select: PodSelectorConfig,
@@ -257,7 +318,7 @@ fn default_memory_mib() -> u64 {
     64
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodSelectorConfig {
     #[serde(default)]
@@ -270,7 +331,7 @@ pub struct PodSelectorConfig {
     pub match_expressions: Vec<MatchExpression>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MatchExpression {
     pub key: String,
@@ -286,6 +347,7 @@ impl Config {
         let mut config = Config::parse(&text)
             .with_context(|| format!("invalid config file {}", path.display()))?;
         config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.file = Some(path.to_path_buf());
         Ok(config)
     }
 
@@ -323,6 +385,12 @@ impl Config {
         }
         if r.backoff_base_ms == 0 || r.backoff_max_ms < r.backoff_base_ms {
             bail!("reconcile: backoffBaseMs must be at least 1 and at most backoffMaxMs");
+        }
+        if !(100..=86_400_000).contains(&self.registries.poll_interval_ms) {
+            bail!(
+                "registries.pollIntervalMs: {} is outside 100..=86400000",
+                self.registries.poll_interval_ms
+            );
         }
         let mut ids = HashSet::new();
         for (i, p) in self.policies.iter().enumerate() {
@@ -393,13 +461,14 @@ impl Config {
             admission: None,
             reconcile: ReconcileConfig::default(),
             cache_dir: None,
+            registries: RegistriesConfig::default(),
             policies: vec![PolicyConfig {
                 id: module
                     .file_stem()
                     .map(|s| s.to_string_lossy().replace('_', "-"))
                     .unwrap_or_else(|| "policy".into()),
                 hook: Hook::Scheduler,
-                module,
+                module: ModuleSource::File(module),
                 select: PodSelectorConfig::default(),
                 settings,
                 failure_mode: FailureMode::FailClosed,
@@ -410,6 +479,7 @@ impl Config {
                 pd: PdConfig::default(),
             }],
             base_dir: PathBuf::new(),
+            file: None,
         }
     }
 
@@ -431,8 +501,8 @@ impl Config {
     }
 }
 
-/// `~/.cache/steward/modules`: where precompiled components go unless the
-/// configuration says otherwise.
+/// `~/.cache/steward/modules`: precompiled components when the config
+/// names no `cacheDir` (or there is no config).
 pub fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/steward/modules"))
 }
@@ -451,6 +521,26 @@ mod tests {
         let p = &c.policies[0];
         assert_eq!((p.deadline_ms, p.memory_mib), (100, 64));
         assert_eq!(p.failure_mode, FailureMode::FailClosed);
+        assert_eq!(p.module, ModuleSource::File("p.wasm".into()));
+        assert_eq!(c.registries, RegistriesConfig::default());
+    }
+
+    #[test]
+    fn modules_come_from_files_or_oci_references() {
+        let c =
+            Config::parse(&MINIMAL.replace("p.wasm", "oci://127.0.0.1:5000/steward/pd-quorum:1.0"))
+                .unwrap();
+        let ModuleSource::Oci(r) = &c.policies[0].module else {
+            panic!("an OCI source: {:?}", c.policies[0].module);
+        };
+        assert_eq!(
+            (r.repository.as_str(), r.tag.as_deref()),
+            ("steward/pd-quorum", Some("1.0"))
+        );
+        assert_eq!(
+            c.policies[0].module.to_string(),
+            "oci://127.0.0.1:5000/steward/pd-quorum:1.0"
+        );
     }
 
     #[test]
@@ -512,6 +602,12 @@ mod tests {
         );
         let e = Config::parse(&format!("{MINIMAL}  mutate: true\n")).unwrap_err();
         assert!(e.to_string().contains("admission policies only"), "{e}");
+        let e = Config::parse(&MINIMAL.replace("p.wasm", "oci://p:1")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("policies[0]: `oci://p:1` is not an OCI reference"),
+            "{e}"
+        );
         let twice = format!("{MINIMAL}- id: pd-quorum\n  hook: scheduler\n  module: q.wasm\n");
         let e = Config::parse(&twice).unwrap_err();
         assert!(

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use steward::cluster::{ClusterCache, load_snapshot};
-use steward::config::{ClusterSource, Config};
+use steward::config::{ClusterSource, Config, default_cache_dir};
 use steward::extender::{Binder, Extender};
 use steward::server::App;
 
@@ -79,6 +79,70 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         libtest_args: Vec<String>,
     },
+    /// Push a policy component to an OCI registry (CNCF Wasm layout) and
+    /// print its immutable `registry/repository@sha256:...` reference.
+    Push {
+        /// The policy component (.wasm).
+        file: PathBuf,
+        /// Where to: registry/repository:tag (`oci://` optional).
+        reference: steward::oci::Reference,
+        /// org.opencontainers.image.version (default: the tag).
+        #[arg(long)]
+        version: Option<String>,
+        /// org.opencontainers.image.source, e.g. the repository URL.
+        #[arg(long)]
+        source: Option<String>,
+        /// The config's author field.
+        #[arg(long)]
+        author: Option<String>,
+        /// Further manifest annotations, `key=value` (repeatable).
+        #[arg(long = "annotation", short = 'a', value_parser = key_value)]
+        annotations: Vec<(String, String)>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Pull a policy component from an OCI registry, verifying its digests.
+    Pull {
+        /// registry/repository:tag or registry/repository@sha256:...
+        reference: steward::oci::Reference,
+        /// The file to write.
+        #[arg(long, short)]
+        output: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Show a policy's world, WIT package, imports, exports, digest and
+    /// (for registry artifacts) annotations.
+    Inspect {
+        /// A .wasm file, or a registry reference.
+        target: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct RegistryArgs {
+    /// Reach this registry (host:port) over plain HTTP (repeatable; also
+    /// STEWARD_INSECURE_REGISTRIES). Loopback registries always are.
+    #[arg(long = "insecure", value_name = "REGISTRY")]
+    insecure: Vec<String>,
+}
+
+impl RegistryArgs {
+    fn client(&self) -> steward::oci::RegistryClient {
+        steward::oci::RegistryClient::new(&self.insecure)
+    }
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not key=value"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -181,6 +245,62 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let runtime = steward::runtime::Runtime::new(None)?;
             let code = steward::testing::libtest::run(&runtime, &test_binary, &libtest_args)?;
             Ok(ExitCode::from(code))
+        }
+        Command::Push {
+            file,
+            reference,
+            version,
+            source,
+            author,
+            annotations,
+            registry,
+        } => {
+            let runtime = steward::runtime::Runtime::new(default_cache_dir())?;
+            let meta = steward::oci::PushMeta {
+                title: None,
+                author,
+                version,
+                source,
+                annotations: annotations.into_iter().collect(),
+            };
+            let pushed = tokio::runtime::Runtime::new()?.block_on(steward::oci::commands::push(
+                &runtime,
+                &registry.client(),
+                &file,
+                &reference,
+                meta,
+            ))?;
+            println!("{pushed}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pull {
+            reference,
+            output,
+            registry,
+        } => {
+            let pulled = tokio::runtime::Runtime::new()?.block_on(steward::oci::commands::pull(
+                &registry.client(),
+                &reference,
+                &output,
+            ))?;
+            println!("{pulled}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect {
+            target,
+            json,
+            registry,
+        } => {
+            let runtime = steward::runtime::Runtime::new(default_cache_dir())?;
+            let inspection = tokio::runtime::Runtime::new()?.block_on(
+                steward::oci::commands::inspect(&runtime, &registry.client(), &target),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&inspection)?);
+            } else {
+                print!("{}", inspection.render());
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -1,11 +1,13 @@
 //! Prometheus metrics: evaluations by policy and outcome, their latency,
-//! traps and deadline hits, and requests per endpoint.
+//! traps and deadline hits, requests per endpoint, and which version of
+//! each policy serves and how its reloads went.
 
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -41,6 +43,22 @@ pub struct RequestLabels {
     pub code: u16,
 }
 
+/// The version of a policy that serves.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyInfoLabels {
+    pub policy: String,
+    pub source: String,
+    pub digest: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub policy: String,
+    /// `ok`, or the step that refused the new version.
+    pub outcome: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     evaluations: Family<EvaluationLabels, Counter>,
@@ -51,6 +69,10 @@ pub struct Metrics {
     pass_through: Counter,
     admission_verdicts: Family<AdmissionVerdictLabels, Counter>,
     actions: Family<ActionLabels, Counter>,
+    policy_info: Family<PolicyInfoLabels, Gauge>,
+    reloads: Family<ReloadLabels, Counter>,
+    /// The info labels currently set per policy, to clear on a swap.
+    serving: parking_lot::Mutex<std::collections::HashMap<String, PolicyInfoLabels>>,
 }
 
 impl Default for Metrics {
@@ -104,10 +126,25 @@ impl Default for Metrics {
             "Side effects performed for policies, by policy, action and outcome",
             actions.clone(),
         );
+        let policy_info = Family::<PolicyInfoLabels, Gauge>::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "policy_info",
+            "The version of each policy that serves (value 1): source, component digest, version",
+            policy_info.clone(),
+        );
+        registry.register(
+            "policy_reloads",
+            "Attempts to load a new version of a policy, by outcome (ok or the refusing step)",
+            reloads.clone(),
+        );
         Metrics {
             registry,
             admission_verdicts,
             actions,
+            policy_info,
+            reloads,
+            serving: Default::default(),
             evaluations,
             latency,
             traps,
@@ -181,6 +218,32 @@ impl Metrics {
 
     pub fn pass_through(&self) {
         self.pass_through.inc();
+    }
+
+    /// Records the version of `info.policy` that serves now.
+    pub fn policy_serving(&self, info: PolicyInfoLabels) {
+        let mut serving = self.serving.lock();
+        if let Some(old) = serving.insert(info.policy.clone(), info.clone()) {
+            self.policy_info.remove(&old);
+        }
+        self.policy_info.get_or_create(&info).set(1);
+    }
+
+    /// Forgets a policy removed from the configuration.
+    pub fn policy_removed(&self, policy: &str) {
+        if let Some(old) = self.serving.lock().remove(policy) {
+            self.policy_info.remove(&old);
+        }
+    }
+
+    /// Counts one reload attempt of `policy`.
+    pub fn reload(&self, policy: &str, outcome: &str) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                policy: policy.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -1,5 +1,5 @@
 //! The HTTP server: extender verbs under the configured prefix, plus
-//! `/healthz`, `/readyz` and `/metrics`.
+//! `/healthz`, `/readyz`, `/metrics` and `/status`.
 
 use std::sync::Arc;
 
@@ -21,6 +21,8 @@ use crate::config::{ClusterSource, Config};
 use crate::extender::{BadRequest, Binder, Extender};
 use crate::metrics::Metrics;
 use crate::policy::{PolicySet, PolicyStore};
+use crate::reload::Reloader;
+use crate::reload::status::Status;
 use crate::runtime::{MAX_CONCURRENT_INSTANCES, Runtime};
 
 /// Everything a request handler needs.
@@ -33,13 +35,16 @@ pub struct App {
     /// Bounds concurrent evaluations to the instances the pool holds.
     pub permits: Arc<Semaphore>,
     pub max_body_bytes: usize,
+    /// Every policy's source, serving version and last reload error.
+    pub status: Arc<Status>,
 }
 
 impl App {
-    /// Builds the runtime, loads the policies and starts the cluster source.
+    /// Builds the runtime, loads the policies, starts the cluster source
+    /// and the reloader that swaps in new policy versions.
     pub async fn start(config: &Config) -> Result<App> {
         let runtime = Runtime::new(config.cache_dir())?;
-        let policies = PolicySet::load(&runtime, config)?;
+        let (reloader, policies) = Reloader::load(runtime, config.clone()).await?;
         let cluster = Arc::new(ClusterCache::new(std::time::Duration::from_secs(
             config.scheduler.in_flight_seconds,
         )));
@@ -57,6 +62,11 @@ impl App {
             }
         };
         let app = App::new(config, policies, cluster, binder);
+        reloader.spawn(
+            app.extender.policies.clone(),
+            app.status.clone(),
+            app.metrics.clone(),
+        );
         app.start_reconcile(config);
         Ok(app)
     }
@@ -112,6 +122,7 @@ impl App {
             cluster,
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_INSTANCES as usize)),
             max_body_bytes: config.server.max_body_bytes,
+            status: Arc::new(Status::default()),
         }
     }
 
@@ -125,6 +136,7 @@ impl App {
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
+            .route("/status", get(status))
             .with_state(self)
     }
 }
@@ -327,4 +339,8 @@ async fn metrics(State(app): State<App>) -> Response {
         app.metrics.encode(),
     )
         .into_response()
+}
+
+async fn status(State(app): State<App>) -> Response {
+    axum::Json(app.status.report()).into_response()
 }

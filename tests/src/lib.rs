@@ -1,5 +1,7 @@
 //! Shared helpers of Steward's cross-crate tests: built guests, fixtures,
-//! the example snapshot, and servers on loopback.
+//! the example snapshot, servers on loopback, a real registry.
+
+pub mod registry;
 
 pub mod pd_double;
 pub mod statefulsets;
@@ -42,6 +44,62 @@ pub fn example_snapshot() -> PathBuf {
 /// A built guest component (builds the guests on first use).
 pub fn guest(stem: &str) -> PathBuf {
     xtask::guest_wasm(stem).expect("guest components build")
+}
+
+/// The `steward` binary (debug), built on first use.
+pub fn steward_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            xtask::run(xtask::cargo().args(["build", "-p", "steward", "--bin", "steward"]))
+                .expect("the steward binary builds");
+            xtask::target_dir().join("debug/steward")
+        })
+        .clone()
+}
+
+/// Runs the `steward` binary; returns (success, stdout, stderr).
+pub fn steward(args: &[&str]) -> (bool, String, String) {
+    steward_with_env(args, &[])
+}
+
+/// Runs the `steward` binary with extra environment variables.
+pub fn steward_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = std::process::Command::new(steward_bin())
+        .args(args)
+        .env("STEWARD_LOG", "warn")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run steward");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("steward-{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// One engine for the whole test process (the pooling allocator reserves
@@ -159,6 +217,102 @@ pub async fn serve_webhook(app: App, max_body_bytes: usize) -> Webhook {
 /// An AdmissionReview fixture (`tests/fixtures/admission/<name>.json`).
 pub fn review_fixture(name: &str) -> serde_json::Value {
     fixture_json(&format!("admission/{name}.json"))
+}
+
+/// A second build of the misbehave guest, told apart by its answers: the
+/// same component with its rejection text changed from `misbehave rejects`
+/// to `misbehave REJECTS` (same length, so the component stays valid).
+pub fn misbehave_variant() -> Vec<u8> {
+    let wasm = std::fs::read(guest("misbehave")).expect("misbehave built");
+    let (from, to) = (b"misbehave rejects ", b"misbehave REJECTS ");
+    let at = wasm
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("the misbehave guest holds its rejection text");
+    let mut variant = wasm;
+    variant[at..at + to.len()].copy_from_slice(to);
+    variant
+}
+
+/// Which build answered a filter request under the misbehave guest:
+/// `rejects` (the built guest, `reject-all`), `REJECTS` (its variant),
+/// `pass` (`pass` behaviour) or `other: <answer>`.
+pub fn misbehave_answer(answer: &serde_json::Value) -> String {
+    let failed = answer["FailedNodes"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let reasons: Vec<&str> = failed.values().filter_map(|v| v.as_str()).collect();
+    // Reasons read `<policy id>: <the guest's reason>`.
+    let all = |text: &str| !reasons.is_empty() && reasons.iter().all(|r| r.contains(text));
+    if all("misbehave rejects ") {
+        "rejects".into()
+    } else if all("misbehave REJECTS ") {
+        "REJECTS".into()
+    } else if reasons.is_empty()
+        && answer["NodeNames"]
+            .as_array()
+            .is_some_and(|n| !n.is_empty())
+    {
+        "pass".into()
+    } else {
+        format!("other: {answer}")
+    }
+}
+
+/// POSTs the `filter-nodenames.json` fixture; returns (status, answer).
+pub async fn filter_fixture(addr: SocketAddr) -> (u16, serde_json::Value) {
+    static BODY: OnceLock<Vec<u8>> = OnceLock::new();
+    let body = BODY.get_or_init(|| {
+        std::fs::read(fixture("extender/filter-nodenames.json")).expect("fixture exists")
+    });
+    let (status, text) = post(addr, "/scheduler/filter", body).await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// Polls `check` every 20 ms until it returns Some, for at most `limit`.
+pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
+    limit: std::time::Duration,
+    mut check: impl FnMut() -> F,
+) -> Option<T> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes `yaml` as `steward.yaml` in `dir` (with the example snapshot as
+/// the cluster) and starts the host from it, reloader included; returns
+/// its address and the config file.
+pub async fn serve_config(dir: &std::path::Path, policies_yaml: &str) -> (SocketAddr, PathBuf) {
+    let file = dir.join("steward.yaml");
+    std::fs::write(&file, config_yaml(policies_yaml)).expect("write config");
+    let config = Config::load(&file).expect("config is valid");
+    let app = App::start(&config).await.expect("host starts");
+    (serve(app).await, file)
+}
+
+/// A config file's text: the example snapshot, then `rest` (policies and
+/// registries).
+pub fn config_yaml(rest: &str) -> String {
+    format!(
+        "cluster: {{snapshot: {}}}
+cacheDir: {}
+{rest}",
+        example_snapshot().display(),
+        std::env::temp_dir()
+            .join(format!("steward-tests-{}", std::process::id()))
+            .display()
+    )
 }
 
 /// pd-quorum over the example snapshot, selecting every pod.

@@ -77,13 +77,16 @@ fn a_fourth_node_less_cluster_leaves_pods_pending_with_reasons() {
 fn example_config_app() -> steward::server::App {
     use std::sync::Arc;
     use steward::cluster::{ClusterCache, load_snapshot};
-    use steward::config::ClusterSource;
+    use steward::config::{ClusterSource, ModuleSource};
     let mut config =
         steward::config::Config::load(&steward_tests::root().join("deploy/examples/steward.yaml"))
             .expect("the example config loads");
     for p in &mut config.policies {
-        let stem = p.module.file_stem().unwrap().to_str().unwrap().to_string();
-        p.module = steward_tests::guest(&stem);
+        let ModuleSource::File(path) = &p.module else {
+            panic!("the example config names policy files");
+        };
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        p.module = ModuleSource::File(steward_tests::guest(&stem));
     }
     assert_eq!(
         config

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 
 use crate::cluster::convert::requirement;
@@ -68,6 +68,13 @@ pub struct AdmittingPolicy {
     pub policy: AdmissionPolicy,
 }
 
+/// A reconcile policy.
+pub struct ReconcilingPolicy {
+    pub id: String,
+    pub digest: String,
+    pub policy: ReconcilePolicy,
+}
+
 /// Every loaded policy, in configuration order (the order they run in).
 #[derive(Default)]
 pub struct PolicySet {
@@ -78,36 +85,69 @@ pub struct PolicySet {
     pub reconcile: Vec<Arc<ReconcilingPolicy>>,
 }
 
-/// A reconcile policy.
-pub struct ReconcilingPolicy {
-    pub id: String,
-    pub digest: String,
-    pub policy: ReconcilePolicy,
+/// One loaded policy of any hook: what a reload swaps in.
+#[derive(Clone)]
+pub enum LoadedPolicy {
+    Scheduler(Arc<ScheduledPolicy>),
+    Admission(Arc<AdmittingPolicy>),
+    Reconcile(Arc<ReconcilingPolicy>),
+}
+
+/// Why a policy's module was refused, by pipeline step.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file or registry could not be read.
+    #[error("{0:#}")]
+    Fetch(anyhow::Error),
+    /// What was read does not match its digest.
+    #[error("{0:#}")]
+    Digest(anyhow::Error),
+    /// Not a component, does not compile, or wrong world or WIT version.
+    #[error("{0:#}")]
+    Component(anyhow::Error),
+    /// Linking or `validate-settings` failed, or the settings were rejected.
+    #[error("{0:#}")]
+    Settings(anyhow::Error),
+}
+
+impl LoadError {
+    /// The step that refused it (a metric label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LoadError::Fetch(_) => "fetch",
+            LoadError::Digest(_) => "digest",
+            LoadError::Component(_) => "component",
+            LoadError::Settings(_) => "settings",
+        }
+    }
 }
 
 impl PolicySet {
-    /// Loads and validates every policy of the configuration.
+    /// Reads, loads and validates every policy of the configuration
+    /// (registry sources are fetched on a thread of their own).
     pub fn load(runtime: &Runtime, config: &Config) -> Result<PolicySet> {
-        let mut set = PolicySet::default();
+        let mut loaded = Vec::new();
         for p in &config.policies {
-            let context = || format!("policy {} ({})", p.id, config.resolve(&p.module).display());
-            if p.hook == Hook::Reconcile {
-                let loaded = load_reconcile_policy(runtime, config, p).with_context(context)?;
-                tracing::info!(policy = %loaded.id, digest = %loaded.digest, "policy loaded");
-                set.reconcile.push(Arc::new(loaded));
-                continue;
-            }
-            if p.hook == Hook::Admission {
-                let loaded = load_admission_policy(runtime, config, p).with_context(context)?;
-                tracing::info!(policy = %loaded.id, digest = %loaded.digest, "policy loaded");
-                set.admission.push(Arc::new(loaded));
-                continue;
-            }
-            let loaded = load_scheduler_policy(runtime, config, p).with_context(context)?;
-            tracing::info!(policy = %loaded.id, digest = %loaded.digest, "policy loaded");
-            set.scheduler.push(Arc::new(loaded));
+            let policy = crate::reload::source::fetch_blocking(config, &p.module)
+                .and_then(|module| load_policy(runtime, p, &module.wasm))
+                .with_context(|| format!("policy {} ({})", p.id, p.module))?;
+            tracing::info!(policy = %p.id, digest = %policy.digest(), "policy loaded");
+            loaded.push(policy);
         }
-        Ok(set)
+        Ok(PolicySet::assemble(loaded))
+    }
+
+    /// The set of `policies`, kept in the given order within each hook.
+    pub fn assemble(policies: impl IntoIterator<Item = LoadedPolicy>) -> PolicySet {
+        let mut set = PolicySet::default();
+        for p in policies {
+            match p {
+                LoadedPolicy::Scheduler(s) => set.scheduler.push(s),
+                LoadedPolicy::Admission(a) => set.admission.push(a),
+                LoadedPolicy::Reconcile(r) => set.reconcile.push(r),
+            }
+        }
+        set
     }
 
     /// The admission policy with this id.
@@ -131,30 +171,36 @@ impl PolicySet {
     }
 }
 
-/// The component of a policy, checked to implement `world`, with its
-/// digest, settings and limits.
-struct Loaded {
-    component: wasmtime::component::Component,
-    digest: String,
-    settings: String,
-    limits: Limits,
+impl LoadedPolicy {
+    /// The digest of the component it runs.
+    pub fn digest(&self) -> &str {
+        match self {
+            LoadedPolicy::Scheduler(s) => &s.digest,
+            LoadedPolicy::Admission(a) => &a.digest,
+            LoadedPolicy::Reconcile(r) => &r.digest,
+        }
+    }
 }
 
-fn load_component(
+/// Compiles (or loads precompiled) `wasm`, checks it implements the
+/// configured hook's world, and has it validate its settings.
+pub fn load_policy(
     runtime: &Runtime,
-    config: &Config,
     p: &PolicyConfig,
-    world: World,
-) -> Result<Loaded> {
-    let path = config.resolve(&p.module);
-    let wasm = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (component, found) = runtime.load(&wasm)?;
-    if found != world {
-        bail!(
+    wasm: &[u8],
+) -> Result<LoadedPolicy, LoadError> {
+    let (component, world) = runtime.load(wasm).map_err(LoadError::Component)?;
+    let expected = match p.hook {
+        Hook::Scheduler => World::Scheduler,
+        Hook::Admission => World::Admission,
+        Hook::Reconcile => World::Reconcile,
+    };
+    if world != expected {
+        return Err(LoadError::Component(anyhow::anyhow!(
             "the component implements the {} world, but the policy is configured with hook {}",
-            found.name(),
-            world.name()
-        );
+            world.name(),
+            expected.name()
+        )));
     }
     let settings = if p.settings.is_null() {
         String::new()
@@ -165,67 +211,41 @@ fn load_component(
         deadline: Duration::from_millis(p.deadline_ms),
         memory_bytes: (p.memory_mib << 20) as usize,
     };
-    Ok(Loaded {
-        component,
-        digest: crate::runtime::digest(&wasm),
-        settings,
-        limits,
-    })
-}
-
-fn load_admission_policy(
-    runtime: &Runtime,
-    config: &Config,
-    p: &PolicyConfig,
-) -> Result<AdmittingPolicy> {
-    let l = load_component(runtime, config, p, World::Admission)?;
-    let pd = PdEndpoint::from_config(&p.pd);
-    let policy = AdmissionPolicy::new(runtime, &p.id, &l.component, l.settings, l.limits, pd)?;
-    Ok(AdmittingPolicy {
-        id: p.id.clone(),
-        digest: l.digest,
-        mode: p.mode,
-        mutate: p.mutate,
-        failure_mode: p.failure_mode,
-        policy,
-    })
-}
-
-fn load_reconcile_policy(
-    runtime: &Runtime,
-    config: &Config,
-    p: &PolicyConfig,
-) -> Result<ReconcilingPolicy> {
-    let l = load_component(runtime, config, p, World::Reconcile)?;
-    let pd = PdEndpoint::from_config(&p.pd);
-    let policy = ReconcilePolicy::new(runtime, &p.id, &l.component, l.settings, l.limits, pd)?;
-    Ok(ReconcilingPolicy {
-        id: p.id.clone(),
-        digest: l.digest,
-        policy,
-    })
-}
-
-fn load_scheduler_policy(
-    runtime: &Runtime,
-    config: &Config,
-    p: &PolicyConfig,
-) -> Result<ScheduledPolicy> {
-    if p.hook != Hook::Scheduler {
-        bail!(
-            "hook {:?} is not served yet; only scheduler, admission and reconcile policies are",
-            p.hook
-        );
-    }
-    let l = load_component(runtime, config, p, World::Scheduler)?;
-    let policy = SchedulerPolicy::new(runtime, &p.id, &l.component, l.settings, l.limits)?;
-    Ok(ScheduledPolicy {
-        id: p.id.clone(),
-        digest: l.digest,
-        selector: PodSelector::from_config(&p.select),
-        failure_mode: p.failure_mode,
-        policy,
-    })
+    let id = p.id.clone();
+    let digest = crate::runtime::digest(wasm);
+    let loaded = match p.hook {
+        Hook::Scheduler => {
+            let policy = SchedulerPolicy::new(runtime, &p.id, &component, settings, limits)
+                .map_err(LoadError::Settings)?;
+            LoadedPolicy::Scheduler(Arc::new(ScheduledPolicy {
+                id,
+                digest,
+                selector: PodSelector::from_config(&p.select),
+                failure_mode: p.failure_mode,
+                policy,
+            }))
+        }
+        Hook::Admission => {
+            let pd = PdEndpoint::from_config(&p.pd);
+            let policy = AdmissionPolicy::new(runtime, &p.id, &component, settings, limits, pd)
+                .map_err(LoadError::Settings)?;
+            LoadedPolicy::Admission(Arc::new(AdmittingPolicy {
+                id,
+                digest,
+                mode: p.mode,
+                mutate: p.mutate,
+                failure_mode: p.failure_mode,
+                policy,
+            }))
+        }
+        Hook::Reconcile => {
+            let pd = PdEndpoint::from_config(&p.pd);
+            let policy = ReconcilePolicy::new(runtime, &p.id, &component, settings, limits, pd)
+                .map_err(LoadError::Settings)?;
+            LoadedPolicy::Reconcile(Arc::new(ReconcilingPolicy { id, digest, policy }))
+        }
+    };
+    Ok(loaded)
 }
 
 /// The live policy set; swapped atomically, read without locks.
@@ -243,6 +263,11 @@ impl PolicyStore {
     /// The set to evaluate one request with; a swap does not affect it.
     pub fn current(&self) -> Arc<PolicySet> {
         self.current.load_full()
+    }
+
+    /// Serves `set` from now on; evaluations holding the old set finish on it.
+    pub fn swap(&self, set: PolicySet) {
+        self.current.store(Arc::new(set));
     }
 }
 

@@ -66,6 +66,13 @@ impl World {
     }
 }
 
+/// A component's imports and exports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentInterface {
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+}
+
 /// The shared engine and component cache.
 #[derive(Clone)]
 pub struct Runtime {
@@ -125,6 +132,21 @@ impl Runtime {
         let component = cache::load(&self.engine, self.cache_dir.as_deref(), wasm)?;
         let world = self.check_contract(&component)?;
         Ok((component, world))
+    }
+
+    /// What `component` imports and exports, by name.
+    pub fn interface(&self, component: &Component) -> ComponentInterface {
+        let ty = component.component_type();
+        ComponentInterface {
+            imports: ty
+                .imports(&self.engine)
+                .map(|(n, _)| n.to_string())
+                .collect(),
+            exports: ty
+                .exports(&self.engine)
+                .map(|(n, _)| n.to_string())
+                .collect(),
+        }
     }
 
     /// Which world the component implements, refusing foreign WIT versions
