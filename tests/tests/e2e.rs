@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use steward::config::Config;
+use steward::config::{Config, Hook};
 use steward_tests::control_plane::doubles::SELECTED_NODE;
 use steward_tests::control_plane::{Binaries, ControlPlane};
 use steward_tests::e2e::{
@@ -315,6 +315,33 @@ fn deploy_bundle_renders_and_installs() {
             parsed.policies.iter().any(|p| p.id == "pd-quorum"),
             "the bundle runs pd-quorum"
         );
+        // Every webhook calls an admission policy of the config, and only
+        // policies granted mutation sit behind the mutating endpoint.
+        for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
+            let hooks = find(&base, kind, "steward")?["webhooks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            ensure!(!hooks.is_empty(), "{kind} has webhooks");
+            for hook in hooks {
+                let path = hook["clientConfig"]["service"]["path"]
+                    .as_str()
+                    .unwrap_or_default();
+                let (verb, id) = path
+                    .strip_prefix("/admission/")
+                    .and_then(|rest| rest.split_once('/'))
+                    .with_context(|| format!("{kind} path {path}"))?;
+                let policy = parsed
+                    .policies
+                    .iter()
+                    .find(|p| p.id == id && p.hook == Hook::Admission)
+                    .with_context(|| format!("{path} names no admission policy of the config"))?;
+                ensure!(
+                    (verb == "mutate") == policy.mutate,
+                    "{path}: mutate endpoint iff the policy may mutate"
+                );
+            }
+        }
         // The Deployment mounts the generated (hash-suffixed) ConfigMaps.
         let deployment = find(&base, "Deployment", "steward")?;
         let volumes: Vec<&str> = deployment["spec"]["template"]["spec"]["volumes"]
