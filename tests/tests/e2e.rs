@@ -17,8 +17,8 @@ use steward::config::{Config, Hook};
 use steward_tests::control_plane::doubles::SELECTED_NODE;
 use steward_tests::control_plane::{Binaries, ControlPlane};
 use steward_tests::e2e::{
-    Cluster, SCHEDULER_NAME, cordon, create, events_about, eventually, read_objects, scenario,
-    untaint, wait_service_account,
+    Cluster, SCHEDULER_NAME, cordon, create, deploy_service_account, events_about, eventually,
+    read_objects, scenario, untaint, wait_service_account,
 };
 use steward_tests::example_snapshot;
 
@@ -317,7 +317,10 @@ fn deploy_bundle_renders_and_installs() {
         );
         // Every webhook calls an admission policy of the config, and only
         // policies granted mutation sit behind the mutating endpoint.
-        for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
+        for kind in [
+            "MutatingWebhookConfiguration",
+            "ValidatingWebhookConfiguration",
+        ] {
             let hooks = find(&base, kind, "steward")?["webhooks"]
                 .as_array()
                 .cloned()
@@ -495,6 +498,73 @@ fn deploy_bundle_renders_and_installs() {
                 "every webhook of {kind} trusts the CA: {bundles:?}"
             );
         }
+        Ok(())
+    });
+}
+
+/// Leader election on a real API server, as Steward's ServiceAccount (the
+/// bundle's RBAC): of two replicas exactly one holds the Lease; a release
+/// hands it over at once; a holder that stops renewing loses it when it
+/// expires, not before.
+#[test]
+fn lease_elects_exactly_one_replica() {
+    use std::sync::Arc;
+    use steward::reconcile::SystemClock;
+    use steward::reconcile::lease::{Elector, KubeLease, Timing};
+    scenario(async {
+        let control_plane = ControlPlane::start().await?;
+        let kubeconfig = deploy_service_account(&control_plane).await?;
+        let client = steward_tests::control_plane::client_for(&kubeconfig).await?;
+        let timing = Timing {
+            lease_duration: Duration::from_secs(3),
+            renew_deadline: Duration::from_secs(2),
+            retry_period: Duration::from_millis(500),
+        };
+        let replica = |name: &str| {
+            Elector::new(
+                KubeLease::new(client.clone(), "steward-system", "steward-reconcile"),
+                name.to_string(),
+                timing,
+                Arc::new(SystemClock),
+            )
+        };
+        let (a, b) = (replica("replica-a"), replica("replica-b"));
+        // Both race for a Lease that does not exist yet: one wins.
+        let (won_a, won_b) = tokio::join!(a.try_acquire_or_renew(), b.try_acquire_or_renew());
+        let (won_a, won_b) = (won_a?, won_b?);
+        ensure!(
+            won_a != won_b,
+            "exactly one replica takes the new Lease: {won_a} {won_b}"
+        );
+        let (holder, other) = if won_a { (&a, &b) } else { (&b, &a) };
+        for _ in 0..3 {
+            let (renewed, taken) =
+                tokio::join!(holder.try_acquire_or_renew(), other.try_acquire_or_renew());
+            ensure!(renewed? && !taken?, "the holder renews, the other waits");
+        }
+        holder.release().await?;
+        ensure!(
+            other.try_acquire_or_renew().await?,
+            "a released Lease is taken at once"
+        );
+        ensure!(
+            !holder.try_acquire_or_renew().await?,
+            "the old holder waits while the new one holds it"
+        );
+        // The new holder stops renewing: the Lease is only taken once it
+        // has expired (3 s).
+        let stopped = std::time::Instant::now();
+        let taken_after = eventually(Duration::from_secs(10), "the expired Lease", || async {
+            Ok(holder
+                .try_acquire_or_renew()
+                .await?
+                .then(|| stopped.elapsed()))
+        })
+        .await?;
+        ensure!(
+            taken_after >= Duration::from_millis(2_500),
+            "the Lease was taken {taken_after:?} after its last renewal, before it expired"
+        );
         Ok(())
     });
 }

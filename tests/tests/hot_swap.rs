@@ -31,12 +31,8 @@ fn replace(path: &Path, bytes: &[u8]) {
 }
 
 fn policy_yaml(module: &Path, settings: &str) -> String {
-    hook_yaml(module, "scheduler", settings)
-}
-
-fn hook_yaml(module: &Path, hook: &str, settings: &str) -> String {
     format!(
-        "policies:\n- id: misbehave\n  hook: {hook}\n  module: {}\n  settings: {settings}\n",
+        "policies:\n- id: misbehave\n  hook: scheduler\n  module: {}\n  settings: {settings}\n",
         module.display()
     )
 }
@@ -153,6 +149,11 @@ async fn swapping_under_load_drops_no_request_and_refuses_broken_versions() {
             "the component exports none of Steward's worlds",
         ),
         (b"garbage".to_vec(), "not a WebAssembly file"),
+        (
+            std::fs::read(guest("misbehave_admission")).unwrap(),
+            "the component implements the admission world, but the policy is configured with \
+             hook scheduler",
+        ),
     ] {
         replace(&module, &bytes);
         let s = refused(addr, says).await;
@@ -179,21 +180,6 @@ async fn swapping_under_load_drops_no_request_and_refuses_broken_versions() {
     )
     .unwrap();
     let s = refused(addr, "settings rejected: misbehave: settings rejected").await;
-    assert_eq!(s["state"], "degraded");
-    assert_eq!(probe(addr).await.unwrap(), "rejects");
-
-    // The module for the wrong world: this scheduler component configured
-    // as an admission policy.
-    std::fs::write(
-        &config_file,
-        config_yaml(&hook_yaml(&module, "admission", "{behaviour: reject-all}")),
-    )
-    .unwrap();
-    let s = refused(
-        addr,
-        "the component implements the scheduler world, but the policy is configured with hook admission",
-    )
-    .await;
     assert_eq!(s["state"], "degraded");
     assert_eq!(probe(addr).await.unwrap(), "rejects");
 
