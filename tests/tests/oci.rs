@@ -190,8 +190,14 @@ async fn a_host_following_a_tag_serves_each_newly_pushed_version() {
     })
     .await;
     assert!(swapped.is_some(), "the newly pushed version never served");
-    let s = self::status(addr).await;
-    assert_eq!(s["resolved"], format!("oci://{second}").as_str());
+    // The status follows the swap a moment later.
+    let resolved = format!("oci://{second}");
+    let s = wait_for(Duration::from_secs(5), || async {
+        let s = self::status(addr).await;
+        (s["resolved"] == resolved.as_str()).then_some(s)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the status never showed {resolved}"));
     assert_eq!(s["state"], "serving");
     assert_eq!(s["generation"], 2);
 
