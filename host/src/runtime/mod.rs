@@ -6,6 +6,7 @@ mod admission;
 mod bindings;
 mod cache;
 mod command;
+mod evaluator;
 mod pd_access;
 mod reconcile;
 mod sandbox;

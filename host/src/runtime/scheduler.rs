@@ -1,25 +1,18 @@
 //! Evaluating a `scheduler`-world policy: one fresh instance per call.
 
-use std::sync::Arc;
-
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use wasmtime::component::Component;
 
 use super::Runtime;
 use super::bindings::scheduler::SchedulerPre;
 use super::bindings::{Candidates, FilterResult, NodeScore, Pod, SchedulerNeeds};
-use super::sandbox::{self, EvalError, Limits};
+use super::evaluator::Evaluator;
+use super::sandbox::{EvalError, GuestState, Limits};
 use crate::cluster::ClusterQuery;
 
 /// A loaded, validated scheduler policy, ready to evaluate.
 pub struct SchedulerPolicy {
-    /// Keeps the engine and its epoch ticker alive: without the ticker no
-    /// deadline would ever fire.
-    runtime: Runtime,
-    pre: SchedulerPre<sandbox::GuestState>,
-    id: Arc<str>,
-    settings: String,
-    limits: Limits,
+    eval: Evaluator<SchedulerPre<GuestState>>,
     needs: SchedulerNeeds,
 }
 
@@ -32,31 +25,15 @@ impl SchedulerPolicy {
         settings: String,
         limits: Limits,
     ) -> Result<SchedulerPolicy> {
-        let linker = sandbox::linker(runtime.engine()).map_err(anyhow::Error::from)?;
-        let pre = linker
-            .instantiate_pre(component)
-            .map_err(anyhow::Error::from)
-            .context("the component's imports cannot be satisfied")?;
-        let pre = SchedulerPre::new(pre)
-            .map_err(anyhow::Error::from)
-            .context("the component does not match the scheduler world")?;
-        let mut policy = SchedulerPolicy {
-            runtime: runtime.clone(),
-            pre,
-            id: id.into(),
-            settings,
-            limits,
-            needs: SchedulerNeeds {
-                node_labels: Vec::new(),
-            },
-        };
-        policy.needs = policy
-            .run(ClusterQuery::empty(), |store, p| {
-                p.call_validate_settings(store, &policy.settings)
+        let eval: Evaluator<SchedulerPre<GuestState>> =
+            Evaluator::new(runtime, id, component, settings, limits, None)?;
+        let needs = eval
+            .run(ClusterQuery::empty(), false, |store, p| {
+                p.call_validate_settings(store, &eval.settings)
             })
             .map_err(|e| anyhow!("validate-settings {e}"))?
             .map_err(|e| anyhow!("settings rejected: {e}"))?;
-        Ok(policy)
+        Ok(SchedulerPolicy { eval, needs })
     }
 
     pub fn needs(&self) -> &SchedulerNeeds {
@@ -71,8 +48,9 @@ impl SchedulerPolicy {
         nodes: &Candidates,
     ) -> Result<FilterResult, EvalError> {
         let result = self
-            .run(cluster, |store, p| {
-                p.call_filter(store, &self.settings, pod, nodes)
+            .eval
+            .run(cluster, false, |store, p| {
+                p.call_filter(store, &self.eval.settings, pod, nodes)
             })?
             .map_err(EvalError::Guest)?;
         for r in &result.rejections {
@@ -97,8 +75,9 @@ impl SchedulerPolicy {
         nodes: &Candidates,
     ) -> Result<Vec<NodeScore>, EvalError> {
         let scores = self
-            .run(cluster, |store, p| {
-                p.call_prioritize(store, &self.settings, pod, nodes)
+            .eval
+            .run(cluster, false, |store, p| {
+                p.call_prioritize(store, &self.eval.settings, pod, nodes)
             })?
             .map_err(EvalError::Guest)?;
         if let Some(bad) = scores
@@ -111,22 +90,5 @@ impl SchedulerPolicy {
             )));
         }
         Ok(scores)
-    }
-
-    fn run<T>(
-        &self,
-        cluster: ClusterQuery,
-        call: impl FnOnce(
-            &mut wasmtime::Store<sandbox::GuestState>,
-            &super::bindings::scheduler::Scheduler,
-        ) -> wasmtime::Result<T>,
-    ) -> Result<T, EvalError> {
-        let mut store =
-            sandbox::store(self.runtime.engine(), self.id.clone(), cluster, self.limits);
-        let result = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| call(&mut store, &instance));
-        result.map_err(|e| sandbox::classify(e, &store, self.limits))
     }
 }
