@@ -11,7 +11,7 @@ use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx};
 
-use super::Runtime;
+use super::{Runtime, pd_access};
 use super::sandbox::{self, EvalError, GuestState, Limits};
 use crate::cluster::ClusterQuery;
 
@@ -44,12 +44,14 @@ pub struct CommandRun {
 
 impl CommandComponent {
     /// Compiles `wasm` (not cached: test binaries change with every build)
-    /// and links it with WASI and Steward's imports.
+    /// and links it with WASI and Steward's imports; PD reads fail with an
+    /// error (unit tests use a fake PD).
     pub fn load(runtime: &Runtime, wasm: &[u8]) -> Result<CommandComponent> {
         let component = Component::from_binary(runtime.engine(), wasm)
             .map_err(anyhow::Error::from)
             .context("not a Wasm component: build the tests with --target wasm32-wasip2")?;
-        let linker = sandbox::linker(runtime.engine()).map_err(anyhow::Error::from)?;
+        let mut linker = sandbox::linker(runtime.engine()).map_err(anyhow::Error::from)?;
+        pd_access::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
