@@ -37,12 +37,15 @@ use k8s_openapi::api::core::v1 as k8s;
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::actions::{self, Executor};
+use crate::admission::{AdmissionHook, Endpoint, Reviewed};
 use crate::cluster::{ClusterCache, ClusterQuery, convert, load_objects, load_snapshot};
 use crate::config::{Config, Hook};
 use crate::extender::{Binder, CandidateNodes, Extender};
 use crate::metrics::Metrics;
 use crate::policy::{PolicySet, PolicyStore};
 use crate::runtime::{Pod, Runtime};
+use crate::testing::pd_state::{FixturePd, PdState};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -55,6 +58,9 @@ pub struct Suite {
     /// The cluster every case starts from.
     #[serde(default)]
     pub cluster: ClusterFixture,
+    /// What PD reports in every case that gives no `pd` (admission).
+    #[serde(default)]
+    pub pd: PdState,
     pub cases: Vec<Case>,
 }
 
@@ -115,19 +121,33 @@ pub struct Case {
     pub cluster: Option<ClusterFixture>,
     pub filter: Option<FilterCheck>,
     pub prioritize: Option<PrioritizeCheck>,
+    pub review: Option<ReviewCheck>,
     /// A regex the policy's rejection of the settings must match.
     pub settings_rejected: Option<String>,
+    /// Replaces the suite's PD state.
+    pub pd: Option<PdState>,
 }
 
 /// What one case checks. Scheduler policies answer `filter` and
-/// `prioritize`; every hook validates settings. Admission cases (`review`:
-/// the request, expected allowed/denied, a message pattern and the patch)
-/// belong here once the admission hook is served.
+/// `prioritize`, admission policies `review`; every hook validates
+/// settings.
 #[derive(Debug)]
 pub enum Check<'a> {
     Filter(&'a FilterCheck),
     Prioritize(&'a PrioritizeCheck),
+    Review(&'a ReviewCheck),
     SettingsRejected(&'a str),
+}
+
+impl Check<'_> {
+    /// The hook that answers this check; `None`: every hook.
+    fn hook(&self) -> Option<Hook> {
+        match self {
+            Check::Filter(_) | Check::Prioritize(_) => Some(Hook::Scheduler),
+            Check::Review(_) => Some(Hook::Admission),
+            Check::SettingsRejected(_) => None,
+        }
+    }
 }
 
 impl Case {
@@ -140,12 +160,15 @@ impl Case {
         if let Some(p) = &self.prioritize {
             checks.push(Check::Prioritize(p));
         }
+        if let Some(r) = &self.review {
+            checks.push(Check::Review(r));
+        }
         if let Some(r) = &self.settings_rejected {
             checks.push(Check::SettingsRejected(r));
         }
         if checks.len() != 1 {
             bail!(
-                "give exactly one of filter, prioritize or settingsRejected (found {})",
+                "give exactly one of filter, prioritize, review or settingsRejected (found {})",
                 checks.len()
             );
         }
@@ -192,6 +215,35 @@ pub struct PrioritizeCheck {
     pub scores: BTreeMap<String, i64>,
 }
 
+/// An AdmissionReview and the response expected for it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReviewCheck {
+    pub request: RequestFixture,
+    /// Replaces the review's `request.dryRun`.
+    pub dry_run: Option<bool>,
+    pub allowed: bool,
+    /// A regex on the response's status message (`<policy>: <message>`).
+    pub message: Option<String>,
+    /// One regex per warning, in order; the count must match too.
+    pub warnings: Option<Vec<String>>,
+    /// The JSON patch operations, exactly; `[]`: no patch.
+    pub patch: Option<Vec<serde_json::Value>>,
+    /// Names of the actions Steward would perform, in order (none on a dry
+    /// run), e.g. `pd-evict-leader-begin`.
+    pub actions: Option<Vec<String>>,
+}
+
+/// An `admission.k8s.io/v1` AdmissionReview.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RequestFixture {
+    /// A JSON file, relative to the suite.
+    Path(PathBuf),
+    /// The review itself.
+    Object(Box<serde_json::Value>),
+}
+
 /// The verdict of one case.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaseReport {
@@ -222,24 +274,30 @@ impl Suite {
 /// `module`.
 pub fn run(runtime: &Runtime, module: &Path, suite_path: &Path) -> Result<Vec<CaseReport>> {
     let suite = Suite::load(suite_path)?;
-    if suite.hook != Hook::Scheduler {
+    if suite.hook == Hook::Reconcile {
         bail!(
-            "{}: suites for {:?} policies are not supported yet; only the scheduler hook is served",
-            suite_path.display(),
-            suite.hook
+            "{}: suites for reconcile policies are not supported yet; only the scheduler and \
+             admission hooks are",
+            suite_path.display()
         );
     }
     let base = suite_path.parent().unwrap_or(Path::new("."));
+    let pd = match suite.hook {
+        Hook::Scheduler => None,
+        _ => Some(FixturePd::start()?),
+    };
     let mut policies = Policies {
         runtime,
         module: std::path::absolute(module)?,
+        hook: suite.hook,
+        pd_url: pd.as_ref().map(|pd| pd.url().to_string()),
         loaded: HashMap::new(),
     };
     Ok(suite
         .cases
         .iter()
         .map(|case| {
-            let differences = run_case(&suite, case, base, &mut policies)
+            let differences = run_case(&suite, case, base, &mut policies, pd.as_ref())
                 .unwrap_or_else(|e| vec![format!("{e:#}")]);
             CaseReport {
                 name: case.name.clone(),
@@ -253,6 +311,9 @@ pub fn run(runtime: &Runtime, module: &Path, suite_path: &Path) -> Result<Vec<Ca
 struct Policies<'a> {
     runtime: &'a Runtime,
     module: PathBuf,
+    hook: Hook,
+    /// The suite's PD, for policies of hooks that read PD.
+    pd_url: Option<String>,
     loaded: HashMap<String, Result<Arc<PolicyStore>, String>>,
 }
 
@@ -264,7 +325,15 @@ impl Policies<'_> {
         if let Some(loaded) = self.loaded.get(&key) {
             return loaded.clone();
         }
-        let config = Config::single_policy(PathBuf::new(), self.module.clone(), settings.clone());
+        let mut config =
+            Config::single_policy(PathBuf::new(), self.module.clone(), settings.clone());
+        let policy = &mut config.policies[0];
+        policy.hook = self.hook;
+        // Suites compare the patch, so mutating policies may return one.
+        policy.mutate = self.hook == Hook::Admission;
+        if let Some(url) = &self.pd_url {
+            policy.pd.url = url.clone();
+        }
         let loaded = PolicySet::load(self.runtime, &config)
             .map(|set| Arc::new(PolicyStore::new(set)))
             .map_err(|e| format!("{e:#}"));
@@ -278,8 +347,18 @@ fn run_case(
     case: &Case,
     base: &Path,
     policies: &mut Policies,
+    pd: Option<&FixturePd>,
 ) -> Result<Vec<String>> {
     let check = case.check()?;
+    if let Some(hook) = check.hook()
+        && hook != suite.hook
+    {
+        bail!(
+            "the suite's hook is {:?}, whose policies cannot answer this case's check (it is for \
+             {hook:?} policies)",
+            suite.hook
+        );
+    }
     let settings = case.settings.as_ref().unwrap_or(&suite.settings);
     let loaded = policies.with(settings);
     if let Check::SettingsRejected(pattern) = check {
@@ -296,6 +375,31 @@ fn run_case(
     }
     let store = loaded.map_err(|e| anyhow!("the policy does not load: {e}"))?;
     let cluster = suite.cluster.with(case.cluster.as_ref()).load(base)?;
+    if let Check::Review(r) = check {
+        let pd = pd.ok_or_else(|| anyhow!("the suite has no PD"))?;
+        pd.set(case.pd.clone().unwrap_or_else(|| suite.pd.clone()));
+        let hook = AdmissionHook {
+            policies: store.clone(),
+            cluster: cluster.clone(),
+            metrics: Arc::new(Metrics::default()),
+            executor: Executor::new(&Binder::Snapshot, cluster),
+        };
+        let body = review_body(r, base)?;
+        let policy_id = store
+            .current()
+            .admission
+            .first()
+            .map(|p| p.id.clone())
+            .ok_or_else(|| anyhow!("the policy loaded as no admission policy"))?;
+        let _runtime = pd.enter();
+        return Ok(match hook.review(Endpoint::Mutate, &policy_id, &body) {
+            Ok(reviewed) => compare_review(r, &reviewed)?,
+            Err(rejected) => vec![format!(
+                "the webhook refused the review with HTTP {}: {}",
+                rejected.status, rejected.message
+            )],
+        });
+    }
     let extender = Extender {
         policies: store,
         cluster: cluster.clone(),
@@ -323,7 +427,7 @@ fn run_case(
                 .collect();
             Ok(compare_scores(&p.scores, &scores))
         }
-        Check::SettingsRejected(_) => unreachable!("answered above"),
+        Check::Review(_) | Check::SettingsRejected(_) => unreachable!("answered above"),
     }
 }
 
@@ -406,6 +510,102 @@ pub fn compare_filter(
                 "node {node}: failed with \"{reason}\", which does not match `{pattern}`"
             )),
             Some(_) => {}
+        }
+    }
+    Ok(differences)
+}
+
+/// The review's body: the fixture, its `request.dryRun` replaced if the
+/// case says so.
+fn review_body(check: &ReviewCheck, base: &Path) -> Result<Vec<u8>> {
+    let mut review = match &check.request {
+        RequestFixture::Path(path) => {
+            let path = base.join(path);
+            let text = std::fs::read(&path)
+                .with_context(|| format!("cannot read review {}", path.display()))?;
+            serde_json::from_slice(&text)
+                .with_context(|| format!("review {} is not JSON", path.display()))?
+        }
+        RequestFixture::Object(review) => (**review).clone(),
+    };
+    if let Some(dry_run) = check.dry_run {
+        let request = review
+            .get_mut("request")
+            .and_then(|r| r.as_object_mut())
+            .ok_or_else(|| anyhow!("review.request: the AdmissionReview has no request object"))?;
+        request.insert("dryRun".into(), dry_run.into());
+    }
+    Ok(serde_json::to_vec(&review)?)
+}
+
+/// What differs between the expected and the actual admission response.
+pub fn compare_review(expected: &ReviewCheck, reviewed: &Reviewed) -> Result<Vec<String>> {
+    let response = &reviewed.response;
+    let message = response.status.as_ref().map(|s| s.message.as_str());
+    let mut differences = Vec::new();
+    if expected.allowed != response.allowed {
+        differences.push(match message {
+            Some(m) if !response.allowed => format!("expected allowed, got denied: \"{m}\""),
+            _ if response.allowed => "expected denied, got allowed".to_string(),
+            _ => "expected allowed, got denied without a message".to_string(),
+        });
+    }
+    if let Some(pattern) = &expected.message {
+        let pattern = regex(pattern)?;
+        match message {
+            None => differences.push(format!(
+                "message: expected one matching `{pattern}`, got none"
+            )),
+            Some(m) if !pattern.is_match(m) => {
+                differences.push(format!("message: \"{m}\" does not match `{pattern}`"))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(patterns) = &expected.warnings {
+        let matches = patterns.len() == response.warnings.len()
+            && patterns
+                .iter()
+                .zip(&response.warnings)
+                .map(|(p, w)| regex(p).map(|p| p.is_match(w)))
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .all(|m| m);
+        if !matches {
+            differences.push(format!(
+                "warnings: expected [{}], got {:?}",
+                patterns
+                    .iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                response.warnings
+            ));
+        }
+    }
+    if let Some(want) = &expected.patch {
+        let got: Vec<serde_json::Value> = match &response.patch {
+            None => Vec::new(),
+            Some(encoded) => {
+                use base64::Engine as _;
+                let json = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .context("the response's patch is not base64")?;
+                serde_json::from_slice(&json).context("the response's patch is not JSON")?
+            }
+        };
+        if &got != want {
+            differences.push(format!(
+                "patch: expected {}, got {}",
+                serde_json::to_string(want)?,
+                serde_json::to_string(&got)?
+            ));
+        }
+    }
+    if let Some(want) = &expected.actions {
+        let got: Vec<&str> = reviewed.pending().iter().map(actions::name).collect();
+        if got != *want {
+            differences.push(format!("actions: expected {want:?}, got {got:?}"));
         }
     }
     Ok(differences)
