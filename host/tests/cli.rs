@@ -316,11 +316,13 @@ fn a_wrong_expectation_fails_the_suite_with_a_clear_report() {
 }
 
 #[test]
-fn the_shipped_local_pv_and_admission_suites_pass() {
+fn the_shipped_local_pv_admission_and_reconcile_suites_pass() {
     for (stem, package, cases) in [
         ("local_pv", "local-pv", 11),
         ("tidb_guard", "tidb-guard", 19),
         ("local_storage_admission", "local-storage-admission", 11),
+        ("upgrade_gate", "upgrade-gate", 5),
+        ("failover", "failover", 6),
     ] {
         let path = root().join(format!("guest-policies/{package}/tests/suite.yaml"));
         let out = policy_suite(stem, &path);
@@ -383,6 +385,42 @@ fn a_wrong_review_expectation_fails_the_suite_with_a_clear_report() {
         "case wrong hook ... FAILED",
         "the suite's hook is Admission, whose policies cannot answer this case's check (it is \
          for Scheduler policies)",
+        "suite result: FAILED. 1 passed; 3 failed",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+}
+
+#[test]
+fn a_wrong_plan_expectation_fails_the_suite_with_a_clear_report() {
+    let dir = std::env::temp_dir().join(format!("steward-plan-suite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("wrong.yaml");
+    let yaml = format!(
+        "hook: reconcile\ncluster:\n  snapshot: {snapshot}\n\
+         pd:\n  stores: [{{id: 1, address: basic-tikv-0.basic-tikv-peer.tidb-cluster.svc:20160, state: Down}}]\n\
+         cases:\n\
+         - name: right\n  reconcile: {{statefulSet: tidb-cluster/basic-tikv, nowMs: 1700000000000, actions: [annotate, requeue-after]}}\n\
+         - name: wrong plan\n  reconcile:\n    statefulSet: tidb-cluster/basic-tikv\n    nowMs: 1700000000000\n    \
+           actions: [set-replicas]\n    described: ['set the replicas to 4']\n\
+         - name: wrong failure\n  reconcile: {{statefulSet: tidb-cluster/basic-tikv, nowMs: 1700000000000, error: unreachable}}\n\
+         - name: missing workload\n  reconcile: {{statefulSet: tidb-cluster/basic-tidb, nowMs: 0, actions: []}}\n",
+        snapshot = root().join("deploy/examples/basic-cluster.yaml").display(),
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let out = policy_suite("failover", &path);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "case right ... ok",
+        "case wrong plan ... FAILED",
+        "actions: expected [\"set-replicas\"], got [\"annotate\", \"requeue-after\"]",
+        "actions: expected descriptions matching [`set the replicas to 4`], got \
+         [\"annotate StatefulSet basic-tikv (steward.io/failover)\", \"requeue after 5000ms\"]",
+        "case wrong failure ... FAILED",
+        "expected the plan to fail matching `unreachable`, got actions",
+        "case missing workload ... FAILED",
+        "StatefulSet tidb-cluster/basic-tidb is not in the case's cluster",
         "suite result: FAILED. 1 passed; 3 failed",
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");

@@ -1,17 +1,29 @@
 //! `steward test <policy.wasm> <suite.yaml>`: declarative fixture suites.
 //!
-//! A suite is YAML: the policy's hook, default settings and cluster, and
-//! cases. Each case evaluates one request against the compiled component
-//! through the same path the server uses (policy loading, cluster cache,
-//! extender) and compares the verdict with the expectation:
+//! A suite is YAML: the policy's hook, default settings, cluster and PD
+//! state, and cases. Each case evaluates one request against the compiled
+//! component through the same path the server uses (policy loading,
+//! cluster cache, extender, admission hook, reconcile state) and compares
+//! the verdict with the expectation. Every case gives exactly one check:
+//! `filter`/`prioritize` (scheduler), `review` (admission), `reconcile`
+//! (reconcile) or `settingsRejected` (any hook). Admission and reconcile
+//! policies read PD through the host's real client from an in-memory PD on
+//! 127.0.0.1 that answers from `pd` ([`crate::testing::pd_state`]);
+//! actions are reported, never performed.
 //!
 //! ```yaml
-//! hook: scheduler                   # the hook the policy serves
+//! hook: scheduler                   # scheduler | admission | reconcile
 //! settings: {topologyKey: kubernetes.io/hostname}
 //! cluster:
 //!   snapshot: ../../../deploy/examples/basic-cluster.yaml  # relative to the suite
 //!   objects: []                     # more Kubernetes objects, inline
 //!   placements: {tidb-cluster/basic-pd-0: k8s-10-6-163-51}  # pod -> node
+//! pd:                               # what PD reports (admission, reconcile)
+//!   stores: [{id: 1, address: "basic-tikv-0.basic-tikv-peer.tidb-cluster.svc:20160",
+//!             state: Up, leaderCount: 10, regionCount: 20, lastHeartbeatMs: 0}]
+//!   members: [{name: basic-pd-0, healthy: true}]  # id: position from 1 unless given
+//!   leader: basic-pd-0
+//!   schedulers: [evict-leader-scheduler-1]
 //! cases:
 //!   - name: a third PD avoids the nodes holding one
 //!     cluster: {placements: {tidb-cluster/basic-pd-1: k8s-10-6-163-53}}  # adds to the suite's
@@ -22,10 +34,30 @@
 //!       fails: {k8s-10-6-163-51: "already has 1 pd pod"}  # node -> regex on the reason
 //!   - name: the policy expresses no preference
 //!     prioritize: {pod: tidb-cluster/basic-pd-2, scores: {k8s-10-6-163-51: 0}}
+//!   - name: a TiKV pod holding leaders stays          # hook: admission
+//!     pd: {stores: [...]}             # replaces the suite's
+//!     review:
+//!       request: ../../../tests/fixtures/admission/pod-delete-basic-tikv-1.json  # or inline
+//!       dryRun: true                  # replaces request.dryRun
+//!       allowed: false
+//!       message: "still holds 12 Raft leader"  # regex on the status message
+//!       warnings: []                  # one regex per warning, in order
+//!       patch: []                     # the JSON patch operations, exactly
+//!       actions: []                   # action names Steward would perform (none on a dry run)
+//!   - name: an idle StatefulSet is held            # hook: reconcile
+//!     reconcile:
+//!       statefulSet: apps/web         # a StatefulSet of the cluster
+//!       nowMs: 1700000000000          # the policy's clock
+//!       actions: [set-partition]      # the plan's action names, in order
+//!       described: ["set the partition to 2"]  # one regex per action's description
+//!       # error: "regex"              # instead: the policy fails to plan
 //!   - name: an empty topology key is refused
 //!     settings: {topologyKey: ""}
 //!     settingsRejected: "topologyKey"
 //! ```
+//!
+//! Admission policies are loaded with `mutate: true` and reviewed on the
+//! mutating endpoint, in enforce mode, so the patch is always compared.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -44,7 +76,8 @@ use crate::config::{Config, Hook};
 use crate::extender::{Binder, CandidateNodes, Extender};
 use crate::metrics::Metrics;
 use crate::policy::{PolicySet, PolicyStore};
-use crate::runtime::{Pod, Runtime};
+use crate::reconcile::state::observe;
+use crate::runtime::{Action, Pod, Runtime};
 use crate::testing::pd_state::{FixturePd, PdState};
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +155,7 @@ pub struct Case {
     pub filter: Option<FilterCheck>,
     pub prioritize: Option<PrioritizeCheck>,
     pub review: Option<ReviewCheck>,
+    pub reconcile: Option<ReconcileCheck>,
     /// A regex the policy's rejection of the settings must match.
     pub settings_rejected: Option<String>,
     /// Replaces the suite's PD state.
@@ -136,6 +170,7 @@ pub enum Check<'a> {
     Filter(&'a FilterCheck),
     Prioritize(&'a PrioritizeCheck),
     Review(&'a ReviewCheck),
+    Reconcile(&'a ReconcileCheck),
     SettingsRejected(&'a str),
 }
 
@@ -145,6 +180,7 @@ impl Check<'_> {
         match self {
             Check::Filter(_) | Check::Prioritize(_) => Some(Hook::Scheduler),
             Check::Review(_) => Some(Hook::Admission),
+            Check::Reconcile(_) => Some(Hook::Reconcile),
             Check::SettingsRejected(_) => None,
         }
     }
@@ -163,12 +199,16 @@ impl Case {
         if let Some(r) = &self.review {
             checks.push(Check::Review(r));
         }
+        if let Some(r) = &self.reconcile {
+            checks.push(Check::Reconcile(r));
+        }
         if let Some(r) = &self.settings_rejected {
             checks.push(Check::SettingsRejected(r));
         }
         if checks.len() != 1 {
             bail!(
-                "give exactly one of filter, prioritize, review or settingsRejected (found {})",
+                "give exactly one of filter, prioritize, review, reconcile or settingsRejected \
+                 (found {})",
                 checks.len()
             );
         }
@@ -234,6 +274,23 @@ pub struct ReviewCheck {
     pub actions: Option<Vec<String>>,
 }
 
+/// A StatefulSet of the cluster at a moment, and the plan expected for it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReconcileCheck {
+    /// `namespace/name` of a StatefulSet in the case's cluster.
+    pub stateful_set: String,
+    /// The policy's `now`, Unix milliseconds.
+    pub now_ms: i64,
+    /// Names of the plan's actions, in order, e.g. `set-partition`.
+    pub actions: Option<Vec<String>>,
+    /// One regex per action on its description (`set the partition to 1`).
+    pub described: Option<Vec<String>>,
+    /// A regex the policy's failure to plan must match; the plan is then
+    /// not compared.
+    pub error: Option<String>,
+}
+
 /// An `admission.k8s.io/v1` AdmissionReview.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -274,13 +331,6 @@ impl Suite {
 /// `module`.
 pub fn run(runtime: &Runtime, module: &Path, suite_path: &Path) -> Result<Vec<CaseReport>> {
     let suite = Suite::load(suite_path)?;
-    if suite.hook == Hook::Reconcile {
-        bail!(
-            "{}: suites for reconcile policies are not supported yet; only the scheduler and \
-             admission hooks are",
-            suite_path.display()
-        );
-    }
     let base = suite_path.parent().unwrap_or(Path::new("."));
     let pd = match suite.hook {
         Hook::Scheduler => None,
@@ -375,9 +425,34 @@ fn run_case(
     }
     let store = loaded.map_err(|e| anyhow!("the policy does not load: {e}"))?;
     let cluster = suite.cluster.with(case.cluster.as_ref()).load(base)?;
-    if let Check::Review(r) = check {
+    if let Check::Review(_) | Check::Reconcile(_) = check {
         let pd = pd.ok_or_else(|| anyhow!("the suite has no PD"))?;
         pd.set(case.pd.clone().unwrap_or_else(|| suite.pd.clone()));
+    }
+    if let Check::Reconcile(r) = check {
+        let policy = store
+            .current()
+            .reconcile
+            .first()
+            .cloned()
+            .ok_or_else(|| anyhow!("the policy loaded as no reconcile policy"))?;
+        let (namespace, name) = namespaced(&r.stateful_set)?;
+        let query = ClusterQuery::new(cluster);
+        let workload = query
+            .get_workload("StatefulSet", namespace, name)
+            .ok_or_else(|| {
+                anyhow!(
+                    "StatefulSet {} is not in the case's cluster",
+                    r.stateful_set
+                )
+            })?;
+        let state = observe(&query, workload, r.now_ms);
+        let _runtime = pd.map(FixturePd::enter);
+        let plan = policy.policy.reconcile(query, &state);
+        return compare_plan(r, plan.map(|p| p.actions).map_err(|e| e.to_string()));
+    }
+    if let Check::Review(r) = check {
+        let pd = pd.ok_or_else(|| anyhow!("the suite has no PD"))?;
         let hook = AdmissionHook {
             policies: store.clone(),
             cluster: cluster.clone(),
@@ -427,7 +502,9 @@ fn run_case(
                 .collect();
             Ok(compare_scores(&p.scores, &scores))
         }
-        Check::Review(_) | Check::SettingsRejected(_) => unreachable!("answered above"),
+        Check::Review(_) | Check::Reconcile(_) | Check::SettingsRejected(_) => {
+            unreachable!("answered above")
+        }
     }
 }
 
@@ -562,26 +639,14 @@ pub fn compare_review(expected: &ReviewCheck, reviewed: &Reviewed) -> Result<Vec
             Some(_) => {}
         }
     }
-    if let Some(patterns) = &expected.warnings {
-        let matches = patterns.len() == response.warnings.len()
-            && patterns
-                .iter()
-                .zip(&response.warnings)
-                .map(|(p, w)| regex(p).map(|p| p.is_match(w)))
-                .collect::<Result<Vec<_>>>()?
-                .into_iter()
-                .all(|m| m);
-        if !matches {
-            differences.push(format!(
-                "warnings: expected [{}], got {:?}",
-                patterns
-                    .iter()
-                    .map(|p| format!("`{p}`"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                response.warnings
-            ));
-        }
+    if let Some(patterns) = &expected.warnings
+        && !match_in_order(patterns, &response.warnings)?
+    {
+        differences.push(format!(
+            "warnings: expected [{}], got {:?}",
+            quoted(patterns),
+            response.warnings
+        ));
     }
     if let Some(want) = &expected.patch {
         let got: Vec<serde_json::Value> = match &response.patch {
@@ -609,6 +674,72 @@ pub fn compare_review(expected: &ReviewCheck, reviewed: &Reviewed) -> Result<Vec
         }
     }
     Ok(differences)
+}
+
+/// What differs between the expected and the actual plan (or failure).
+pub fn compare_plan(
+    expected: &ReconcileCheck,
+    plan: std::result::Result<Vec<Action>, String>,
+) -> Result<Vec<String>> {
+    let actions = match (plan, &expected.error) {
+        (Err(e), Some(pattern)) => {
+            let pattern = regex(pattern)?;
+            return Ok(if pattern.is_match(&e) {
+                Vec::new()
+            } else {
+                vec![format!(
+                    "the plan failed with \"{e}\", which does not match `{pattern}`"
+                )]
+            });
+        }
+        (Err(e), None) => return Ok(vec![format!("the policy could not plan: {e}")]),
+        (Ok(actions), Some(pattern)) => {
+            let got: Vec<String> = actions.iter().map(actions::describe).collect();
+            return Ok(vec![format!(
+                "expected the plan to fail matching `{pattern}`, got actions {got:?}"
+            )]);
+        }
+        (Ok(actions), None) => actions,
+    };
+    let mut differences = Vec::new();
+    if let Some(want) = &expected.actions {
+        let got: Vec<&str> = actions.iter().map(actions::name).collect();
+        if got != *want {
+            differences.push(format!("actions: expected {want:?}, got {got:?}"));
+        }
+    }
+    let described: Vec<String> = actions.iter().map(actions::describe).collect();
+    if let Some(patterns) = &expected.described
+        && !match_in_order(patterns, &described)?
+    {
+        differences.push(format!(
+            "actions: expected descriptions matching [{}], got {described:?}",
+            quoted(patterns)
+        ));
+    }
+    Ok(differences)
+}
+
+/// Whether there are as many texts as patterns and each matches its own.
+fn match_in_order(patterns: &[String], texts: &[String]) -> Result<bool> {
+    if patterns.len() != texts.len() {
+        return Ok(false);
+    }
+    for (pattern, text) in patterns.iter().zip(texts) {
+        if !regex(pattern)?.is_match(text) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Patterns as a report lists them.
+fn quoted(patterns: &[String]) -> String {
+    patterns
+        .iter()
+        .map(|p| format!("`{p}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What differs between the expected and the actual scores.
