@@ -357,6 +357,11 @@ pub fn run(runtime: &Runtime, module: &Path, suite_path: &Path) -> Result<Vec<Ca
         .collect())
 }
 
+/// A suite checks verdicts, not latency: a deadline far above the
+/// server's default keeps a loaded machine from turning a verdict into a
+/// timeout.
+const SUITE_DEADLINE_MS: u64 = 10_000;
+
 /// The policy loaded once per distinct settings.
 struct Policies<'a> {
     runtime: &'a Runtime,
@@ -379,6 +384,7 @@ impl Policies<'_> {
             Config::single_policy(PathBuf::new(), self.module.clone(), settings.clone());
         let policy = &mut config.policies[0];
         policy.hook = self.hook;
+        policy.deadline_ms = SUITE_DEADLINE_MS;
         // Suites compare the patch, so mutating policies may return one.
         policy.mutate = self.hook == Hook::Admission;
         if let Some(url) = &self.pd_url {
