@@ -259,9 +259,14 @@ fn test_runner_refuses_what_is_not_a_test_binary() {
 
 /// `steward test` of pd-quorum's built component with a suite.
 fn suite(path: &std::path::Path) -> Output {
+    policy_suite("pd_quorum", path)
+}
+
+/// `steward test` of a built policy (`stem`.wasm) with a suite.
+fn policy_suite(stem: &str, path: &std::path::Path) -> Output {
     steward(&[
         "test",
-        xtask::guest_wasm("pd_quorum").unwrap().to_str().unwrap(),
+        xtask::guest_wasm(stem).unwrap().to_str().unwrap(),
         path.to_str().unwrap(),
     ])
 }
@@ -305,6 +310,118 @@ fn a_wrong_expectation_fails_the_suite_with_a_clear_report() {
         "- k8s-10-6-163-51 failed: pd-quorum: kubernetes.io/hostname=k8s-10-6-163-51 already has 1 pd pod(s)",
         "node k8s-10-6-163-52: expected to fail matching `quorum`, but it passed",
         "suite result: FAILED. 1 passed; 1 failed",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+}
+
+#[test]
+fn the_shipped_local_pv_admission_and_reconcile_suites_pass() {
+    for (stem, package, cases) in [
+        ("local_pv", "local-pv", 11),
+        ("tidb_guard", "tidb-guard", 19),
+        ("local_storage_admission", "local-storage-admission", 11),
+        ("upgrade_gate", "upgrade-gate", 5),
+        ("failover", "failover", 6),
+    ] {
+        let path = root().join(format!("guest-policies/{package}/tests/suite.yaml"));
+        let out = policy_suite(stem, &path);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(&format!("suite result: ok. {cases} passed; 0 failed")),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_wrong_review_expectation_fails_the_suite_with_a_clear_report() {
+    let dir = std::env::temp_dir().join(format!("steward-review-suite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("wrong.yaml");
+    let fixture = |name: &str| {
+        root()
+            .join("tests/fixtures/admission")
+            .join(name)
+            .display()
+            .to_string()
+    };
+    let yaml = format!(
+        "hook: admission\ncluster:\n  snapshot: {snapshot}\n\
+         pd:\n  stores: [{{id: 2, address: basic-tikv-1.basic-tikv-peer.tidb-cluster.svc:20160, leaderCount: 5}}]\n  \
+           members: [{{name: basic-pd-0}}, {{name: basic-pd-1}}]\n  leader: basic-pd-0\n\
+         cases:\n\
+         - name: right\n  review:\n    request: {delete}\n    allowed: false\n    \
+           message: 'store 2 still holds 5 Raft leader'\n    actions: [pd-evict-leader-begin, annotate, emit-event]\n\
+         - name: wrong verdict\n  review:\n    request: {delete}\n    dryRun: true\n    allowed: true\n    \
+           warnings: [evicting]\n    patch: [{{op: add, path: /metadata/labels, value: {{}}}}]\n    actions: [pd-evict-leader-begin]\n\
+         - name: wrong leader\n  pd: {{members: [{{name: basic-pd-0}}, {{name: basic-pd-1}}], leader: basic-pd-1}}\n  review:\n    \
+           request: {pd_delete}\n    allowed: false\n    message: 'is the PD leader'\n\
+         - name: wrong hook\n  filter: {{pod: tidb-cluster/basic-pd-0, passes: []}}\n",
+        snapshot = root().join("deploy/examples/basic-cluster.yaml").display(),
+        delete = fixture("pod-delete-basic-tikv-1.json"),
+        pd_delete = fixture("pod-delete-basic-pd-0.json"),
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let out = policy_suite("tidb_guard", &path);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "case right ... ok",
+        "case wrong verdict ... FAILED",
+        "expected allowed, got denied: \"tidb-guard: TiKV pod tidb-cluster/basic-tikv-1: store 2 \
+         still holds 5 Raft leader(s); Steward would begin evicting them through PD.",
+        "warnings: expected [`evicting`], got []",
+        "patch: expected [{\"op\":\"add\",\"path\":\"/metadata/labels\",\"value\":{}}], got []",
+        "actions: expected [\"pd-evict-leader-begin\"], got []",
+        "case wrong leader ... FAILED",
+        "expected denied, got allowed",
+        "message: expected one matching `is the PD leader`, got none",
+        "case wrong hook ... FAILED",
+        "the suite's hook is Admission, whose policies cannot answer this case's check (it is \
+         for Scheduler policies)",
+        "suite result: FAILED. 1 passed; 3 failed",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+}
+
+#[test]
+fn a_wrong_plan_expectation_fails_the_suite_with_a_clear_report() {
+    let dir = std::env::temp_dir().join(format!("steward-plan-suite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("wrong.yaml");
+    let yaml = format!(
+        "hook: reconcile\ncluster:\n  snapshot: {snapshot}\n\
+         pd:\n  stores: [{{id: 1, address: basic-tikv-0.basic-tikv-peer.tidb-cluster.svc:20160, state: Down}}]\n\
+         cases:\n\
+         - name: right\n  reconcile: {{statefulSet: tidb-cluster/basic-tikv, nowMs: 1700000000000, actions: [annotate, requeue-after]}}\n\
+         - name: wrong plan\n  reconcile:\n    statefulSet: tidb-cluster/basic-tikv\n    nowMs: 1700000000000\n    \
+           actions: [set-replicas]\n    described: ['set the replicas to 4']\n\
+         - name: wrong failure\n  reconcile: {{statefulSet: tidb-cluster/basic-tikv, nowMs: 1700000000000, error: unreachable}}\n\
+         - name: missing workload\n  reconcile: {{statefulSet: tidb-cluster/basic-tidb, nowMs: 0, actions: []}}\n",
+        snapshot = root().join("deploy/examples/basic-cluster.yaml").display(),
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let out = policy_suite("failover", &path);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "case right ... ok",
+        "case wrong plan ... FAILED",
+        "actions: expected [\"set-replicas\"], got [\"annotate\", \"requeue-after\"]",
+        "actions: expected descriptions matching [`set the replicas to 4`], got \
+         [\"annotate StatefulSet basic-tikv (steward.io/failover)\", \"requeue after 5000ms\"]",
+        "case wrong failure ... FAILED",
+        "expected the plan to fail matching `unreachable`, got actions",
+        "case missing workload ... FAILED",
+        "StatefulSet tidb-cluster/basic-tidb is not in the case's cluster",
+        "suite result: FAILED. 1 passed; 3 failed",
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }

@@ -3,5 +3,6 @@
 //! declarative fixture suites (`steward test`).
 
 pub mod libtest;
+pub mod pd_state;
 mod should_panic;
 pub mod suite;

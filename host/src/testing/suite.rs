@@ -1,17 +1,29 @@
 //! `steward test <policy.wasm> <suite.yaml>`: declarative fixture suites.
 //!
-//! A suite is YAML: the policy's hook, default settings and cluster, and
-//! cases. Each case evaluates one request against the compiled component
-//! through the same path the server uses (policy loading, cluster cache,
-//! extender) and compares the verdict with the expectation:
+//! A suite is YAML: the policy's hook, default settings, cluster and PD
+//! state, and cases. Each case evaluates one request against the compiled
+//! component through the same path the server uses (policy loading,
+//! cluster cache, extender, admission hook, reconcile state) and compares
+//! the verdict with the expectation. Every case gives exactly one check:
+//! `filter`/`prioritize` (scheduler), `review` (admission), `reconcile`
+//! (reconcile) or `settingsRejected` (any hook). Admission and reconcile
+//! policies read PD through the host's real client from an in-memory PD on
+//! 127.0.0.1 that answers from `pd` ([`crate::testing::pd_state`]);
+//! actions are reported, never performed.
 //!
 //! ```yaml
-//! hook: scheduler                   # the hook the policy serves
+//! hook: scheduler                   # scheduler | admission | reconcile
 //! settings: {topologyKey: kubernetes.io/hostname}
 //! cluster:
 //!   snapshot: ../../../deploy/examples/basic-cluster.yaml  # relative to the suite
 //!   objects: []                     # more Kubernetes objects, inline
 //!   placements: {tidb-cluster/basic-pd-0: k8s-10-6-163-51}  # pod -> node
+//! pd:                               # what PD reports (admission, reconcile)
+//!   stores: [{id: 1, address: "basic-tikv-0.basic-tikv-peer.tidb-cluster.svc:20160",
+//!             state: Up, leaderCount: 10, regionCount: 20, lastHeartbeatMs: 0}]
+//!   members: [{name: basic-pd-0, healthy: true}]  # id: position from 1 unless given
+//!   leader: basic-pd-0
+//!   schedulers: [evict-leader-scheduler-1]
 //! cases:
 //!   - name: a third PD avoids the nodes holding one
 //!     cluster: {placements: {tidb-cluster/basic-pd-1: k8s-10-6-163-53}}  # adds to the suite's
@@ -22,10 +34,30 @@
 //!       fails: {k8s-10-6-163-51: "already has 1 pd pod"}  # node -> regex on the reason
 //!   - name: the policy expresses no preference
 //!     prioritize: {pod: tidb-cluster/basic-pd-2, scores: {k8s-10-6-163-51: 0}}
+//!   - name: a TiKV pod holding leaders stays          # hook: admission
+//!     pd: {stores: [...]}             # replaces the suite's
+//!     review:
+//!       request: ../../../tests/fixtures/admission/pod-delete-basic-tikv-1.json  # or inline
+//!       dryRun: true                  # replaces request.dryRun
+//!       allowed: false
+//!       message: "still holds 12 Raft leader"  # regex on the status message
+//!       warnings: []                  # one regex per warning, in order
+//!       patch: []                     # the JSON patch operations, exactly
+//!       actions: []                   # action names Steward would perform (none on a dry run)
+//!   - name: an idle StatefulSet is held            # hook: reconcile
+//!     reconcile:
+//!       statefulSet: apps/web         # a StatefulSet of the cluster
+//!       nowMs: 1700000000000          # the policy's clock
+//!       actions: [set-partition]      # the plan's action names, in order
+//!       described: ["set the partition to 2"]  # one regex per action's description
+//!       # error: "regex"              # instead: the policy fails to plan
 //!   - name: an empty topology key is refused
 //!     settings: {topologyKey: ""}
 //!     settingsRejected: "topologyKey"
 //! ```
+//!
+//! Admission policies are loaded with `mutate: true` and reviewed on the
+//! mutating endpoint, in enforce mode, so the patch is always compared.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -37,12 +69,16 @@ use k8s_openapi::api::core::v1 as k8s;
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::actions::{self, Executor};
+use crate::admission::{AdmissionHook, Endpoint, Reviewed};
 use crate::cluster::{ClusterCache, ClusterQuery, convert, load_objects, load_snapshot};
 use crate::config::{Config, Hook};
 use crate::extender::{Binder, CandidateNodes, Extender};
 use crate::metrics::Metrics;
 use crate::policy::{PolicySet, PolicyStore};
-use crate::runtime::{Pod, Runtime};
+use crate::reconcile::state::observe;
+use crate::runtime::{Action, Pod, Runtime};
+use crate::testing::pd_state::{FixturePd, PdState};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -55,6 +91,9 @@ pub struct Suite {
     /// The cluster every case starts from.
     #[serde(default)]
     pub cluster: ClusterFixture,
+    /// What PD reports in every case that gives no `pd` (admission).
+    #[serde(default)]
+    pub pd: PdState,
     pub cases: Vec<Case>,
 }
 
@@ -115,19 +154,36 @@ pub struct Case {
     pub cluster: Option<ClusterFixture>,
     pub filter: Option<FilterCheck>,
     pub prioritize: Option<PrioritizeCheck>,
+    pub review: Option<ReviewCheck>,
+    pub reconcile: Option<ReconcileCheck>,
     /// A regex the policy's rejection of the settings must match.
     pub settings_rejected: Option<String>,
+    /// Replaces the suite's PD state.
+    pub pd: Option<PdState>,
 }
 
 /// What one case checks. Scheduler policies answer `filter` and
-/// `prioritize`; every hook validates settings. Admission cases (`review`:
-/// the request, expected allowed/denied, a message pattern and the patch)
-/// belong here once the admission hook is served.
+/// `prioritize`, admission policies `review`; every hook validates
+/// settings.
 #[derive(Debug)]
 pub enum Check<'a> {
     Filter(&'a FilterCheck),
     Prioritize(&'a PrioritizeCheck),
+    Review(&'a ReviewCheck),
+    Reconcile(&'a ReconcileCheck),
     SettingsRejected(&'a str),
+}
+
+impl Check<'_> {
+    /// The hook that answers this check; `None`: every hook.
+    fn hook(&self) -> Option<Hook> {
+        match self {
+            Check::Filter(_) | Check::Prioritize(_) => Some(Hook::Scheduler),
+            Check::Review(_) => Some(Hook::Admission),
+            Check::Reconcile(_) => Some(Hook::Reconcile),
+            Check::SettingsRejected(_) => None,
+        }
+    }
 }
 
 impl Case {
@@ -140,12 +196,19 @@ impl Case {
         if let Some(p) = &self.prioritize {
             checks.push(Check::Prioritize(p));
         }
+        if let Some(r) = &self.review {
+            checks.push(Check::Review(r));
+        }
+        if let Some(r) = &self.reconcile {
+            checks.push(Check::Reconcile(r));
+        }
         if let Some(r) = &self.settings_rejected {
             checks.push(Check::SettingsRejected(r));
         }
         if checks.len() != 1 {
             bail!(
-                "give exactly one of filter, prioritize or settingsRejected (found {})",
+                "give exactly one of filter, prioritize, review, reconcile or settingsRejected \
+                 (found {})",
                 checks.len()
             );
         }
@@ -192,6 +255,52 @@ pub struct PrioritizeCheck {
     pub scores: BTreeMap<String, i64>,
 }
 
+/// An AdmissionReview and the response expected for it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReviewCheck {
+    pub request: RequestFixture,
+    /// Replaces the review's `request.dryRun`.
+    pub dry_run: Option<bool>,
+    pub allowed: bool,
+    /// A regex on the response's status message (`<policy>: <message>`).
+    pub message: Option<String>,
+    /// One regex per warning, in order; the count must match too.
+    pub warnings: Option<Vec<String>>,
+    /// The JSON patch operations, exactly; `[]`: no patch.
+    pub patch: Option<Vec<serde_json::Value>>,
+    /// Names of the actions Steward would perform, in order (none on a dry
+    /// run), e.g. `pd-evict-leader-begin`.
+    pub actions: Option<Vec<String>>,
+}
+
+/// A StatefulSet of the cluster at a moment, and the plan expected for it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReconcileCheck {
+    /// `namespace/name` of a StatefulSet in the case's cluster.
+    pub stateful_set: String,
+    /// The policy's `now`, Unix milliseconds.
+    pub now_ms: i64,
+    /// Names of the plan's actions, in order, e.g. `set-partition`.
+    pub actions: Option<Vec<String>>,
+    /// One regex per action on its description (`set the partition to 1`).
+    pub described: Option<Vec<String>>,
+    /// A regex the policy's failure to plan must match; the plan is then
+    /// not compared.
+    pub error: Option<String>,
+}
+
+/// An `admission.k8s.io/v1` AdmissionReview.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RequestFixture {
+    /// A JSON file, relative to the suite.
+    Path(PathBuf),
+    /// The review itself.
+    Object(Box<serde_json::Value>),
+}
+
 /// The verdict of one case.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaseReport {
@@ -222,24 +331,23 @@ impl Suite {
 /// `module`.
 pub fn run(runtime: &Runtime, module: &Path, suite_path: &Path) -> Result<Vec<CaseReport>> {
     let suite = Suite::load(suite_path)?;
-    if suite.hook != Hook::Scheduler {
-        bail!(
-            "{}: suites for {:?} policies are not supported yet; only the scheduler hook is served",
-            suite_path.display(),
-            suite.hook
-        );
-    }
     let base = suite_path.parent().unwrap_or(Path::new("."));
+    let pd = match suite.hook {
+        Hook::Scheduler => None,
+        _ => Some(FixturePd::start()?),
+    };
     let mut policies = Policies {
         runtime,
         module: std::path::absolute(module)?,
+        hook: suite.hook,
+        pd_url: pd.as_ref().map(|pd| pd.url().to_string()),
         loaded: HashMap::new(),
     };
     Ok(suite
         .cases
         .iter()
         .map(|case| {
-            let differences = run_case(&suite, case, base, &mut policies)
+            let differences = run_case(&suite, case, base, &mut policies, pd.as_ref())
                 .unwrap_or_else(|e| vec![format!("{e:#}")]);
             CaseReport {
                 name: case.name.clone(),
@@ -249,10 +357,18 @@ pub fn run(runtime: &Runtime, module: &Path, suite_path: &Path) -> Result<Vec<Ca
         .collect())
 }
 
+/// A suite checks verdicts, not latency: a deadline far above the
+/// server's default keeps a loaded machine from turning a verdict into a
+/// timeout.
+const SUITE_DEADLINE_MS: u64 = 10_000;
+
 /// The policy loaded once per distinct settings.
 struct Policies<'a> {
     runtime: &'a Runtime,
     module: PathBuf,
+    hook: Hook,
+    /// The suite's PD, for policies of hooks that read PD.
+    pd_url: Option<String>,
     loaded: HashMap<String, Result<Arc<PolicyStore>, String>>,
 }
 
@@ -264,7 +380,16 @@ impl Policies<'_> {
         if let Some(loaded) = self.loaded.get(&key) {
             return loaded.clone();
         }
-        let config = Config::single_policy(PathBuf::new(), self.module.clone(), settings.clone());
+        let mut config =
+            Config::single_policy(PathBuf::new(), self.module.clone(), settings.clone());
+        let policy = &mut config.policies[0];
+        policy.hook = self.hook;
+        policy.deadline_ms = SUITE_DEADLINE_MS;
+        // Suites compare the patch, so mutating policies may return one.
+        policy.mutate = self.hook == Hook::Admission;
+        if let Some(url) = &self.pd_url {
+            policy.pd.url = url.clone();
+        }
         let loaded = PolicySet::load(self.runtime, &config)
             .map(|set| Arc::new(PolicyStore::new(set)))
             .map_err(|e| format!("{e:#}"));
@@ -278,8 +403,18 @@ fn run_case(
     case: &Case,
     base: &Path,
     policies: &mut Policies,
+    pd: Option<&FixturePd>,
 ) -> Result<Vec<String>> {
     let check = case.check()?;
+    if let Some(hook) = check.hook()
+        && hook != suite.hook
+    {
+        bail!(
+            "the suite's hook is {:?}, whose policies cannot answer this case's check (it is for \
+             {hook:?} policies)",
+            suite.hook
+        );
+    }
     let settings = case.settings.as_ref().unwrap_or(&suite.settings);
     let loaded = policies.with(settings);
     if let Check::SettingsRejected(pattern) = check {
@@ -296,6 +431,56 @@ fn run_case(
     }
     let store = loaded.map_err(|e| anyhow!("the policy does not load: {e}"))?;
     let cluster = suite.cluster.with(case.cluster.as_ref()).load(base)?;
+    if let Check::Review(_) | Check::Reconcile(_) = check {
+        let pd = pd.ok_or_else(|| anyhow!("the suite has no PD"))?;
+        pd.set(case.pd.clone().unwrap_or_else(|| suite.pd.clone()));
+    }
+    if let Check::Reconcile(r) = check {
+        let policy = store
+            .current()
+            .reconcile
+            .first()
+            .cloned()
+            .ok_or_else(|| anyhow!("the policy loaded as no reconcile policy"))?;
+        let (namespace, name) = namespaced(&r.stateful_set)?;
+        let query = ClusterQuery::new(cluster);
+        let workload = query
+            .get_workload("StatefulSet", namespace, name)
+            .ok_or_else(|| {
+                anyhow!(
+                    "StatefulSet {} is not in the case's cluster",
+                    r.stateful_set
+                )
+            })?;
+        let state = observe(&query, workload, r.now_ms);
+        let _runtime = pd.map(FixturePd::enter);
+        let plan = policy.policy.reconcile(query, &state);
+        return compare_plan(r, plan.map(|p| p.actions).map_err(|e| e.to_string()));
+    }
+    if let Check::Review(r) = check {
+        let pd = pd.ok_or_else(|| anyhow!("the suite has no PD"))?;
+        let hook = AdmissionHook {
+            policies: store.clone(),
+            cluster: cluster.clone(),
+            metrics: Arc::new(Metrics::default()),
+            executor: Executor::new(&Binder::Snapshot, cluster),
+        };
+        let body = review_body(r, base)?;
+        let policy_id = store
+            .current()
+            .admission
+            .first()
+            .map(|p| p.id.clone())
+            .ok_or_else(|| anyhow!("the policy loaded as no admission policy"))?;
+        let _runtime = pd.enter();
+        return Ok(match hook.review(Endpoint::Mutate, &policy_id, &body) {
+            Ok(reviewed) => compare_review(r, &reviewed)?,
+            Err(rejected) => vec![format!(
+                "the webhook refused the review with HTTP {}: {}",
+                rejected.status, rejected.message
+            )],
+        });
+    }
     let extender = Extender {
         policies: store,
         cluster: cluster.clone(),
@@ -323,7 +508,9 @@ fn run_case(
                 .collect();
             Ok(compare_scores(&p.scores, &scores))
         }
-        Check::SettingsRejected(_) => unreachable!("answered above"),
+        Check::Review(_) | Check::Reconcile(_) | Check::SettingsRejected(_) => {
+            unreachable!("answered above")
+        }
     }
 }
 
@@ -409,6 +596,156 @@ pub fn compare_filter(
         }
     }
     Ok(differences)
+}
+
+/// The review's body: the fixture, its `request.dryRun` replaced if the
+/// case says so.
+fn review_body(check: &ReviewCheck, base: &Path) -> Result<Vec<u8>> {
+    let mut review = match &check.request {
+        RequestFixture::Path(path) => {
+            let path = base.join(path);
+            let text = std::fs::read(&path)
+                .with_context(|| format!("cannot read review {}", path.display()))?;
+            serde_json::from_slice(&text)
+                .with_context(|| format!("review {} is not JSON", path.display()))?
+        }
+        RequestFixture::Object(review) => (**review).clone(),
+    };
+    if let Some(dry_run) = check.dry_run {
+        let request = review
+            .get_mut("request")
+            .and_then(|r| r.as_object_mut())
+            .ok_or_else(|| anyhow!("review.request: the AdmissionReview has no request object"))?;
+        request.insert("dryRun".into(), dry_run.into());
+    }
+    Ok(serde_json::to_vec(&review)?)
+}
+
+/// What differs between the expected and the actual admission response.
+pub fn compare_review(expected: &ReviewCheck, reviewed: &Reviewed) -> Result<Vec<String>> {
+    let response = &reviewed.response;
+    let message = response.status.as_ref().map(|s| s.message.as_str());
+    let mut differences = Vec::new();
+    if expected.allowed != response.allowed {
+        differences.push(match message {
+            Some(m) if !response.allowed => format!("expected allowed, got denied: \"{m}\""),
+            _ if response.allowed => "expected denied, got allowed".to_string(),
+            _ => "expected allowed, got denied without a message".to_string(),
+        });
+    }
+    if let Some(pattern) = &expected.message {
+        let pattern = regex(pattern)?;
+        match message {
+            None => differences.push(format!(
+                "message: expected one matching `{pattern}`, got none"
+            )),
+            Some(m) if !pattern.is_match(m) => {
+                differences.push(format!("message: \"{m}\" does not match `{pattern}`"))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(patterns) = &expected.warnings
+        && !match_in_order(patterns, &response.warnings)?
+    {
+        differences.push(format!(
+            "warnings: expected [{}], got {:?}",
+            quoted(patterns),
+            response.warnings
+        ));
+    }
+    if let Some(want) = &expected.patch {
+        let got: Vec<serde_json::Value> = match &response.patch {
+            None => Vec::new(),
+            Some(encoded) => {
+                use base64::Engine as _;
+                let json = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .context("the response's patch is not base64")?;
+                serde_json::from_slice(&json).context("the response's patch is not JSON")?
+            }
+        };
+        if &got != want {
+            differences.push(format!(
+                "patch: expected {}, got {}",
+                serde_json::to_string(want)?,
+                serde_json::to_string(&got)?
+            ));
+        }
+    }
+    if let Some(want) = &expected.actions {
+        let got: Vec<&str> = reviewed.pending().iter().map(actions::name).collect();
+        if got != *want {
+            differences.push(format!("actions: expected {want:?}, got {got:?}"));
+        }
+    }
+    Ok(differences)
+}
+
+/// What differs between the expected and the actual plan (or failure).
+pub fn compare_plan(
+    expected: &ReconcileCheck,
+    plan: std::result::Result<Vec<Action>, String>,
+) -> Result<Vec<String>> {
+    let actions = match (plan, &expected.error) {
+        (Err(e), Some(pattern)) => {
+            let pattern = regex(pattern)?;
+            return Ok(if pattern.is_match(&e) {
+                Vec::new()
+            } else {
+                vec![format!(
+                    "the plan failed with \"{e}\", which does not match `{pattern}`"
+                )]
+            });
+        }
+        (Err(e), None) => return Ok(vec![format!("the policy could not plan: {e}")]),
+        (Ok(actions), Some(pattern)) => {
+            let got: Vec<String> = actions.iter().map(actions::describe).collect();
+            return Ok(vec![format!(
+                "expected the plan to fail matching `{pattern}`, got actions {got:?}"
+            )]);
+        }
+        (Ok(actions), None) => actions,
+    };
+    let mut differences = Vec::new();
+    if let Some(want) = &expected.actions {
+        let got: Vec<&str> = actions.iter().map(actions::name).collect();
+        if got != *want {
+            differences.push(format!("actions: expected {want:?}, got {got:?}"));
+        }
+    }
+    let described: Vec<String> = actions.iter().map(actions::describe).collect();
+    if let Some(patterns) = &expected.described
+        && !match_in_order(patterns, &described)?
+    {
+        differences.push(format!(
+            "actions: expected descriptions matching [{}], got {described:?}",
+            quoted(patterns)
+        ));
+    }
+    Ok(differences)
+}
+
+/// Whether there are as many texts as patterns and each matches its own.
+fn match_in_order(patterns: &[String], texts: &[String]) -> Result<bool> {
+    if patterns.len() != texts.len() {
+        return Ok(false);
+    }
+    for (pattern, text) in patterns.iter().zip(texts) {
+        if !regex(pattern)?.is_match(text) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Patterns as a report lists them.
+fn quoted(patterns: &[String]) -> String {
+    patterns
+        .iter()
+        .map(|p| format!("`{p}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What differs between the expected and the actual scores.
