@@ -11,8 +11,8 @@ use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx};
 
-use super::{Runtime, pd_access};
 use super::sandbox::{self, EvalError, GuestState, Limits};
+use super::{Runtime, pd_access};
 use crate::cluster::ClusterQuery;
 
 /// Output kept per run; libtest's framing plus a test's own prints.
