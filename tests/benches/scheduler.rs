@@ -29,6 +29,12 @@ fn main() {
         app.cluster.pod_count(),
         resident_mib()
     );
+    // `STEWARD_BENCH_CASE=local-pv` runs only the local-pv cases (for
+    // profiling one policy with `perf record`).
+    if std::env::var("STEWARD_BENCH_CASE").is_ok_and(|c| c == "local-pv") {
+        local_pv(&app, &names);
+        return;
+    }
 
     let filter = measure(2_000, || {
         app.extender
@@ -522,6 +528,9 @@ impl ClusterView for NativeView {
     }
     fn node_name(&self, id: u32) -> Option<String> {
         self.0.node_name(id)
+    }
+    fn node_names(&self, ids: &[u32]) -> Vec<Option<String>> {
+        self.0.node_names(ids)
     }
     fn label_text(&self, key: &str, id: u32) -> Option<String> {
         self.0.label_text(key, id)

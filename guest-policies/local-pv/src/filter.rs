@@ -33,6 +33,14 @@ fn name(cluster: &impl ClusterView, id: u32) -> String {
     cluster.node_name(id).unwrap_or_else(|| format!("#{id}"))
 }
 
+/// Why a node's pool cannot take a demand. Texts are written once every
+/// refused node is known, so their names come in one query.
+enum Shortfall {
+    Unusable(PoolState),
+    Bytes { free: u64, reserved: u64, room: u64 },
+    Volumes { free: u32, room: u32 },
+}
+
 /// Decides which candidate nodes the pod's claims rule out. Pods without
 /// claims of local volumes pass untouched.
 pub fn filter(
@@ -149,55 +157,81 @@ fn check_pool(
     let pools = cluster.pool_capacities(source, &d.pool, &d.classes, &pod.uid, ids);
     let need = d.bytes();
     let volumes = d.volumes();
+    let mut short: Vec<(usize, u32, Shortfall)> = Vec::new();
     for (i, (p, &id)) in pools.iter().zip(ids).enumerate() {
         if !v.open(i) {
             continue;
         }
-        let p = &p;
+        let (bytes, slots) = room(&p);
         if p.state != PoolState::Ready {
-            let why = || {
-                cluster
-                    .pool_problem(source, &d.pool, id)
-                    .unwrap_or_else(|| {
-                        format!("pool {} on {} is not usable", d.pool, name(cluster, id))
-                    })
-            };
-            // Bad figures may be fixed by the agent's next report.
-            v.refuse(i, why, p.state != PoolState::BadData);
-            continue;
-        }
-        let (bytes, slots) = room(p);
-        if bytes < need {
-            let reserved = if p.reserved_bytes > 0 {
-                format!(
-                    " ({} reported, {} of it reserved for claims of pods placed there whose \
-                     volumes do not exist yet)",
-                    format_bytes(p.free_bytes),
-                    format_bytes(p.reserved_bytes)
-                )
-            } else {
-                String::new()
-            };
-            let reason = || {
-                format!(
-                    "pool {} on {} has {} free{reserved}; the pod's new claims need {}",
-                    d.pool,
-                    name(cluster, id),
-                    format_bytes(bytes),
-                    format_bytes(need)
-                )
-            };
-            v.refuse(i, reason, p.free_bytes < need);
+            short.push((i, id, Shortfall::Unusable(p.state)));
+        } else if bytes < need {
+            let (free, reserved) = (p.free_bytes, p.reserved_bytes);
+            short.push((
+                i,
+                id,
+                Shortfall::Bytes {
+                    free,
+                    reserved,
+                    room: bytes,
+                },
+            ));
         } else if slots < volumes {
-            let reason = || {
-                format!(
-                    "pool {} on {} can hold {slots} more volume(s); the pod's new claims need \
-                     {volumes}",
-                    d.pool,
-                    name(cluster, id)
-                )
-            };
-            v.refuse(i, reason, p.free_volumes < volumes);
+            let free = p.free_volumes;
+            short.push((i, id, Shortfall::Volumes { free, room: slots }));
+        }
+    }
+    let short_ids: Vec<u32> = short.iter().map(|&(_, id, _)| id).collect();
+    let names = cluster.node_names(&short_ids);
+    for ((i, id, shortfall), node) in short.into_iter().zip(names) {
+        let node = || node.unwrap_or_else(|| format!("#{id}"));
+        match shortfall {
+            Shortfall::Unusable(state) => {
+                let why = || {
+                    cluster
+                        .pool_problem(source, &d.pool, id)
+                        .unwrap_or_else(|| format!("pool {} on {} is not usable", d.pool, node()))
+                };
+                // Bad figures may be fixed by the agent's next report.
+                v.refuse(i, why, state != PoolState::BadData);
+            }
+            Shortfall::Bytes {
+                free,
+                reserved,
+                room,
+            } => {
+                let reserved_text = if reserved > 0 {
+                    format!(
+                        " ({} reported, {} of it reserved for claims of pods placed there \
+                         whose volumes do not exist yet)",
+                        format_bytes(free),
+                        format_bytes(reserved)
+                    )
+                } else {
+                    String::new()
+                };
+                let reason = || {
+                    format!(
+                        "pool {} on {} has {} free{reserved_text}; the pod's new claims need {}",
+                        d.pool,
+                        node(),
+                        format_bytes(room),
+                        format_bytes(need)
+                    )
+                };
+                v.refuse(i, reason, free < need);
+            }
+            Shortfall::Volumes { free, room } => {
+                let reason = || {
+                    format!(
+                        "pool {} on {} can hold {room} more volume(s); the pod's new claims \
+                         need {volumes}",
+                        d.pool,
+                        node()
+                    )
+                };
+                v.refuse(i, reason, free < volumes);
+            }
         }
     }
     if let Some(replicas) = d.ha_replicas() {

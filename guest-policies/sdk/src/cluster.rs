@@ -71,6 +71,10 @@ pub trait ClusterView {
     fn get_workload(&self, kind: &str, namespace: &str, name: &str) -> Option<Workload>;
     /// Name of the node with host id `id` (scheduler candidates carry ids).
     fn node_name(&self, id: u32) -> Option<String>;
+    /// `node_name` of each id (one host call for many).
+    fn node_names(&self, ids: &[u32]) -> Vec<Option<String>> {
+        ids.iter().map(|&id| self.node_name(id)).collect()
+    }
     /// Text of value id `id` of label `key`.
     fn label_text(&self, key: &str, id: u32) -> Option<String>;
     /// Value id of `text` for label `key`, if any node carries it.
@@ -143,6 +147,9 @@ impl ClusterView for HostCluster {
     }
     fn node_name(&self, id: u32) -> Option<String> {
         host::node_name(id)
+    }
+    fn node_names(&self, ids: &[u32]) -> Vec<Option<String>> {
+        host::node_names(ids)
     }
     fn label_text(&self, key: &str, id: u32) -> Option<String> {
         host::label_text(key, id)

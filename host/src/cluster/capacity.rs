@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
 
-use super::storage::{CsiCapacity, Pool, PoolFigures};
+use super::storage::{CsiCapacity, NO_POOL, Pool, PoolFigures};
 use super::{ClusterQuery, State, selector_matches};
 use crate::runtime::{
     CapacitySource, LocalVolume, NodeDisks, NodeSelectorTerm, PoolColumns, PoolState, StorageClass,
@@ -115,6 +115,11 @@ impl ClusterQuery {
     ) -> PoolColumns {
         let s = self.cache.state.read();
         let reserved = self.reserved(&s, classes, except_pod);
+        let columns = match source {
+            CapacitySource::Hwameistor => s.storage.lvm_pools.pools.get(pool),
+            CapacitySource::Topolvm => s.storage.topolvm_pools.pools.get(pool),
+            CapacitySource::CsiStorageCapacity => None,
+        };
         let csi =
             (source == CapacitySource::CsiStorageCapacity).then(|| csi_by_node(&s, pool, ids));
         let n = ids.len();
@@ -128,17 +133,18 @@ impl ClusterQuery {
             reserved_volumes: Vec::with_capacity(n),
         };
         for (i, &id) in ids.iter().enumerate() {
-            let figures = match &csi {
-                Some(found) => csi_figures(found[i].as_ref(), pool),
-                None => figures(&s, source, pool, id),
+            // A pool no node reports has no column: its per-node objects
+            // say why (an agent not Ready outranks a missing pool).
+            let (state, pool) = match (columns, &csi) {
+                (Some(c), _) => c.get(id),
+                (None, Some(found)) => csi_figures(found[i].as_ref(), pool).state(),
+                (None, None) => figures(&s, source, pool, id).state(),
             };
-            let (state, pool) = match figures {
-                Figures::Ready(p) => (PoolState::Ready, p),
-                Figures::Missing(_) => (PoolState::Missing, EMPTY),
-                Figures::NotReady(_) => (PoolState::NotReady, EMPTY),
-                Figures::Bad(_) => (PoolState::BadData, EMPTY),
+            let r = if reserved.is_empty() {
+                None
+            } else {
+                reserved.get(&id)
             };
-            let r = reserved.get(&id);
             out.state.push(state);
             out.schedulable.push(schedulable(&s, id));
             out.free_bytes.push(pool.free_bytes);
@@ -240,11 +246,16 @@ impl ClusterQuery {
     }
 }
 
-const EMPTY: Pool = Pool {
-    free_bytes: 0,
-    total_bytes: 0,
-    free_volumes: 0,
-};
+impl Figures {
+    fn state(self) -> (PoolState, Pool) {
+        match self {
+            Figures::Ready(p) => (PoolState::Ready, p),
+            Figures::Missing(_) => (PoolState::Missing, NO_POOL),
+            Figures::NotReady(_) => (PoolState::NotReady, NO_POOL),
+            Figures::Bad(_) => (PoolState::BadData, NO_POOL),
+        }
+    }
+}
 
 fn schedulable(s: &State, id: u32) -> bool {
     s.nodes
@@ -417,6 +428,77 @@ mod tests {
             topology: Some(selector),
             capacity: Ok(bytes),
         }
+    }
+
+    fn storage_node(name: &str, state: &str, pools: &[&str]) -> serde_json::Value {
+        let pools: serde_json::Map<String, serde_json::Value> = pools
+            .iter()
+            .map(|p| {
+                let figures = serde_json::json!({
+                    "totalCapacityBytes": 100, "usedCapacityBytes": 40, "totalVolumeCount": 10,
+                });
+                (p.to_string(), figures)
+            })
+            .collect();
+        serde_json::json!({
+            "metadata": {"name": name},
+            "status": {"state": state, "pools": pools},
+        })
+    }
+
+    /// The pool columns answer what each node's own object says, whatever
+    /// order nodes, pools and removals arrive in.
+    #[test]
+    fn pool_columns_agree_with_each_nodes_object() {
+        let cache = Arc::new(ClusterCache::default());
+        for (n, z) in [("a", "z"), ("b", "z"), ("c", "z"), ("d", "z")] {
+            cache.upsert_node(node(n, z));
+        }
+        cache.upsert_storage_node(&storage_node("a", "Maintain", &["LocalStorage_PoolHDD"]));
+        cache.upsert_storage_node(&storage_node("b", "Ready", &["LocalStorage_PoolHDD"]));
+        // A pool first seen after `a` went into maintenance.
+        cache.upsert_storage_node(&storage_node("c", "Ready", &["LocalStorage_PoolSSD"]));
+        cache.upsert_storage_node(&storage_node("d", "Ready", &["LocalStorage_PoolSSD"]));
+        cache.remove_storage_node("d");
+        let q = ClusterQuery::new(cache.clone());
+        let ids: Vec<u32> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| q.node_id(n).unwrap())
+            .collect();
+        let s = cache.state.read();
+        for pool in [
+            "LocalStorage_PoolHDD",
+            "LocalStorage_PoolSSD",
+            "LocalStorage_PoolNVMe",
+        ] {
+            let caps = q.pool_capacities(CapacitySource::Hwameistor, pool, &[], "", &ids);
+            for (i, &id) in ids.iter().enumerate() {
+                let (state, figures) = figures(&s, CapacitySource::Hwameistor, pool, id).state();
+                assert_eq!(caps.state[i], state, "{pool} on node {i}");
+                assert_eq!(caps.free_bytes[i], figures.free_bytes);
+                assert_eq!(caps.free_volumes[i], figures.free_volumes);
+            }
+        }
+        let ssd = |i: usize| {
+            q.pool_capacities(
+                CapacitySource::Hwameistor,
+                "LocalStorage_PoolSSD",
+                &[],
+                "",
+                &ids,
+            )
+            .state[i]
+        };
+        drop(s);
+        assert_eq!(
+            [ssd(0), ssd(1), ssd(2), ssd(3)],
+            [
+                PoolState::NotReady,
+                PoolState::Missing,
+                PoolState::Ready,
+                PoolState::Missing
+            ]
+        );
     }
 
     #[test]

@@ -313,6 +313,7 @@ impl ClusterCache {
             return;
         }
         let id = s.nodes.intern(node);
+        s.storage.topolvm_pools.set_node(id, Some(true), &capacity);
         set_slot(&mut s.storage.topolvm, id, capacity);
     }
 
@@ -321,12 +322,15 @@ impl ClusterCache {
         let (node, pools) = storage::storage_node(object);
         let mut s = self.state.write();
         let id = s.nodes.intern(&node);
+        let ready = pools.state == "Ready";
+        s.storage.lvm_pools.set_node(id, Some(ready), &pools.pools);
         set_slot(&mut s.storage.lvm, id, Some(pools));
     }
 
     pub fn remove_storage_node(&self, node: &str) {
         let mut s = self.state.write();
         if let Some(&id) = s.nodes.ids.get(node) {
+            s.storage.lvm_pools.set_node(id, None, &[]);
             set_slot(&mut s.storage.lvm, id, None);
         }
     }
@@ -712,6 +716,16 @@ impl ClusterQuery {
             .get(id as usize)?
             .as_ref()
             .map(|n| n.name.clone())
+    }
+
+    pub fn node_names(&self, ids: &[u32]) -> Vec<Option<String>> {
+        let s = self.cache.state.read();
+        ids.iter()
+            .map(|&id| {
+                let node = s.nodes.nodes.get(id as usize)?.as_ref();
+                node.map(|n| n.name.clone())
+            })
+            .collect()
     }
 
     pub fn label_text(&self, key: &str, id: u32) -> Option<String> {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use k8s_openapi::api::storage::v1::CSIStorageCapacity;
 use serde_json::Value;
 
-use crate::runtime::{LocalVolume, SelectorRequirement};
+use crate::runtime::{LocalVolume, PoolState, SelectorRequirement};
 
 /// TopoLVM's node annotation prefix: `capacity.topolvm.io/<device-class>`
 /// holds the device class's free bytes.
@@ -291,12 +291,105 @@ pub fn csi_capacity(c: &CSIStorageCapacity) -> CsiCapacity {
     }
 }
 
+/// One pool's state and figures on every node, one column per figure, by
+/// node id: a batch query over thousands of nodes reads them in order
+/// instead of following each node's object to its pool list.
+#[derive(Default)]
+pub struct PoolColumn {
+    pub state: Vec<PoolState>,
+    pub free_bytes: Vec<u64>,
+    pub total_bytes: Vec<u64>,
+    pub free_volumes: Vec<u32>,
+}
+
+impl PoolColumn {
+    fn set(&mut self, id: u32, state: PoolState, pool: Pool) {
+        let i = id as usize;
+        if self.state.len() <= i {
+            self.state.resize(i + 1, PoolState::Missing);
+            self.free_bytes.resize(i + 1, 0);
+            self.total_bytes.resize(i + 1, 0);
+            self.free_volumes.resize(i + 1, 0);
+        }
+        self.state[i] = state;
+        self.free_bytes[i] = pool.free_bytes;
+        self.total_bytes[i] = pool.total_bytes;
+        self.free_volumes[i] = pool.free_volumes;
+    }
+
+    /// Node `id`'s state and figures (`Missing` and zeros if never set).
+    pub fn get(&self, id: u32) -> (PoolState, Pool) {
+        let i = id as usize;
+        match self.state.get(i) {
+            Some(&state) => (
+                state,
+                Pool {
+                    free_bytes: self.free_bytes[i],
+                    total_bytes: self.total_bytes[i],
+                    free_volumes: self.free_volumes[i],
+                },
+            ),
+            None => (PoolState::Missing, NO_POOL),
+        }
+    }
+}
+
+/// Figures of a pool that is not usable.
+pub const NO_POOL: Pool = Pool {
+    free_bytes: 0,
+    total_bytes: 0,
+    free_volumes: 0,
+};
+
+/// Every pool name a source reports, with its column; kept in step with
+/// the source's per-node objects.
+#[derive(Default)]
+pub struct PoolColumns {
+    pub pools: HashMap<String, PoolColumn>,
+    /// By node id: the node's object is there and its agent is Ready
+    /// (`None`: no object), for columns of pool names first seen later.
+    ready: Vec<Option<bool>>,
+}
+
+impl PoolColumns {
+    /// Node `id` now reports `pools` (`None`: no object; `Some(false)`: an
+    /// object whose agent is not Ready, so no pool of it is usable).
+    pub fn set_node(&mut self, id: u32, ready: Option<bool>, pools: &[(String, PoolFigures)]) {
+        set_slot(&mut self.ready, id, ready);
+        for (name, _) in pools {
+            if !self.pools.contains_key(name) {
+                let mut column = PoolColumn::default();
+                for (other, &r) in self.ready.iter().enumerate() {
+                    if r == Some(false) {
+                        column.set(other as u32, PoolState::NotReady, NO_POOL);
+                    }
+                }
+                self.pools.insert(name.clone(), column);
+            }
+        }
+        for (name, column) in &mut self.pools {
+            let figures = pools.iter().find(|(n, _)| n == name).map(|(_, f)| f);
+            let (state, pool) = match (ready, figures) {
+                (None, _) | (_, None) => (PoolState::Missing, NO_POOL),
+                (Some(false), Some(_)) => (PoolState::NotReady, NO_POOL),
+                (Some(true), Some(Ok(p))) => (PoolState::Ready, *p),
+                (Some(true), Some(Err(_))) => (PoolState::BadData, NO_POOL),
+            };
+            column.set(id, state, pool);
+        }
+    }
+}
+
 /// Storage facts by node id (the node table's ids) and by name.
 #[derive(Default)]
 pub struct StorageTables {
     pub lvm: Vec<Option<StorageNode>>,
+    /// The pools of `lvm` in columns.
+    pub lvm_pools: PoolColumns,
     pub disks: Vec<Option<DiskNode>>,
     pub topolvm: Vec<Vec<(String, PoolFigures)>>,
+    /// The device classes of `topolvm` in columns.
+    pub topolvm_pools: PoolColumns,
     /// By (namespace, name).
     pub csi: HashMap<(String, String), CsiCapacity>,
     pub local_volumes: HashMap<String, LocalVolume>,

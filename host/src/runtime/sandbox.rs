@@ -264,6 +264,9 @@ impl cluster::Host for GuestState {
     fn node_name(&mut self, id: u32) -> Option<String> {
         self.cluster.node_name(id)
     }
+    fn node_names(&mut self, ids: Vec<u32>) -> Vec<Option<String>> {
+        self.cluster.node_names(&ids)
+    }
     fn label_text(&mut self, key: String, id: u32) -> Option<String> {
         self.cluster.label_text(&key, id)
     }
