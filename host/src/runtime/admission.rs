@@ -1,6 +1,6 @@
 //! Evaluating an `admission`-world policy: one fresh instance per review.
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use wasmtime::component::Component;
 
 use super::Runtime;
@@ -29,11 +29,7 @@ impl AdmissionPolicy {
     ) -> Result<AdmissionPolicy> {
         let eval: Evaluator<AdmissionPre<GuestState>> =
             Evaluator::new(runtime, id, component, settings, limits, Some(pd.clone()))?;
-        eval.run(ClusterQuery::empty(), false, |store, p| {
-            p.call_validate_settings(store, &eval.settings)
-        })
-        .map_err(|e| anyhow!("validate-settings {e}"))?
-        .map_err(|e| anyhow!("settings rejected: {e}"))?;
+        eval.validate(|store, p, settings| p.call_validate_settings(store, settings))?;
         Ok(AdmissionPolicy { eval, pd })
     }
 

@@ -96,6 +96,23 @@ impl<P: WorldPre> Evaluator<P> {
         })
     }
 
+    /// Has the guest check its settings (no PD, no cluster): what each
+    /// world returns for valid settings, or the reason they were refused.
+    pub(super) fn validate<T>(
+        &self,
+        call: impl FnOnce(
+            &mut Store<GuestState>,
+            &P::Instance,
+            &str,
+        ) -> wasmtime::Result<Result<T, String>>,
+    ) -> Result<T> {
+        self.run(ClusterQuery::empty(), false, |store, p| {
+            call(store, p, &self.settings)
+        })
+        .map_err(|e| anyhow::anyhow!("validate-settings {e}"))?
+        .map_err(|e| anyhow::anyhow!("settings rejected: {e}"))
+    }
+
     pub(super) fn id(&self) -> &str {
         &self.id
     }

@@ -1,6 +1,6 @@
 //! Evaluating a `reconcile`-world policy: one fresh instance per reconcile.
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use wasmtime::component::Component;
 
 use super::Runtime;
@@ -29,11 +29,7 @@ impl ReconcilePolicy {
     ) -> Result<ReconcilePolicy> {
         let eval: Evaluator<ReconcilePre<GuestState>> =
             Evaluator::new(runtime, id, component, settings, limits, Some(pd.clone()))?;
-        eval.run(ClusterQuery::empty(), false, |store, p| {
-            p.call_validate_settings(store, &eval.settings)
-        })
-        .map_err(|e| anyhow!("validate-settings {e}"))?
-        .map_err(|e| anyhow!("settings rejected: {e}"))?;
+        eval.validate(|store, p, settings| p.call_validate_settings(store, settings))?;
         Ok(ReconcilePolicy { eval, pd })
     }
 

@@ -1,6 +1,6 @@
 //! Evaluating a `scheduler`-world policy: one fresh instance per call.
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use wasmtime::component::Component;
 
 use super::Runtime;
@@ -27,12 +27,8 @@ impl SchedulerPolicy {
     ) -> Result<SchedulerPolicy> {
         let eval: Evaluator<SchedulerPre<GuestState>> =
             Evaluator::new(runtime, id, component, settings, limits, None)?;
-        let needs = eval
-            .run(ClusterQuery::empty(), false, |store, p| {
-                p.call_validate_settings(store, &eval.settings)
-            })
-            .map_err(|e| anyhow!("validate-settings {e}"))?
-            .map_err(|e| anyhow!("settings rejected: {e}"))?;
+        let needs =
+            eval.validate(|store, p, settings| p.call_validate_settings(store, settings))?;
         Ok(SchedulerPolicy { eval, needs })
     }
 
