@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use crate::actions::Executor;
 use crate::admission::AdmissionHook;
 use crate::cluster::{ClusterCache, load_snapshot, watch_cluster};
-use crate::config::{ClusterSource, Config};
+use crate::config::{AdmissionServerConfig, ClusterSource, Config};
 use crate::extender::{BadRequest, Binder, Extender};
 use crate::metrics::Metrics;
 use crate::policy::{PolicySet, PolicyStore};
@@ -164,23 +164,39 @@ pub async fn serve(config: Config) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     tracing::info!(addr = %config.server.listen, prefix = %config.scheduler.url_prefix, "serving");
     if let Some(webhook) = &config.admission {
-        let certs = crate::admission::tls::CertFiles::load(
-            &config.resolve(&webhook.cert_file),
-            &config.resolve(&webhook.key_file),
-        )?;
         let tls_listener = tokio::net::TcpListener::bind(webhook.listen)
             .await
             .with_context(|| format!("cannot listen on {} (admission)", webhook.listen))?;
+        let https = serve_admission_on(tls_listener, app.clone(), &config, webhook)?;
         tracing::info!(addr = %webhook.listen, "serving the admission webhook over HTTPS");
-        let router = crate::admission::server::router(app.clone(), webhook.max_body_bytes);
-        let https =
-            crate::admission::server::serve_tls(tls_listener, router, certs, shutdown_signal());
         let http = serve_on(listener, app, &config.scheduler.url_prefix);
         let (https, http) = tokio::join!(https, http);
         https?;
         return http;
     }
     serve_on(listener, app, &config.scheduler.url_prefix).await
+}
+
+/// The admission webhook of `config`'s admission section on a bound
+/// listener: its certificate files are loaded now (so a bad one fails the
+/// start), then the returned future serves HTTPS until SIGINT or SIGTERM.
+pub fn serve_admission_on(
+    listener: tokio::net::TcpListener,
+    app: App,
+    config: &Config,
+    webhook: &AdmissionServerConfig,
+) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
+    let certs = crate::admission::tls::CertFiles::load(
+        &config.resolve(&webhook.cert_file),
+        &config.resolve(&webhook.key_file),
+    )?;
+    let router = crate::admission::server::router(app, webhook.max_body_bytes);
+    Ok(crate::admission::server::serve_tls(
+        listener,
+        router,
+        certs,
+        shutdown_signal(),
+    ))
 }
 
 /// Serves `app` on a bound listener until SIGINT or SIGTERM.

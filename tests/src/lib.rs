@@ -221,17 +221,33 @@ pub fn review_fixture(name: &str) -> serde_json::Value {
 
 /// A second build of the misbehave guest, told apart by its answers: the
 /// same component with its rejection text changed from `misbehave rejects`
-/// to `misbehave REJECTS` (same length, so the component stays valid).
+/// to `misbehave REJECTS`.
 pub fn misbehave_variant() -> Vec<u8> {
-    let wasm = std::fs::read(guest("misbehave")).expect("misbehave built");
-    let (from, to) = (b"misbehave rejects ", b"misbehave REJECTS ");
+    guest_variant("misbehave", "misbehave rejects ", "misbehave REJECTS ")
+}
+
+/// A second build of the misbehave-admission guest, told apart by its
+/// answers: its `deny` text changed from `misbehave denies` to
+/// `misbehave DENIES`.
+pub fn misbehave_admission_variant() -> Vec<u8> {
+    guest_variant(
+        "misbehave_admission",
+        "misbehave denies ",
+        "misbehave DENIES ",
+    )
+}
+
+/// A built guest with one text in its data replaced by another of the same
+/// length, so the component stays valid and only its answers change.
+fn guest_variant(stem: &str, from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len(), "a same-length replacement");
+    let mut wasm = std::fs::read(guest(stem)).expect("guest built");
     let at = wasm
         .windows(from.len())
-        .position(|w| w == from)
-        .expect("the misbehave guest holds its rejection text");
-    let mut variant = wasm;
-    variant[at..at + to.len()].copy_from_slice(to);
-    variant
+        .position(|w| w == from.as_bytes())
+        .unwrap_or_else(|| panic!("the {stem} guest holds the text `{from}`"));
+    wasm[at..at + to.len()].copy_from_slice(to.as_bytes());
+    wasm
 }
 
 /// Which build answered a filter request under the misbehave guest:
@@ -290,23 +306,63 @@ pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
-/// Writes `yaml` as `steward.yaml` in `dir` (with the example snapshot as
-/// the cluster) and starts the host from it, reloader included; returns
-/// its address and the config file.
-pub async fn serve_config(dir: &std::path::Path, policies_yaml: &str) -> (SocketAddr, PathBuf) {
-    let file = dir.join("steward.yaml");
-    std::fs::write(&file, config_yaml(policies_yaml)).expect("write config");
-    let config = Config::load(&file).expect("config is valid");
-    let app = App::start(&config).await.expect("host starts");
-    (serve(app).await, file)
+/// A host started from a config file by [`serve_config`].
+pub struct Served {
+    /// The extender, `/status` and `/metrics`.
+    pub addr: SocketAddr,
+    /// The admission webhook (HTTPS).
+    pub webhook: Webhook,
+    /// The watched config file.
+    pub config_file: PathBuf,
 }
 
-/// A config file's text: the example snapshot, then `rest` (policies and
-/// registries).
+/// Writes `yaml` as `steward.yaml` in `dir` (see [`config_yaml`]) with the
+/// webhook's certificate of a fresh test CA beside it, and starts the host
+/// from it the way `steward serve` does: reloader, extender, and the
+/// admission webhook over HTTPS.
+pub async fn serve_config(dir: &std::path::Path, policies_yaml: &str) -> Served {
+    let file = dir.join("steward.yaml");
+    std::fs::write(&file, config_yaml(policies_yaml)).expect("write config");
+    let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let ca = tls::TestCa::new();
+    ca.issue("webhook-1").write(&cert_file, &key_file);
+    let config = Config::load(&file).expect("config is valid");
+    let app = App::start(&config).await.expect("host starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("loopback port");
+    let webhook_addr = listener.local_addr().expect("bound");
+    let https = steward::server::serve_admission_on(
+        listener,
+        app.clone(),
+        &config,
+        config
+            .admission
+            .as_ref()
+            .expect("config_yaml has an admission section"),
+    )
+    .expect("the webhook certificate loads");
+    tokio::spawn(async move { https.await.expect("webhook serves") });
+    Served {
+        addr: serve(app).await,
+        webhook: Webhook {
+            addr: webhook_addr,
+            ca,
+            cert_file,
+            key_file,
+        },
+        config_file: file,
+    }
+}
+
+/// A config file's text: the example snapshot, the admission webhook with
+/// `tls.crt` and `tls.key` beside the file (its port is the one the
+/// caller binds), then `rest` (policies and registries).
 pub fn config_yaml(rest: &str) -> String {
     format!(
         "cluster: {{snapshot: {}}}
 cacheDir: {}
+admission: {{listen: 127.0.0.1:0, certFile: tls.crt, keyFile: tls.key}}
 {rest}",
         example_snapshot().display(),
         std::env::temp_dir()

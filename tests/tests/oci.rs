@@ -171,13 +171,14 @@ async fn a_host_following_a_tag_serves_each_newly_pushed_version() {
     };
     let first = push(&guest("misbehave"));
 
-    let (addr, _) = serve_config(
+    let addr = serve_config(
         dir.path(),
         &format!(
             "registries: {{pollIntervalMs: 200}}\npolicies:\n- id: misbehave\n  hook: scheduler\n  module: oci://{tag}\n  settings: {{behaviour: reject-all}}\n"
         ),
     )
-    .await;
+    .await
+    .addr;
     let answer = || async { misbehave_answer(&filter_fixture(addr).await.1) };
     assert_eq!(answer().await, "rejects");
     let status = status(addr).await;
@@ -322,13 +323,14 @@ async fn the_host_loads_a_policy_oras_pushed_with_the_cncf_media_types() {
     assert!(ok, "{err}");
     assert!(text.contains("world:       scheduler"), "{text}");
 
-    let (addr, _) = serve_config(
+    let addr = serve_config(
         dir.path(),
         &format!(
             "policies:\n- id: misbehave\n  hook: scheduler\n  module: oci://{tag}\n  settings: {{behaviour: reject-all}}\n"
         ),
     )
-    .await;
+    .await
+    .addr;
     assert_eq!(misbehave_answer(&filter_fixture(addr).await.1), "rejects");
     assert_eq!(status(addr).await["digest"], digest(&wasm).as_str());
 }
