@@ -7,6 +7,9 @@
 //!   it is removed (PD ≥ 4 style: one `evict-leader-scheduler`, stores in
 //!   its `scheduler-config/.../list`);
 //! - a leader transfer makes the named healthy member the leader;
+//! - a store taken offline (`DELETE /pd/api/v1/store/{id}`) is `Offline`
+//!   while its regions and leaders move away at the same rate, then
+//!   `Tombstone` (and left out of `/stores`, as PD does);
 //! - faults on demand: unreachable (connections are dropped), slow
 //!   (answers after a delay), stuck (leader counts never move).
 //!
@@ -78,6 +81,8 @@ pub struct PdState {
     /// Every request: `METHOD /path`.
     pub calls: Vec<String>,
     last_step: Instant,
+    /// Offline stores: regions still to move away (fractional).
+    removing: BTreeMap<u64, f64>,
 }
 
 impl PdState {
@@ -86,6 +91,7 @@ impl PdState {
         let now = Instant::now();
         let moved = self.drain_per_second * now.duration_since(self.last_step).as_secs_f64();
         self.last_step = now;
+        self.remove_offline_stores(moved);
         if self.fault == Fault::LeadersStuck {
             return;
         }
@@ -94,6 +100,23 @@ impl PdState {
                 s.leaders = (s.leaders - moved).max(0.0);
             } else if s.state == "Up" {
                 s.leaders = (s.leaders + moved).min(s.home_leaders as f64);
+            }
+        }
+    }
+
+    /// Offline stores lose `moved` regions and leaders; one with none left
+    /// becomes a Tombstone.
+    fn remove_offline_stores(&mut self, moved: f64) {
+        for s in &mut self.stores {
+            let Some(left) = self.removing.get_mut(&s.id) else {
+                continue;
+            };
+            *left = (*left - moved).max(0.0);
+            s.regions = left.ceil() as u64;
+            s.leaders = (s.leaders - moved).max(0.0);
+            if s.regions == 0 && s.leaders == 0.0 {
+                s.state = "Tombstone".into();
+                self.removing.remove(&s.id);
             }
         }
     }
@@ -193,6 +216,7 @@ impl PdDouble {
             fault: Fault::None,
             calls: Vec::new(),
             last_step: Instant::now(),
+            removing: BTreeMap::new(),
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
@@ -275,6 +299,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/pd/api/v1/stores", get(stores))
         .route("/pd/api/v1/members", get(members))
         .route("/pd/api/v1/members/id/{id}", delete(delete_member))
+        .route("/pd/api/v1/store/{id}", delete(delete_store))
         .route("/pd/api/v1/health", get(health))
         .route("/pd/api/v1/leader", get(leader))
         .route("/pd/api/v1/leader/transfer/{name}", post(transfer_leader))
@@ -422,6 +447,28 @@ async fn delete_member(State(shared): Pd, Path(id): Path<u64>) -> Response {
         return error(StatusCode::NOT_FOUND, &format!("member id {id} not found"));
     }
     axum::Json(json!("The PD member is removed.")).into_response()
+}
+
+/// PD's `RemoveStore`: Up, Disconnected or Down → Offline; Offline stays;
+/// a Tombstone cannot be removed again.
+async fn delete_store(State(shared): Pd, Path(id): Path<u64>) -> Response {
+    let mut state = shared.state.lock();
+    let Some(store) = state.stores.iter_mut().find(|s| s.id == id) else {
+        return error(StatusCode::NOT_FOUND, &format!("store id {id} not found"));
+    };
+    match store.state.as_str() {
+        "Tombstone" => error(
+            StatusCode::BAD_REQUEST,
+            &format!("[PD:core:ErrStoreRemoved]store {id} has been removed"),
+        ),
+        "Offline" => axum::Json(json!("The store is set as Offline.")).into_response(),
+        _ => {
+            store.state = "Offline".into();
+            let regions = store.regions as f64;
+            state.removing.insert(id, regions);
+            axum::Json(json!("The store is set as Offline.")).into_response()
+        }
+    }
 }
 
 async fn schedulers(State(shared): Pd) -> Response {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use steward::cluster::{ClusterCache, ClusterQuery};
 use steward::runtime::{Claim, Node, Owner, Pod, Workload};
 
-use crate::pd_double::{DoubleMember, PdDouble};
+use crate::pd_double::{DoubleMember, DoubleStore, PdDouble};
 
 pub const NAMESPACE: &str = "tidb";
 pub const CLUSTER: &str = "basic";
@@ -233,11 +233,7 @@ impl Cluster {
         let mut state = pd.state();
         match component(w) {
             "tikv" => {
-                if let Some(s) = state
-                    .stores
-                    .iter_mut()
-                    .find(|s| s.address.starts_with(&format!("{}.", pod.name)))
-                {
+                if let Some(s) = store_of(&mut state.stores, &pod.name) {
                     s.state = "Disconnected".into();
                     // Raft elects new leaders elsewhere.
                     s.leaders = 0.0;
@@ -268,11 +264,7 @@ impl Cluster {
         let mut state = pd.state();
         match component(w) {
             "tikv" => {
-                if let Some(s) = state
-                    .stores
-                    .iter_mut()
-                    .find(|s| s.address.starts_with(&format!("{}.", pod.name)))
-                {
+                if let Some(s) = store_of(&mut state.stores, &pod.name) {
                     s.state = "Up".into();
                 }
             }
@@ -311,6 +303,14 @@ impl Cluster {
 
 fn component(w: &Workload) -> &str {
     w.name.rsplit_once('-').map_or("", |(_, c)| c)
+}
+
+/// The store of `pod` whose state follows the pod's heartbeats: an Offline
+/// or Tombstone store keeps its state whatever the pod does, as in PD.
+fn store_of<'a>(stores: &'a mut [DoubleStore], pod: &str) -> Option<&'a mut DoubleStore> {
+    stores.iter_mut().find(|s| {
+        s.address.starts_with(&format!("{pod}.")) && s.state != "Offline" && s.state != "Tombstone"
+    })
 }
 
 pub fn ordinal(pod: &str) -> u32 {

@@ -94,6 +94,50 @@ async fn reads_follow_pd_and_writes_change_it() {
 }
 
 #[tokio::test]
+async fn a_deleted_store_goes_offline_drains_and_ends_tombstone() {
+    let pd = PdDouble::start("tidb-cluster", "basic").await;
+    pd.state().drain_per_second = 0.0;
+    let client = PdClient::default();
+    let base = pd.url();
+    let state_of = |stores: &[steward::runtime::Store], id| {
+        stores
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| (s.state.clone(), s.region_count))
+    };
+
+    client.delete_store(&base, 5, T).await.unwrap();
+    let stores = client.stores(&base, T).await.unwrap();
+    assert_eq!(state_of(&stores, 5), Some(("Offline".into(), 30)));
+    assert_eq!(state_of(&stores, 4), Some(("Up".into(), 30)));
+    // Already Offline: nothing to ask PD.
+    client.delete_store(&base, 5, T).await.unwrap();
+    assert_eq!(pd.state().count("DELETE /pd/api/v1/store/5"), 1);
+
+    // Its regions move away, then it is a Tombstone PD no longer lists.
+    pd.state().drain_per_second = 30.0;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let moving = client.stores(&base, T).await.unwrap();
+    let (state, regions) = state_of(&moving, 5).expect("still listed while regions move");
+    assert_eq!(state, "Offline");
+    assert!(regions < 30, "regions move away: {regions}");
+    let mut gone = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if state_of(&client.stores(&base, T).await.unwrap(), 5).is_none() {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "the store became a Tombstone");
+    assert_eq!(pd.state().store(5).state, "Tombstone");
+    // A Tombstone, or a store PD never had: done already.
+    client.delete_store(&base, 5, T).await.unwrap();
+    client.delete_store(&base, 99, T).await.unwrap();
+    assert_eq!(pd.state().count("DELETE /pd/api/v1/store/5"), 1);
+}
+
+#[tokio::test]
 async fn faults_are_errors_naming_pd_and_the_call() {
     let pd = PdDouble::start("tidb-cluster", "basic").await;
     let client = PdClient::default();

@@ -416,7 +416,7 @@ async fn a_pd_failure_adds_one_replica_after_the_period_and_recovers_by_itself()
 }
 
 #[tokio::test]
-async fn a_tikv_failure_is_capped_and_kept_until_recovery_is_asked_for() {
+async fn a_tikv_failure_is_capped_and_scaled_back_when_asked_once_its_store_is_tombstone() {
     let mut h = Harness::start(
         &[("pd", "failover"), ("tikv", "failover")],
         "{failoverPeriodSeconds: 60, maxFailoverCount: 1, pollMs: 1000}",
@@ -450,9 +450,9 @@ async fn a_tikv_failure_is_capped_and_kept_until_recovery_is_asked_for() {
             id: 6,
             address: format!("basic-tikv-3.basic-tikv-peer.{NAMESPACE}.svc:20160"),
             state: "Up".into(),
-            leaders: 0.0,
-            home_leaders: 0,
-            regions: 0,
+            leaders: 10.0,
+            home_leaders: 10,
+            regions: 30,
         });
     h.run(&host, &["basic-tikv"], 10, 10_000, |_| false).await;
     assert_eq!(
@@ -460,17 +460,44 @@ async fn a_tikv_failure_is_capped_and_kept_until_recovery_is_asked_for() {
         4,
         "TiKV recovery waits to be asked"
     );
-    // ...until asked.
+    // ...until asked: the highest ordinal's store goes offline in PD, and
+    // the replica stays while its regions move (held here: nothing moves).
+    h.pd.state().drain_per_second = 0.0;
     let mut w = h.cluster.workload("basic-tikv");
     w.annotations
         .push(("steward.io/recover-failover".into(), "true".into()));
     h.cluster.cache.upsert_workload(w);
+    h.run(&host, &["basic-tikv"], 10, 10_000, |_| false).await;
+    assert_eq!(h.pd.state().count("DELETE /pd/api/v1/store/6"), 1);
+    assert_eq!(h.pd.state().store(6).state, "Offline");
+    assert_eq!(
+        h.cluster.workload("basic-tikv").replicas,
+        4,
+        "the replica stays until its store is Tombstone"
+    );
+    assert_eq!(h.events("TiKVScaleIn").len(), 1);
+    // The regions move (at once): Tombstone, then the replica goes.
+    h.pd.state().drain_per_second = 1e9;
     let back = h
         .run(&host, &["basic-tikv"], 10, 10_000, |h| {
             h.cluster.workload("basic-tikv").replicas == 3
         })
         .await;
     assert!(back);
+    assert_eq!(h.pd.state().store(6).state, "Tombstone");
     let w = h.cluster.workload("basic-tikv");
     assert!(w.annotations.is_empty(), "{:?}", w.annotations);
+    let replicas: Vec<u32> = h
+        .log
+        .lock()
+        .iter()
+        .filter_map(|p| match p.action {
+            Action::SetReplicas(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replicas, [4, 3], "one extra replica, back once Tombstone");
+    for (id, state) in [(1, "Up"), (4, "Up"), (5, "Up")] {
+        assert_eq!(h.pd.state().store(id).state, state, "store {id}");
+    }
 }

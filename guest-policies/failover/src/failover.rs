@@ -64,6 +64,20 @@ pub struct FailoverState {
     /// The failover limit was reported (once per episode).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub limit_reported: bool,
+    /// A TiKV scale-back under way: once begun it runs to the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_in: Option<ScaleIn>,
+}
+
+/// TiKV scale-back progress (tidb-operator's scale-in): the extra replicas
+/// leave one at a time, highest ordinal first, each only after PD has
+/// moved its store's regions away and made the store a Tombstone.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleIn {
+    /// The store PD was asked to take offline, awaited until Tombstone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_store: Option<u64>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -138,14 +152,16 @@ pub fn reconcile(
     }
     fs.suspects = suspects;
 
-    // One new failure per reconcile, once the period is over.
+    // One new failure per reconcile, once the period is over; none while
+    // a scale-back runs (the suspicion times wait for it).
+    let scaling_in = fs.scale_in.is_some();
     let period = settings.failover_period_seconds as i64 * 1000;
     let due = fs
         .suspects
         .iter()
         .find(|(_, since)| now - **since >= period)
         .map(|(pod, since)| (pod.clone(), *since));
-    if let Some((pod, since)) = due.clone() {
+    if let Some((pod, since)) = due.clone().filter(|_| !scaling_in) {
         if failures.len() as u32 >= settings.max_failover_count {
             if !fs.limit_reported {
                 fs.limit_reported = true;
@@ -210,12 +226,53 @@ pub fn reconcile(
     let recover_asked =
         settings.recover_tikv || labels::get(&w.annotations, RECOVER_ANNOTATION) == Some("true");
     let recover = !failures.is_empty()
-        && due.is_none()
-        && failures == before_failures
-        && view.all_healthy(base)
-        && (component == Component::Pd || recover_asked);
+        && (scaling_in
+            || (due.is_none()
+                && failures == before_failures
+                && view.all_healthy(base)
+                && (component == Component::Pd || recover_asked)));
     let mut target = base + failures.len() as u32;
-    if recover {
+    let mut removed_claims = Vec::new();
+    if recover && component == Component::Tikv && w.replicas > base {
+        // Scale back by one: the highest ordinal's store goes offline in PD
+        // first, and its replica and claims only once PD reports Tombstone.
+        let pod = format!("{}-{}", w.name, w.replicas - 1);
+        let scale_in = fs.scale_in.get_or_insert_with(ScaleIn::default);
+        match view.store(&pod).filter(|s| s.state != "Tombstone") {
+            Some(store) => {
+                if store.state != "Offline" {
+                    plan = plan.action(Action::PdStoreDelete((cluster.clone(), store.id)));
+                }
+                if scale_in.offline_store != Some(store.id) {
+                    scale_in.offline_store = Some(store.id);
+                    plan = plan.event(
+                        EventType::Normal,
+                        "TiKVScaleIn",
+                        format!(
+                            "taking store {} of pod {pod} offline in PD; the replica goes once \
+                             its regions have moved and the store is Tombstone",
+                            store.id
+                        ),
+                    );
+                }
+                target = w.replicas;
+            }
+            None => {
+                scale_in.offline_store = None;
+                target = w.replicas - 1;
+                removed_claims = view.claims_of(&pod);
+                plan = plan.event(
+                    EventType::Normal,
+                    "TiKVScaleIn",
+                    format!(
+                        "PD no longer lists a store of pod {pod} (it is Tombstone); removing the \
+                         replica and its claims"
+                    ),
+                );
+            }
+        }
+    }
+    if recover && (component == Component::Pd || target == base) {
         if component == Component::Pd {
             let leader = pd.leader(&cluster)?;
             let extra = |name: &str| {
@@ -265,10 +322,11 @@ pub fn reconcile(
     }
     if recover && component == Component::Pd {
         for o in base..w.replicas {
-            for c in view.claims_of(&format!("{}-{o}", w.name)) {
-                plan = plan.action(Action::DeleteClaim(c));
-            }
+            removed_claims.extend(view.claims_of(&format!("{}-{o}", w.name)));
         }
+    }
+    for c in removed_claims {
+        plan = plan.action(Action::DeleteClaim(c));
     }
     Ok(plan.requeue_after(settings.poll_ms))
 }
@@ -494,7 +552,7 @@ mod tests {
     }
 
     #[test]
-    fn tikv_recovers_only_when_asked() {
+    fn tikv_recovers_only_when_asked_taking_the_extra_store_offline_first() {
         let addr = |i: u32| format!("basic-tikv-{i}.basic-tikv-peer.default.svc:20160");
         let failure = vec![Failure {
             pod: "basic-tikv-1".into(),
@@ -511,35 +569,148 @@ mod tests {
                 &serde_json::to_string(&failure).unwrap(),
             )
             .annotation(FAILOVER_ANNOTATION, r#"{"baseReplicas":3}"#);
-        let up = FakePd::default()
+        s.workload.claim_templates = vec!["tikv".into()];
+        s.claims = (0..4)
+            .map(|o| steward_sdk::build::claim(&format!("tikv-basic-tikv-{o}")))
+            .collect();
+        let base = FakePd::default()
             .with_store(store(1, &addr(0), 1))
             .with_store(store(4, &addr(1), 1))
-            .with_store(store(5, &addr(2), 1))
-            .with_store(store(6, &addr(3), 1));
+            .with_store(store(5, &addr(2), 1));
+        let up = base.clone().with_store(store(6, &addr(3), 1));
         let plan = reconcile(&up, &settings(), &s).unwrap();
         assert_eq!(
             plan.changes().count(),
             0,
             "TiKV keeps its extra store until asked"
         );
-        let mut asked = s.clone();
-        asked.workload = asked.workload.annotation(RECOVER_ANNOTATION, "true");
-        let plan = reconcile(&up, &settings(), &asked).unwrap();
-        assert!(plan.actions.contains(&Action::SetReplicas(3)));
-        let after = apply(asked, &plan);
-        assert_eq!(
-            labels::get(&after.workload.annotations, RECOVER_ANNOTATION),
-            None
-        );
         let auto = Settings {
             recover_tikv: true,
             ..settings()
         };
+        let c = steward_sdk::pd::cluster("default", "basic");
+        let offline = Action::PdStoreDelete((c, 6));
         assert!(
             reconcile(&up, &auto, &s)
                 .unwrap()
                 .actions
-                .contains(&Action::SetReplicas(3))
+                .contains(&offline)
+        );
+
+        // Asked: the highest ordinal's store goes offline, the replica stays.
+        let mut asked = s.clone();
+        asked.workload = asked.workload.annotation(RECOVER_ANNOTATION, "true");
+        let plan = reconcile(&up, &settings(), &asked).unwrap();
+        assert!(plan.actions.contains(&offline), "{plan:?}");
+        assert!(
+            !plan
+                .changes()
+                .any(|a| matches!(a, Action::SetReplicas(_) | Action::DeleteClaim(_))),
+            "{plan:?}"
+        );
+        // While PD moves its regions the store is Offline: nothing more, even
+        // with the request withdrawn (the scale-back is remembered).
+        let mut waiting = apply(asked, &plan);
+        waiting
+            .workload
+            .annotations
+            .retain(|(k, _)| k != RECOVER_ANNOTATION);
+        let draining = base
+            .clone()
+            .with_store(store(6, &addr(3), 1).state("Offline"));
+        let plan = reconcile(&draining, &settings(), &waiting).unwrap();
+        assert!(
+            !plan.changes().any(|a| matches!(
+                a,
+                Action::SetReplicas(_) | Action::DeleteClaim(_) | Action::PdStoreDelete(_)
+            )),
+            "{plan:?}"
+        );
+        // Tombstone (PD lists it no more): the replica and its claim go,
+        // and the failures are recovered.
+        let plan = reconcile(&base, &settings(), &waiting).unwrap();
+        for a in [
+            Action::SetReplicas(3),
+            Action::DeleteClaim("tikv-basic-tikv-3".into()),
+        ] {
+            assert!(plan.actions.contains(&a), "{a:?} missing from {plan:?}");
+        }
+        let after = apply(waiting, &plan);
+        assert!(tidb::failures(&after.workload).unwrap().is_empty());
+        assert_eq!(
+            labels::get(&after.workload.annotations, FAILOVER_ANNOTATION),
+            None
+        );
+        assert_eq!(
+            reconcile(&base, &settings(), &after)
+                .unwrap()
+                .changes()
+                .count(),
+            0,
+            "done"
+        );
+    }
+
+    #[test]
+    fn tikv_scales_back_one_store_at_a_time_from_the_highest_ordinal() {
+        let addr = |i: u32| format!("basic-tikv-{i}.basic-tikv-peer.default.svc:20160");
+        let failures: Vec<Failure> = [(1, 4), (2, 5)]
+            .iter()
+            .map(|&(o, id)| Failure {
+                pod: format!("basic-tikv-{o}"),
+                member_id: None,
+                store_id: Some(id),
+                created_at_ms: 0,
+                deleted: false,
+            })
+            .collect();
+        let mut s = workload_state(statefulset("basic-tikv", 5).component("basic", "tikv"));
+        s.workload = s
+            .workload
+            .annotation(
+                FAILURES_ANNOTATION,
+                &serde_json::to_string(&failures).unwrap(),
+            )
+            .annotation(FAILOVER_ANNOTATION, r#"{"baseReplicas":3}"#);
+        let auto = Settings {
+            recover_tikv: true,
+            ..settings()
+        };
+        let c = steward_sdk::pd::cluster("default", "basic");
+        let three = FakePd::default()
+            .with_store(store(1, &addr(0), 1))
+            .with_store(store(4, &addr(1), 1))
+            .with_store(store(5, &addr(2), 1));
+        let four = three.clone().with_store(store(6, &addr(3), 1));
+        let five = four.clone().with_store(store(7, &addr(4), 1));
+        let plan = reconcile(&five, &auto, &s).unwrap();
+        assert!(
+            plan.actions
+                .contains(&Action::PdStoreDelete((c.clone(), 7)))
+        );
+        assert!(
+            !plan
+                .actions
+                .contains(&Action::PdStoreDelete((c.clone(), 6)))
+        );
+        let s = apply(s, &plan);
+        let plan = reconcile(&four, &auto, &s).unwrap();
+        assert!(plan.actions.contains(&Action::SetReplicas(4)), "{plan:?}");
+        let s = apply(s, &plan);
+        assert_eq!(
+            tidb::failures(&s.workload).unwrap().len(),
+            2,
+            "not done yet"
+        );
+        let plan = reconcile(&four, &auto, &s).unwrap();
+        assert!(plan.actions.contains(&Action::PdStoreDelete((c, 6))));
+        let s = apply(s, &plan);
+        let plan = reconcile(&three, &auto, &s).unwrap();
+        assert!(plan.actions.contains(&Action::SetReplicas(3)), "{plan:?}");
+        assert!(
+            tidb::failures(&apply(s, &plan).workload)
+                .unwrap()
+                .is_empty()
         );
     }
 }

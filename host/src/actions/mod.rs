@@ -60,6 +60,7 @@ pub fn name(action: &Action) -> &'static str {
         Action::PdEvictLeaderEnd(_) => "pd-evict-leader-end",
         Action::PdTransferLeader(_) => "pd-transfer-leader",
         Action::PdDeleteMember(_) => "pd-delete-member",
+        Action::PdStoreDelete(_) => "pd-store-delete",
         Action::DeletePod(_) => "delete-pod",
         Action::DeleteClaim(_) => "delete-claim",
         Action::Annotate(_) => "annotate",
@@ -84,6 +85,9 @@ pub fn describe(action: &Action) -> String {
             format!("transfer the PD leader of {} to {m}", cluster(c))
         }
         Action::PdDeleteMember((c, id)) => format!("delete PD member {id} of {}", cluster(c)),
+        Action::PdStoreDelete((c, id)) => {
+            format!("take store {id} of {} offline", cluster(c))
+        }
         Action::DeletePod(p) => format!("delete pod {p}"),
         Action::DeleteClaim(c) => format!("delete claim {c}"),
         Action::Annotate((target, list)) => {
@@ -138,6 +142,9 @@ impl Executor {
             }
             Action::PdDeleteMember((c, id)) => {
                 self.pd.delete_member(&ctx.pd.base(c), *id, timeout).await
+            }
+            Action::PdStoreDelete((c, id)) => {
+                self.pd.delete_store(&ctx.pd.base(c), *id, timeout).await
             }
             Action::SetPartition(p) => {
                 let workload = workload(ctx, "set-partition")?;

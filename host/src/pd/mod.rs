@@ -215,6 +215,33 @@ impl PdClient {
         .await
     }
 
+    /// Takes store `id` offline (`DELETE /pd/api/v1/store/{id}`): PD moves
+    /// its regions away and then makes it a Tombstone. As tidb-operator's
+    /// `DeleteStore`: a store PD no longer lists (Tombstone or unknown) or
+    /// already Offline needs no call.
+    pub async fn delete_store(
+        &self,
+        base: &str,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<(), PdError> {
+        let stores = self.stores(base, timeout).await?;
+        match stores.iter().find(|s| s.id == id) {
+            None => return Ok(()),
+            Some(s) if s.state == "Offline" || s.state == "Tombstone" => return Ok(()),
+            Some(_) => {}
+        }
+        let path = format!("/pd/api/v1/store/{id}");
+        self.expect_ok(
+            base,
+            Method::DELETE,
+            &path,
+            timeout,
+            "taking the store offline",
+        )
+        .await
+    }
+
     /// A write whose success is 2xx, or 404 (already done), as
     /// tidb-operator treats these calls.
     async fn expect_ok(
