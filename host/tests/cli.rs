@@ -322,7 +322,7 @@ fn the_shipped_local_pv_admission_and_reconcile_suites_pass() {
         ("tidb_guard", "tidb-guard", 19),
         ("local_storage_admission", "local-storage-admission", 11),
         ("upgrade_gate", "upgrade-gate", 5),
-        ("failover", "failover", 6),
+        ("failover", "failover", 9),
     ] {
         let path = root().join(format!("guest-policies/{package}/tests/suite.yaml"));
         let out = policy_suite(stem, &path);
