@@ -11,14 +11,19 @@
 //!   so it comes back empty and joins again; once every PD is healthy the
 //!   extra members leave PD and the StatefulSet scales back by itself;
 //! - TiKV failures are recovered only when asked (`recoverTikv`, or the
-//!   StatefulSet annotation `steward.io/recover-failover: "true"`).
+//!   StatefulSet annotation `steward.io/recover-failover: "true"`), by
+//!   tidb-operator's scale-in: highest ordinal first, its store taken
+//!   offline in PD (`pd-store-delete`) and the replica and its claims
+//!   removed only once PD reports the store Tombstone.
 //!
-//! The failure store and the suspicion times live in StatefulSet
-//! annotations, so a new host resumes where the last stopped.
+//! The failure store, the suspicion times and the scale-back progress live
+//! in StatefulSet annotations, so a new host resumes where the last stopped.
 
 mod failover;
 
-pub use failover::{FAILOVER_ANNOTATION, FailoverState, RECOVER_ANNOTATION, Settings, reconcile};
+pub use failover::{
+    FAILOVER_ANNOTATION, FailoverState, RECOVER_ANNOTATION, ScaleIn, Settings, reconcile,
+};
 
 use steward_sdk::pd::HostPd;
 use steward_sdk::reconcile::{Guest, Plan, WorkloadState};
