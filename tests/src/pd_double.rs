@@ -7,6 +7,10 @@
 //!   it is removed (PD ≥ 4 style: one `evict-leader-scheduler`, stores in
 //!   its `scheduler-config/.../list`);
 //! - a leader transfer makes the named healthy member the leader;
+//! - stores heartbeat: one whose heartbeat stops becomes `Disconnected`
+//!   after [`PdState::disconnect_after`] and `Down` after
+//!   [`PdState::down_after`] (PD's `max-store-down-time`), and is `Up`
+//!   again once it heartbeats;
 //! - faults on demand: unreachable (connections are dropped), slow
 //!   (answers after a delay), stuck (leader counts never move).
 //!
@@ -24,6 +28,7 @@ use axum::extract::{Path, State};
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use k8s_openapi::jiff;
 use hyper_util::rt::TokioIo;
 use parking_lot::{Mutex, MutexGuard};
 use serde_json::{Value, json};
@@ -77,13 +82,37 @@ pub struct PdState {
     pub fault: Fault,
     /// Every request: `METHOD /path`.
     pub calls: Vec<String>,
+    /// Heartbeat age at which a store is `Disconnected` (PD: 20 s).
+    pub disconnect_after: Duration,
+    /// Heartbeat age at which a store is `Down` (PD's
+    /// `schedule.max-store-down-time`, 30 min).
+    pub down_after: Duration,
+    /// Stores whose heartbeat stopped, with their last heartbeat; every
+    /// other store heartbeats all the time.
+    silent: BTreeMap<u64, Instant>,
     last_step: Instant,
 }
 
 impl PdState {
-    /// Advances leader movement to now.
+    /// Advances heartbeat ages and leader movement to now.
     fn step(&mut self) {
         let now = Instant::now();
+        for (id, last) in &self.silent {
+            let Some(s) = self.stores.iter_mut().find(|s| s.id == *id) else {
+                continue;
+            };
+            if ["Up", "Disconnected", "Down"].contains(&s.state.as_str()) {
+                let age = now.duration_since(*last);
+                s.state = if age >= self.down_after {
+                    "Down"
+                } else if age >= self.disconnect_after {
+                    "Disconnected"
+                } else {
+                    "Up"
+                }
+                .into();
+            }
+        }
         let moved = self.drain_per_second * now.duration_since(self.last_step).as_secs_f64();
         self.last_step = now;
         if self.fault == Fault::LeadersStuck {
@@ -110,6 +139,42 @@ impl PdState {
             .iter_mut()
             .find(|m| m.name == name)
             .unwrap_or_else(|| panic!("the PD double has no member {name}"))
+    }
+
+    /// The store of TiKV pod `pod` (its address is `<pod>.<peer service>...`).
+    pub fn store_of_pod(&self, pod: &str) -> Option<u64> {
+        let host = format!("{pod}.");
+        self.stores
+            .iter()
+            .find(|s| s.address.starts_with(&host))
+            .map(|s| s.id)
+    }
+
+    /// Store `id` stops heartbeating (its process or node went away); a
+    /// store already silent keeps its last heartbeat.
+    pub fn stop_heartbeat(&mut self, id: u64) {
+        self.store(id);
+        self.silent.entry(id).or_insert_with(Instant::now);
+    }
+
+    /// Store `id` heartbeats again: a `Disconnected` or `Down` store is
+    /// `Up` at once.
+    pub fn resume_heartbeat(&mut self, id: u64) {
+        let store = self.store(id);
+        if store.state == "Disconnected" || store.state == "Down" {
+            store.state = "Up".into();
+        }
+        self.silent.remove(&id);
+    }
+
+    /// Whether store `id` heartbeats.
+    pub fn is_heartbeating(&self, id: u64) -> bool {
+        !self.silent.contains_key(&id)
+    }
+
+    /// When store `id` last heartbeat: now, unless it stopped.
+    pub fn last_heartbeat(&self, id: u64) -> Instant {
+        self.silent.get(&id).copied().unwrap_or_else(Instant::now)
     }
 
     /// Leaders store `id` holds now (as PD reports them: whole numbers).
@@ -192,6 +257,9 @@ impl PdDouble {
             drain_per_second: 1_000.0,
             fault: Fault::None,
             calls: Vec::new(),
+            disconnect_after: Duration::from_secs(20),
+            down_after: Duration::from_secs(30 * 60),
+            silent: BTreeMap::new(),
             last_step: Instant::now(),
         };
         let shared = Arc::new(Shared {
@@ -305,6 +373,12 @@ async fn record_call(
     next.run(request).await
 }
 
+/// `at` on the wall clock.
+fn wall_time(at: Instant) -> jiff::Timestamp {
+    let ago = jiff::SignedDuration::try_from(at.elapsed()).unwrap_or_default();
+    jiff::Timestamp::now() - ago
+}
+
 /// PD answers errors as a JSON string.
 fn error(code: StatusCode, message: &str) -> Response {
     (code, axum::Json(json!(message))).into_response()
@@ -318,18 +392,30 @@ async fn stores(State(shared): Pd) -> Response {
         .filter(|s| s.state != "Tombstone")
         .map(|s| {
             let leaders = s.leaders.ceil() as u64;
+            let heartbeat = wall_time(state.last_heartbeat(s.id));
+            let mut store = json!({
+                "id": s.id,
+                "address": s.address,
+                "version": "6.1.0",
+                "status_address": s.address.replace(":20160", ":20180"),
+                "git_hash": "080d086832ae5ce2495352dccaf8df5d40f30687",
+                "start_timestamp": 1_661_246_464,
+                "deploy_path": "/",
+                "last_heartbeat": heartbeat.as_nanosecond() as i64,
+                "state_name": s.state
+            });
+            // metapb's `state` (omitted when Up, as PD's JSON omits zero):
+            // Disconnected and Down are Up stores gone quiet.
+            let meta_state = match s.state.as_str() {
+                "Offline" => 1,
+                "Tombstone" => 2,
+                _ => 0,
+            };
+            if meta_state != 0 {
+                store["state"] = meta_state.into();
+            }
             json!({
-                "store": {
-                    "id": s.id,
-                    "address": s.address,
-                    "version": "6.1.0",
-                    "status_address": s.address.replace(":20160", ":20180"),
-                    "git_hash": "080d086832ae5ce2495352dccaf8df5d40f30687",
-                    "start_timestamp": 1_661_246_464,
-                    "deploy_path": "/",
-                    "last_heartbeat": 1_661_249_999_123_456_789i64,
-                    "state_name": s.state
-                },
+                "store": store,
                 "status": {
                     "capacity": "10GiB",
                     "available": "9GiB",
@@ -343,7 +429,7 @@ async fn stores(State(shared): Pd) -> Response {
                     "region_score": s.regions,
                     "region_size": s.regions,
                     "start_ts": "2022-08-23T09:21:04Z",
-                    "last_heartbeat_ts": "2022-08-23T10:00:00Z",
+                    "last_heartbeat_ts": heartbeat.to_string(),
                     "uptime": "38m56s"
                 }
             })
