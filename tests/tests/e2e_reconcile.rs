@@ -350,6 +350,10 @@ fn an_image_change_restarts_tikv_pods_one_by_one_after_their_leaders_left() {
         eprintln!("upgrade: three TiKV pods rolled in {:?}", started.elapsed());
 
         let seen = std::mem::take(&mut *seen.lock());
+        eprintln!(
+            "upgrade: partitions {:?}; restarts {:?}",
+            seen.partitions, seen.restarts
+        );
         let partitions: Vec<i32> = seen.partitions.iter().map(|s| s.partition).collect();
         ensure!(
             partitions == [3, 2, 1, 0, 3],
@@ -543,8 +547,10 @@ fn a_down_store_on_a_not_ready_node_gets_one_extra_replica_after_the_period() {
         );
         let events = events_about(&client, NAMESPACE, TIKV).await?;
         ensure!(
-            events.iter().any(|e| e.reason.as_deref() == Some("Unhealthy")
-                && e.message.as_deref().is_some_and(|m| m.contains(&failing))),
+            events
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("Unhealthy")
+                    && e.message.as_deref().is_some_and(|m| m.contains(&failing))),
             "an Unhealthy Event names {failing}"
         );
         let extra = pods.get(&format!("{TIKV}-3")).await?;

@@ -163,7 +163,10 @@ async fn a_silent_store_turns_disconnected_then_down_and_up_again_on_a_heartbeat
     let before_ms = unix_ms();
     pd.state().stop_heartbeat(4);
     let (state, silent_since) = state_of_4().await;
-    assert_eq!(state, "Up", "PD waits 20s before calling a store Disconnected");
+    assert_eq!(
+        state, "Up",
+        "PD waits 20s before calling a store Disconnected"
+    );
     assert!((before_ms..=unix_ms()).contains(&silent_since));
 
     pd.state().disconnect_after = Duration::ZERO;
