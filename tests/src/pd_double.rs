@@ -153,6 +153,7 @@ impl PdState {
     /// Store `id` stops heartbeating (its process or node went away); a
     /// store already silent keeps its last heartbeat.
     pub fn stop_heartbeat(&mut self, id: u64) {
+        // Refuses (panics naming it) a store the double does not have.
         self.store(id);
         self.silent.entry(id).or_insert_with(Instant::now);
     }

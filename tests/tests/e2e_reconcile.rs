@@ -298,7 +298,10 @@ async fn upgraded(client: &Client) -> Result<Option<()>> {
         .await?;
     let done = list.items.len() == 3
         && list.items.iter().all(|p| {
-            let image = p.spec.as_ref().and_then(|s| s.containers[0].image.clone());
+            let image = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first()?.image.clone());
             pod_ready(p) && revision(p) == update && image.as_deref() == Some(NEW_TIKV_IMAGE)
         });
     Ok(done.then_some(()))
@@ -388,22 +391,23 @@ fn an_image_change_restarts_tikv_pods_one_by_one_after_their_leaders_left() {
             seen.violations
         );
 
-        let pd = tidb.pd.state();
-        ensure!(
-            pd.evicting.is_empty(),
-            "evict-leader schedulers left in PD for stores {:?}",
-            pd.evicting
-        );
-        ensure!(
-            pd.count("POST /pd/api/v1/schedulers") >= 3,
-            "one eviction per store"
-        );
-        ensure!(
-            pd.stores.iter().all(|s| s.state == "Up"),
-            "every store is Up again: {:?}",
-            pd.stores
-        );
-        drop(pd);
+        {
+            let pd = tidb.pd.state();
+            ensure!(
+                pd.evicting.is_empty(),
+                "evict-leader schedulers left in PD for stores {:?}",
+                pd.evicting
+            );
+            ensure!(
+                pd.count("POST /pd/api/v1/schedulers") >= 3,
+                "one eviction per store"
+            );
+            ensure!(
+                pd.stores.iter().all(|s| s.state == "Up"),
+                "every store is Up again: {:?}",
+                pd.stores
+            );
+        }
         let events = events_about(&client, NAMESPACE, TIKV).await?;
         ensure!(
             events
@@ -420,19 +424,16 @@ fn an_image_change_restarts_tikv_pods_one_by_one_after_their_leaders_left() {
     });
 }
 
-/// Marks node `name` (Not)Ready, as its kubelet's status would.
-async fn set_node_ready(client: &Client, name: &str, ready: bool) -> Result<()> {
+/// Marks node `name` NotReady, as the node lifecycle controller does when
+/// its kubelet stops posting status.
+async fn mark_node_not_ready(client: &Client, name: &str) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let (status, reason) = match ready {
-        true => ("True", "KubeletReady"),
-        false => ("Unknown", "NodeStatusUnknown"),
-    };
     nodes
         .patch_status(
             name,
             &PatchParams::default(),
             &Patch::Strategic(json!({"status": {"conditions": [
-                {"type": "Ready", "status": status, "reason": reason},
+                {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown"},
             ]}})),
         )
         .await
@@ -496,7 +497,7 @@ fn a_down_store_on_a_not_ready_node_gets_one_extra_replica_after_the_period() {
             .spec
             .and_then(|s| s.node_name)
             .context("basic-tikv-1 runs on a node")?;
-        set_node_ready(&client, &node, false).await?;
+        mark_node_not_ready(&client, &node).await?;
         eventually(
             Duration::from_secs(30),
             "PD to call the store of basic-tikv-1 Down",
