@@ -56,11 +56,12 @@ pub struct Steward {
 impl Steward {
     /// Starts with `policies` (one YAML flow mapping per policy;
     /// `{stem}` names a built guest, as in [`crate::expand_guests`]) and
-    /// waits until its cluster cache has synced.
-    pub async fn start(kubeconfig: &Path, policies: &[&str]) -> Result<Steward> {
+    /// `sections` (more top-level YAML of the config, such as
+    /// `reconcile:`), and waits until its cluster cache has synced.
+    pub async fn start(kubeconfig: &Path, policies: &[&str], sections: &str) -> Result<Steward> {
         let list: Vec<String> = policies.iter().map(|p| format!("- {p}")).collect();
         let yaml = format!(
-            "cluster: {{kubeconfig: {}}}\npolicies:\n{}\n",
+            "cluster: {{kubeconfig: {}}}\npolicies:\n{}\n{sections}\n",
             kubeconfig.display(),
             crate::expand_guests(&list.join("\n"))
         );
@@ -102,6 +103,17 @@ impl Cluster {
     /// then Steward with `policies` as the ServiceAccount of `deploy/`
     /// (its RBAC, not an admin), then kube-scheduler calling it.
     pub async fn start(snapshot: &Path, kinds: &[&str], policies: &[&str]) -> Result<Cluster> {
+        Cluster::start_with(snapshot, kinds, policies, "").await
+    }
+
+    /// [`Cluster::start`] with `sections` of Steward's config besides its
+    /// policies (see [`Steward::start`]).
+    pub async fn start_with(
+        snapshot: &Path,
+        kinds: &[&str],
+        policies: &[&str],
+        sections: &str,
+    ) -> Result<Cluster> {
         let mut control_plane = ControlPlane::start().await?;
         let client = control_plane.client.clone();
         install_crds(
@@ -122,7 +134,7 @@ impl Cluster {
             untaint(&client, name).await?;
         }
         let steward_kubeconfig = deploy_service_account(&control_plane).await?;
-        let steward = Steward::start(&steward_kubeconfig, policies).await?;
+        let steward = Steward::start(&steward_kubeconfig, policies, sections).await?;
         control_plane.start_scheduler(steward.addr).await?;
         let doubles = Doubles::start(&client, &["lvm.hwameistor.io", "disk.hwameistor.io"]);
         Ok(Cluster {

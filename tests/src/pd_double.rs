@@ -10,6 +10,10 @@
 //! - a store taken offline (`DELETE /pd/api/v1/store/{id}`) is `Offline`
 //!   while its regions and leaders move away at the same rate, then
 //!   `Tombstone` (and left out of `/stores`, as PD does);
+//! - stores heartbeat: one whose heartbeat stops becomes `Disconnected`
+//!   after [`PdState::disconnect_after`] and `Down` after
+//!   [`PdState::down_after`] (PD's `max-store-down-time`), and is `Up`
+//!   again once it heartbeats;
 //! - faults on demand: unreachable (connections are dropped), slow
 //!   (answers after a delay), stuck (leader counts never move).
 //!
@@ -28,6 +32,7 @@ use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use hyper_util::rt::TokioIo;
+use k8s_openapi::jiff;
 use parking_lot::{Mutex, MutexGuard};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -80,15 +85,39 @@ pub struct PdState {
     pub fault: Fault,
     /// Every request: `METHOD /path`.
     pub calls: Vec<String>,
+    /// Heartbeat age at which a store is `Disconnected` (PD: 20 s).
+    pub disconnect_after: Duration,
+    /// Heartbeat age at which a store is `Down` (PD's
+    /// `schedule.max-store-down-time`, 30 min).
+    pub down_after: Duration,
+    /// Stores whose heartbeat stopped, with their last heartbeat; every
+    /// other store heartbeats all the time.
+    silent: BTreeMap<u64, Instant>,
     last_step: Instant,
     /// Offline stores: regions still to move away (fractional).
     removing: BTreeMap<u64, f64>,
 }
 
 impl PdState {
-    /// Advances leader movement to now.
+    /// Advances heartbeat ages and leader movement to now.
     fn step(&mut self) {
         let now = Instant::now();
+        for (id, last) in &self.silent {
+            let Some(s) = self.stores.iter_mut().find(|s| s.id == *id) else {
+                continue;
+            };
+            if ["Up", "Disconnected", "Down"].contains(&s.state.as_str()) {
+                let age = now.duration_since(*last);
+                s.state = if age >= self.down_after {
+                    "Down"
+                } else if age >= self.disconnect_after {
+                    "Disconnected"
+                } else {
+                    "Up"
+                }
+                .into();
+            }
+        }
         let moved = self.drain_per_second * now.duration_since(self.last_step).as_secs_f64();
         self.last_step = now;
         self.remove_offline_stores(moved);
@@ -133,6 +162,43 @@ impl PdState {
             .iter_mut()
             .find(|m| m.name == name)
             .unwrap_or_else(|| panic!("the PD double has no member {name}"))
+    }
+
+    /// The store of TiKV pod `pod` (its address is `<pod>.<peer service>...`).
+    pub fn store_of_pod(&self, pod: &str) -> Option<u64> {
+        let host = format!("{pod}.");
+        self.stores
+            .iter()
+            .find(|s| s.address.starts_with(&host))
+            .map(|s| s.id)
+    }
+
+    /// Store `id` stops heartbeating (its process or node went away); a
+    /// store already silent keeps its last heartbeat.
+    pub fn stop_heartbeat(&mut self, id: u64) {
+        // Refuses (panics naming it) a store the double does not have.
+        self.store(id);
+        self.silent.entry(id).or_insert_with(Instant::now);
+    }
+
+    /// Store `id` heartbeats again: a `Disconnected` or `Down` store is
+    /// `Up` at once.
+    pub fn resume_heartbeat(&mut self, id: u64) {
+        let store = self.store(id);
+        if store.state == "Disconnected" || store.state == "Down" {
+            store.state = "Up".into();
+        }
+        self.silent.remove(&id);
+    }
+
+    /// Whether store `id` heartbeats.
+    pub fn is_heartbeating(&self, id: u64) -> bool {
+        !self.silent.contains_key(&id)
+    }
+
+    /// When store `id` last heartbeat: now, unless it stopped.
+    pub fn last_heartbeat(&self, id: u64) -> Instant {
+        self.silent.get(&id).copied().unwrap_or_else(Instant::now)
     }
 
     /// Leaders store `id` holds now (as PD reports them: whole numbers).
@@ -215,6 +281,9 @@ impl PdDouble {
             drain_per_second: 1_000.0,
             fault: Fault::None,
             calls: Vec::new(),
+            disconnect_after: Duration::from_secs(20),
+            down_after: Duration::from_secs(30 * 60),
+            silent: BTreeMap::new(),
             last_step: Instant::now(),
             removing: BTreeMap::new(),
         };
@@ -330,6 +399,12 @@ async fn record_call(
     next.run(request).await
 }
 
+/// `at` on the wall clock.
+fn wall_time(at: Instant) -> jiff::Timestamp {
+    let ago = jiff::SignedDuration::try_from(at.elapsed()).unwrap_or_default();
+    jiff::Timestamp::now() - ago
+}
+
 /// PD answers errors as a JSON string.
 fn error(code: StatusCode, message: &str) -> Response {
     (code, axum::Json(json!(message))).into_response()
@@ -343,18 +418,30 @@ async fn stores(State(shared): Pd) -> Response {
         .filter(|s| s.state != "Tombstone")
         .map(|s| {
             let leaders = s.leaders.ceil() as u64;
+            let heartbeat = wall_time(state.last_heartbeat(s.id));
+            let mut store = json!({
+                "id": s.id,
+                "address": s.address,
+                "version": "6.1.0",
+                "status_address": s.address.replace(":20160", ":20180"),
+                "git_hash": "080d086832ae5ce2495352dccaf8df5d40f30687",
+                "start_timestamp": 1_661_246_464,
+                "deploy_path": "/",
+                "last_heartbeat": heartbeat.as_nanosecond() as i64,
+                "state_name": s.state
+            });
+            // metapb's `state` (omitted when Up, as PD's JSON omits zero):
+            // Disconnected and Down are Up stores gone quiet.
+            let meta_state = match s.state.as_str() {
+                "Offline" => 1,
+                "Tombstone" => 2,
+                _ => 0,
+            };
+            if meta_state != 0 {
+                store["state"] = meta_state.into();
+            }
             json!({
-                "store": {
-                    "id": s.id,
-                    "address": s.address,
-                    "version": "6.1.0",
-                    "status_address": s.address.replace(":20160", ":20180"),
-                    "git_hash": "080d086832ae5ce2495352dccaf8df5d40f30687",
-                    "start_timestamp": 1_661_246_464,
-                    "deploy_path": "/",
-                    "last_heartbeat": 1_661_249_999_123_456_789i64,
-                    "state_name": s.state
-                },
+                "store": store,
                 "status": {
                     "capacity": "10GiB",
                     "available": "9GiB",
@@ -368,7 +455,7 @@ async fn stores(State(shared): Pd) -> Response {
                     "region_score": s.regions,
                     "region_size": s.regions,
                     "start_ts": "2022-08-23T09:21:04Z",
-                    "last_heartbeat_ts": "2022-08-23T10:00:00Z",
+                    "last_heartbeat_ts": heartbeat.to_string(),
                     "uptime": "38m56s"
                 }
             })

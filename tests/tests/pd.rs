@@ -1,12 +1,32 @@
 //! Steward's PD client against the PD double: the JSON shapes read right,
 //! writes change what PD reports, and faults become clear errors.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use steward::pd::PdClient;
 use steward_tests::pd_double::{Fault, PdDouble};
 
 const T: Duration = Duration::from_millis(500);
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Store 4 of the double as PD's JSON shows it.
+async fn store_json(pd: &PdDouble) -> serde_json::Value {
+    let (status, body) = steward_tests::get(pd.addr, "/pd/api/v1/stores").await;
+    assert_eq!(status, 200, "{body}");
+    let all: serde_json::Value = serde_json::from_str(&body).unwrap();
+    all["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["store"]["id"] == 4)
+        .cloned()
+        .unwrap()
+}
 
 #[tokio::test]
 async fn reads_follow_pd_and_writes_change_it() {
@@ -15,6 +35,7 @@ async fn reads_follow_pd_and_writes_change_it() {
     let client = PdClient::default();
     let base = pd.url();
 
+    let asked_ms = unix_ms();
     let stores = client.stores(&base, T).await.unwrap();
     let ids: Vec<(u64, &str, u64, u64)> = stores
         .iter()
@@ -28,7 +49,10 @@ async fn reads_follow_pd_and_writes_change_it() {
         stores[1].address,
         "basic-tikv-1.basic-tikv-peer.tidb-cluster.svc:20160"
     );
-    assert_eq!(stores[1].last_heartbeat_ms, 1_661_249_999_123);
+    assert!(
+        (asked_ms..=unix_ms()).contains(&stores[1].last_heartbeat_ms),
+        "a heartbeating store's last heartbeat is now"
+    );
 
     pd.state().member("basic-pd-1").healthy = false;
     let members = client.members(&base, T).await.unwrap();
@@ -167,4 +191,60 @@ async fn faults_are_errors_naming_pd_and_the_call() {
 
     pd.set_fault(Fault::None);
     assert_eq!(client.leader(&base, T).await.unwrap(), "basic-pd-0");
+}
+
+#[tokio::test]
+async fn a_silent_store_turns_disconnected_then_down_and_up_again_on_a_heartbeat() {
+    let pd = PdDouble::start("tidb-cluster", "basic").await;
+    let client = PdClient::default();
+    let base = pd.url();
+    let state_of_4 = || async {
+        let stores = client.stores(&base, T).await.unwrap();
+        let s = stores.into_iter().find(|s| s.id == 4).unwrap();
+        (s.state, s.last_heartbeat_ms)
+    };
+
+    let before_ms = unix_ms();
+    pd.state().stop_heartbeat(4);
+    let (state, silent_since) = state_of_4().await;
+    assert_eq!(
+        state, "Up",
+        "PD waits 20s before calling a store Disconnected"
+    );
+    assert!((before_ms..=unix_ms()).contains(&silent_since));
+
+    pd.state().disconnect_after = Duration::ZERO;
+    assert_eq!(state_of_4().await, ("Disconnected".into(), silent_since));
+    pd.state().down_after = Duration::ZERO;
+    assert_eq!(state_of_4().await, ("Down".into(), silent_since));
+    let json = store_json(&pd).await;
+    assert_eq!(json["store"]["state_name"], "Down");
+    assert_eq!(
+        json["store"].get("state"),
+        None,
+        "a Down store is an Up store gone quiet: PD omits state 0"
+    );
+    let ts: k8s_openapi::jiff::Timestamp = json["status"]["last_heartbeat_ts"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(ts.as_millisecond(), silent_since);
+    assert_eq!(
+        pd.state().stores[0].state,
+        "Up",
+        "the other stores heartbeat"
+    );
+
+    pd.state().resume_heartbeat(4);
+    let (state, heartbeat) = state_of_4().await;
+    assert_eq!(state, "Up");
+    assert!(heartbeat >= silent_since);
+
+    pd.state().store(4).state = "Offline".into();
+    let json = store_json(&pd).await;
+    assert_eq!(
+        (&json["store"]["state_name"], &json["store"]["state"]),
+        (&"Offline".into(), &1.into())
+    );
 }

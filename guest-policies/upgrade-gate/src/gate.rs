@@ -155,6 +155,11 @@ pub fn reconcile(
         instance,
     };
     let gate = GateState::read(w)?;
+    if w.observed_generation < w.generation {
+        // The StatefulSet controller has not caught up with the latest
+        // spec: its revisions and counts describe an older one.
+        return Ok(Plan::new().requeue_after(settings.poll_ms));
+    }
     if !upgrading(w, &state.replicas) {
         return ctx.finish(gate);
     }
@@ -588,6 +593,22 @@ mod tests {
             [Action::SetPartition(3)]
         );
         assert_eq!(run(&tikv_state(), &pd()).changes().count(), 0);
+    }
+
+    #[test]
+    fn a_spec_the_statefulset_controller_has_not_observed_is_waited_for() {
+        // Just created: no status yet, so no revision to compare.
+        let mut state = tikv_state();
+        state.workload.observed_generation = 0;
+        state.workload.current_revision = String::new();
+        state.workload.update_revision = String::new();
+        let plan = run(&state, &pd());
+        assert_eq!(plan.changes().count(), 0, "{plan:?}");
+        assert!(plan.actions.contains(&Action::RequeueAfter(POLL_MS)));
+        // Observed: an idle workload, no upgrade started.
+        let plan = run(&tikv_state(), &pd());
+        assert_eq!(plan.changes().count(), 0);
+        assert!(gate_of(&plan).is_none());
     }
 
     #[test]

@@ -17,12 +17,17 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
 use super::lease::{Elector, KubeLease, Timing};
-use super::state::statefulset_of_claim;
+use super::state::{same_version, statefulset_of_claim};
 use super::{Effects, OPT_IN_LABEL, Reconciler, SystemClock};
+use crate::cluster::{ClusterQuery, convert};
 use crate::config::ReconcileConfig;
 
 /// How often an idle workload is looked at again without any change.
 const RESYNC: Duration = Duration::from_secs(300);
+
+/// How soon a workload is looked at again when the cluster cache has not
+/// yet seen the version that triggered its reconcile.
+const CATCH_UP: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -100,7 +105,19 @@ async fn reconcile<E: Effects>(
     reconciler: Arc<Reconciler<E>>,
 ) -> Result<Requeue, Never> {
     let namespace = sts.namespace().unwrap_or_default();
-    let report = reconciler.reconcile(&namespace, &sts.name_any()).await;
+    let name = sts.name_any();
+    // The trigger comes from this controller's watch, the state policies
+    // see from the cache's own. Planning on an older version than the
+    // trigger could end idle (no requeue) and miss the change for good.
+    let cached = ClusterQuery::new(reconciler.cluster.clone()).get_workload(
+        "StatefulSet",
+        &namespace,
+        &name,
+    );
+    if !cached.is_some_and(|c| same_version(&c, &convert::workload(&sts))) {
+        return Ok(Requeue::requeue(CATCH_UP));
+    }
+    let report = reconciler.reconcile(&namespace, &name).await;
     Ok(Requeue::requeue(report.requeue_after.unwrap_or(RESYNC)))
 }
 

@@ -46,6 +46,24 @@ pub fn observe(query: &ClusterQuery, workload: Workload, now_ms: i64) -> Workloa
     }
 }
 
+/// Whether two views of one StatefulSet agree on everything a policy
+/// reads of it (spec, status, labels and annotations).
+pub fn same_version(a: &Workload, b: &Workload) -> bool {
+    a.uid == b.uid
+        && a.generation == b.generation
+        && a.observed_generation == b.observed_generation
+        && a.replicas == b.replicas
+        && a.partition == b.partition
+        && a.update_strategy == b.update_strategy
+        && a.status_replicas == b.status_replicas
+        && a.ready_replicas == b.ready_replicas
+        && a.updated_replicas == b.updated_replicas
+        && a.current_revision == b.current_revision
+        && a.update_revision == b.update_revision
+        && a.labels == b.labels
+        && a.annotations == b.annotations
+}
+
 /// The claim the StatefulSet controller creates from `template` for
 /// ordinal `ordinal`.
 pub fn claim_name(template: &str, statefulset: &str, ordinal: u32) -> String {
@@ -186,6 +204,20 @@ mod tests {
         let claims: Vec<&str> = state.claims.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(claims, ["tikv-basic-tikv-0", "tikv-basic-tikv-2"]);
         assert_eq!(state.now_ms, 42);
+    }
+
+    #[test]
+    fn views_differ_when_the_status_or_annotations_moved_on() {
+        let cached = workload();
+        assert!(same_version(&cached, &workload()));
+        let mut newer = workload();
+        newer.update_revision = "r2".into();
+        assert!(!same_version(&cached, &newer));
+        let mut annotated = workload();
+        annotated
+            .annotations
+            .push(("steward.io/upgrade-gate".into(), "{}".into()));
+        assert!(!same_version(&cached, &annotated));
     }
 
     #[test]

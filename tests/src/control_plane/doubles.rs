@@ -1,18 +1,22 @@
 //! The node agents the control plane has no binaries for, played by the
 //! test: the kubelet (pods on a node run and are ready; deleted pods go
-//! away) and an external CSI provisioner (claims the scheduler placed get a
-//! volume on that node).
+//! away), an external CSI provisioner (claims the scheduler placed get a
+//! volume on that node) and, on demand, TiKV's heartbeats to the PD double.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::task::JoinHandle;
+
+use crate::pd_double::PdDouble;
 
 /// The annotation kube-scheduler's volume binder puts on a
 /// WaitForFirstConsumer claim once it picked the pod's node.
@@ -35,6 +39,18 @@ impl Doubles {
                 tokio::spawn(provision(client.clone(), provisioners)),
             ],
         }
+    }
+}
+
+impl Doubles {
+    /// Also plays the TiKV processes of `namespace` towards `pd`: see
+    /// [`tikv_heartbeats`].
+    pub fn play_tikv(&mut self, client: &Client, pd: Arc<PdDouble>, namespace: &str) {
+        self.tasks.push(tokio::spawn(tikv_heartbeats(
+            client.clone(),
+            pd,
+            namespace.to_string(),
+        )));
     }
 }
 
@@ -109,6 +125,60 @@ async fn kubelet(client: Client) {
             eprintln!("kubelet double: pod {name}: {e}");
         }
     }
+}
+
+/// The store of a TiKV pod heartbeats to PD while the pod runs Ready on a
+/// Ready node, and stops when the pod is deleted or restarting or its node
+/// is not Ready; the PD double ages silent stores to Disconnected and Down.
+async fn tikv_heartbeats(client: Client, pd: Arc<PdDouble>, namespace: String) {
+    let tikv = watcher::Config::default().labels("app.kubernetes.io/component=tikv");
+    let (pods, pods_writer) = reflector::store::<Pod>();
+    let (nodes, nodes_writer) = reflector::store::<Node>();
+    let pod_events = reflector::reflector(
+        pods_writer,
+        watcher(Api::<Pod>::namespaced(client.clone(), &namespace), tikv),
+    )
+    .default_backoff()
+    .touched_objects()
+    .map(|_| ())
+    .boxed();
+    let node_events = reflector::reflector(
+        nodes_writer,
+        watcher(Api::<Node>::all(client), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects()
+    .map(|_| ())
+    .boxed();
+    let mut events = futures::stream::select(pod_events, node_events);
+    while events.next().await.is_some() {
+        let mut state = pd.state();
+        let stores: Vec<(u64, String)> = state
+            .stores
+            .iter()
+            .map(|s| (s.id, s.address.clone()))
+            .collect();
+        for (id, address) in stores {
+            let pod = address.split('.').next().unwrap_or_default();
+            let running = pods
+                .get(&ObjectRef::new(pod).within(&namespace))
+                .is_some_and(|p| runs_on_ready_node(&p, &nodes));
+            if running {
+                state.resume_heartbeat(id);
+            } else {
+                state.stop_heartbeat(id);
+            }
+        }
+    }
+}
+
+fn runs_on_ready_node(pod: &Pod, nodes: &Store<Node>) -> bool {
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    let node_ready = node
+        .and_then(|n| nodes.get(&ObjectRef::new(&n)))
+        .and_then(|n| n.status.clone()?.conditions)
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    pod.metadata.deletion_timestamp.is_none() && is_ready(pod) && node_ready
 }
 
 fn is_ready(pod: &Pod) -> bool {

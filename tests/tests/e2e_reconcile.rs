@@ -1,0 +1,565 @@
+//! The reconcile hooks end to end on a real Kubernetes 1.20.2 control plane
+//! (`steward_tests::control_plane`): Steward, as the ServiceAccount of
+//! `deploy/`, reconciles the seed's `basic` TiDB cluster; the real
+//! StatefulSet controller carries out what it decides; the kubelet and
+//! TiKV's heartbeats are played by the doubles and PD by the PD double.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, ensure};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, ResourceExt};
+use parking_lot::Mutex;
+use serde_json::json;
+use steward::reconcile::OPT_IN_LABEL;
+use steward_tests::e2e::{
+    Cluster, DEPLOY_NAMESPACE, create, events_about, eventually, read_objects, scenario,
+    wait_service_account,
+};
+use steward_tests::example_snapshot;
+use steward_tests::pd_double::PdDouble;
+use tokio::task::JoinHandle;
+
+const NAMESPACE: &str = "tidb-cluster";
+const CLUSTER: &str = "basic";
+const TIKV: &str = "basic-tikv";
+
+/// What the pods need to run: nodes, their namespace and HwameiStor's
+/// StorageClass (placement is the Placement scenario's concern; here the
+/// extender passes every node).
+const KINDS: &[&str] = &["Node", "Namespace", "StorageClass"];
+
+/// The image the upgrade rolls out.
+const NEW_TIKV_IMAGE: &str = "pingcap/tikv:v6.5.0";
+
+/// The seed's cluster running, opted in to one reconcile policy.
+struct Tidb {
+    cluster: Cluster,
+    pd: Arc<PdDouble>,
+    client: Client,
+}
+
+/// Starts the control plane and Steward with reconcile policy `policy`
+/// (module `{module}`, `settings`) asking the PD double, creates basic's PD
+/// and TiKV StatefulSets opted in to it (TiKV pods on distinct nodes, so a
+/// node is one store), and waits until the six pods are ready and every
+/// store heartbeats.
+async fn tidb_cluster(policy: &str, module: &str, settings: &str) -> Result<Tidb> {
+    let pd = Arc::new(PdDouble::start(NAMESPACE, CLUSTER).await);
+    let spec = format!(
+        "{{id: {policy}, hook: reconcile, module: '{{{module}}}', deadlineMs: 5000, \
+         pd: {{url: '{}', timeoutMs: 1000}}, settings: {settings}}}",
+        pd.url()
+    );
+    // The Lease lives where deploy/'s RBAC allows it; failed reconciles
+    // retry quickly.
+    let sections = format!(
+        "reconcile: {{leaseNamespace: {DEPLOY_NAMESPACE}, backoffBaseMs: 500, backoffMaxMs: 5000}}"
+    );
+    let snapshot = example_snapshot();
+    let mut cluster = Cluster::start_with(&snapshot, KINDS, &[&spec], &sections).await?;
+    let client = cluster.client();
+    cluster.doubles.play_tikv(&client, pd.clone(), NAMESPACE);
+    wait_service_account(&client, NAMESPACE).await?;
+    for mut set in read_objects(&snapshot)?
+        .into_iter()
+        .filter(|o| o["kind"] == "StatefulSet")
+    {
+        set["metadata"]["labels"][OPT_IN_LABEL] = policy.into();
+        if set["metadata"]["name"] == TIKV {
+            set["spec"]["template"]["spec"]["affinity"] = json!({"podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [{
+                    "labelSelector": {"matchLabels": {
+                        "app.kubernetes.io/instance": CLUSTER,
+                        "app.kubernetes.io/component": "tikv",
+                    }},
+                    "topologyKey": "kubernetes.io/hostname",
+                }],
+            }});
+        }
+        create(&client, set).await?;
+    }
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
+    eventually(
+        Duration::from_secs(180),
+        "basic's PD and TiKV pods ready and every store heartbeating",
+        || async {
+            for name in ["basic-pd", TIKV] {
+                let ready = sets.get(name).await?.status.and_then(|s| s.ready_replicas);
+                if ready != Some(3) {
+                    return Ok(None);
+                }
+            }
+            let pd = pd.state();
+            let all = pd
+                .stores
+                .iter()
+                .all(|s| s.state == "Up" && pd.is_heartbeating(s.id));
+            Ok(all.then_some(()))
+        },
+    )
+    .await?;
+    Ok(Tidb {
+        cluster,
+        pd,
+        client,
+    })
+}
+
+/// Aborts background watches when dropped.
+struct Watches(Vec<JoinHandle<()>>);
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// Calls `seen` with every version of the StatefulSet `name` a watch
+/// delivers.
+fn watch_statefulset(
+    client: &Client,
+    name: &str,
+    mut seen: impl FnMut(&StatefulSet) + Send + 'static,
+) -> JoinHandle<()> {
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    tokio::spawn(async move {
+        let mut events = watcher::watcher(api, config).boxed();
+        while let Some(event) = events.next().await {
+            if let Ok(Event::Apply(set) | Event::InitApply(set)) = event {
+                seen(&set);
+            }
+        }
+    })
+}
+
+fn partition(set: &StatefulSet) -> Option<i32> {
+    set.spec
+        .update_strategy
+        .as_ref()?
+        .rolling_update
+        .as_ref()?
+        .partition
+}
+
+/// A partition value the controller set, with what PD said of the store
+/// about to restart (the pod of that ordinal) when the watch saw it.
+#[derive(Debug, Clone, PartialEq)]
+struct PartitionStep {
+    partition: i32,
+    leaders: Option<u64>,
+    evicting: bool,
+}
+
+/// A TiKV pod the StatefulSet controller deleted, with its store's leaders
+/// when the watch saw the deletion.
+#[derive(Debug, Clone, PartialEq)]
+struct Restart {
+    pod: String,
+    revision: String,
+    leaders: Option<u64>,
+}
+
+/// What the upgrade scenario's watches saw.
+#[derive(Debug, Default)]
+struct Seen {
+    partitions: Vec<PartitionStep>,
+    restarts: Vec<Restart>,
+    /// Moments two or more TiKV pods were unavailable at once.
+    violations: Vec<String>,
+}
+
+/// The leaders of TiKV pod `pod`'s store now, and whether an evict-leader
+/// scheduler runs for it.
+fn leaders_of(pd: &PdDouble, pod: &str) -> (Option<u64>, bool) {
+    let mut state = pd.state();
+    match state.store_of_pod(pod) {
+        Some(id) => (Some(state.leaders(id)), state.evicting.contains(&id)),
+        None => (None, false),
+    }
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn revision(pod: &Pod) -> String {
+    pod.labels()
+        .get("controller-revision-hash")
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Records the TiKV StatefulSet's partition values and its pods' deletions
+/// and availability, each with the PD double's state at that moment.
+fn watch_upgrade(client: &Client, pd: &Arc<PdDouble>, seen: &Arc<Mutex<Seen>>) -> Watches {
+    let partitions = {
+        let (pd, seen) = (pd.clone(), seen.clone());
+        watch_statefulset(client, TIKV, move |set| {
+            let Some(p) = partition(set) else { return };
+            let mut seen = seen.lock();
+            if seen.partitions.last().map(|s| s.partition) == Some(p) {
+                return;
+            }
+            let (leaders, evicting) = leaders_of(&pd, &format!("{TIKV}-{p}"));
+            seen.partitions.push(PartitionStep {
+                partition: p,
+                leaders,
+                evicting,
+            });
+        })
+    };
+    let pods = {
+        let (pd, seen) = (pd.clone(), seen.clone());
+        let api: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+        let config = watcher::Config::default().labels("app.kubernetes.io/component=tikv");
+        tokio::spawn(async move {
+            let mut pods: BTreeMap<String, Pod> = BTreeMap::new();
+            let mut deleted: BTreeSet<String> = BTreeSet::new();
+            let mut events = watcher::watcher(api, config).boxed();
+            while let Some(event) = events.next().await {
+                let gone = match event {
+                    Ok(Event::Init) => {
+                        pods.clear();
+                        continue;
+                    }
+                    Ok(Event::InitApply(pod)) => {
+                        pods.insert(pod.name_any(), pod);
+                        continue;
+                    }
+                    Ok(Event::InitDone) | Err(_) => None,
+                    Ok(Event::Apply(pod)) => {
+                        let deleting = pod.metadata.deletion_timestamp.is_some();
+                        pods.insert(pod.name_any(), pod.clone());
+                        deleting.then_some(pod)
+                    }
+                    Ok(Event::Delete(pod)) => {
+                        pods.remove(&pod.name_any());
+                        Some(pod)
+                    }
+                };
+                let mut seen = seen.lock();
+                if let Some(pod) = gone
+                    && deleted.insert(pod.uid().unwrap_or_default())
+                {
+                    let (leaders, _) = leaders_of(&pd, &pod.name_any());
+                    seen.restarts.push(Restart {
+                        pod: pod.name_any(),
+                        revision: revision(&pod),
+                        leaders,
+                    });
+                }
+                let unavailable: Vec<String> = (0..3)
+                    .map(|o| format!("{TIKV}-{o}"))
+                    .filter(|name| !pods.get(name).is_some_and(pod_ready))
+                    .collect();
+                if unavailable.len() > 1 {
+                    seen.violations
+                        .push(format!("unavailable at once: {unavailable:?}"));
+                }
+            }
+        })
+    };
+    Watches(vec![partitions, pods])
+}
+
+/// Whether the TiKV upgrade is over: every pod ready at the update
+/// revision with the new image, the partition held at 3 again and the
+/// gate's state gone.
+async fn upgraded(client: &Client) -> Result<Option<()>> {
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
+    let set = sets.get(TIKV).await?;
+    let status = set.status.clone().unwrap_or_default();
+    let update = status.update_revision.clone().unwrap_or_default();
+    if status.current_revision.as_deref() != Some(&update)
+        || status.ready_replicas != Some(3)
+        || partition(&set) != Some(3)
+        || set.annotations().contains_key("steward.io/upgrade-gate")
+    {
+        return Ok(None);
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let list = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/component=tikv"))
+        .await?;
+    let done = list.items.len() == 3
+        && list.items.iter().all(|p| {
+            let image = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first()?.image.clone());
+            pod_ready(p) && revision(p) == update && image.as_deref() == Some(NEW_TIKV_IMAGE)
+        });
+    Ok(done.then_some(()))
+}
+
+/// The seed's TiKV StatefulSet gets a new image: upgrade-gate lowers the
+/// partition 3→2→1→0 one step at a time, each only once PD has moved every
+/// leader off the store whose pod restarts next; the real StatefulSet
+/// controller recreates the pods one by one; the gate then holds the
+/// partition at 3 again and no evict-leader scheduler is left in PD.
+#[test]
+fn an_image_change_restarts_tikv_pods_one_by_one_after_their_leaders_left() {
+    scenario(async {
+        let mut tidb = tidb_cluster(
+            "upgrade-gate",
+            "upgrade_gate",
+            "{evictLeaderTimeoutSeconds: 600, leaderReturnTimeoutSeconds: 120, \
+             leaderReturnMinimum: 1, pollMs: 500}",
+        )
+        .await?;
+        let client = tidb.client.clone();
+        {
+            // Leaders take 2 s to drain (10 at 5/s): a partition lowered
+            // before they left would be seen with leaders on the store. A
+            // restarting store is Disconnected after 1 s without heartbeats.
+            let mut pd = tidb.pd.state();
+            pd.drain_per_second = 5.0;
+            pd.disconnect_after = Duration::from_secs(1);
+        }
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let _watches = watch_upgrade(&client, &tidb.pd, &seen);
+        let started = Instant::now();
+        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
+        sets.patch(
+            TIKV,
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "tikv", "image": NEW_TIKV_IMAGE},
+            ]}}}})),
+        )
+        .await?;
+        eventually(
+            Duration::from_secs(300),
+            "the TiKV pods to run the new image",
+            || upgraded(&client),
+        )
+        .await
+        .with_context(|| format!("the watches saw {:?}", seen.lock()))?;
+        eprintln!("upgrade: three TiKV pods rolled in {:?}", started.elapsed());
+
+        let seen = std::mem::take(&mut *seen.lock());
+        eprintln!(
+            "upgrade: partitions {:?}; restarts {:?}",
+            seen.partitions, seen.restarts
+        );
+        let partitions: Vec<i32> = seen.partitions.iter().map(|s| s.partition).collect();
+        ensure!(
+            partitions == [3, 2, 1, 0, 3],
+            "the partition went {partitions:?}, not 3, 2, 1, 0 and back to 3"
+        );
+        for step in seen.partitions.iter().filter(|s| s.partition < 3) {
+            ensure!(
+                step.leaders == Some(0) && step.evicting,
+                "partition {} was set while the store of {TIKV}-{} held {:?} leaders \
+                 (eviction running: {})",
+                step.partition,
+                step.partition,
+                step.leaders,
+                step.evicting
+            );
+        }
+        let restarted: Vec<&str> = seen.restarts.iter().map(|r| r.pod.as_str()).collect();
+        ensure!(
+            restarted == ["basic-tikv-2", "basic-tikv-1", "basic-tikv-0"],
+            "the StatefulSet controller deleted {restarted:?}"
+        );
+        let old = &seen.restarts[0].revision;
+        for r in &seen.restarts {
+            ensure!(
+                r.leaders == Some(0) && &r.revision == old,
+                "{r:?}: deleted at the old revision {old} with no leaders"
+            );
+        }
+        ensure!(
+            seen.violations.is_empty(),
+            "two TiKV pods were unavailable at once: {:?}",
+            seen.violations
+        );
+
+        {
+            let pd = tidb.pd.state();
+            ensure!(
+                pd.evicting.is_empty(),
+                "evict-leader schedulers left in PD for stores {:?}",
+                pd.evicting
+            );
+            ensure!(
+                pd.count("POST /pd/api/v1/schedulers") >= 3,
+                "one eviction per store"
+            );
+            ensure!(
+                pd.stores.iter().all(|s| s.state == "Up"),
+                "every store is Up again: {:?}",
+                pd.stores
+            );
+        }
+        let events = events_about(&client, NAMESPACE, TIKV).await?;
+        ensure!(
+            events
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("UpgradeComplete")),
+            "an UpgradeComplete Event on {TIKV}"
+        );
+        let pd_set = sets.get("basic-pd").await?;
+        ensure!(
+            partition(&pd_set) == Some(3),
+            "basic-pd, unchanged, stays held at partition 3"
+        );
+        tidb.cluster.control_plane.check_running()
+    });
+}
+
+/// Marks node `name` NotReady, as the node lifecycle controller does when
+/// its kubelet stops posting status.
+async fn mark_node_not_ready(client: &Client, name: &str) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"status": {"conditions": [
+                {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown"},
+            ]}})),
+        )
+        .await
+        .with_context(|| format!("setting the Ready condition of node {name}"))?;
+    Ok(())
+}
+
+fn unix_ms(at: Instant) -> i64 {
+    let wall = SystemTime::now() - at.elapsed();
+    wall.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A TiKV pod's node goes NotReady and its store stops heartbeating: PD
+/// calls the store Disconnected, then Down; once Kubernetes and PD have
+/// agreed for the failover period, the failover policy records the failure
+/// on the StatefulSet and adds exactly one replica, which the real
+/// StatefulSet controller creates and the scheduler places.
+#[test]
+fn a_down_store_on_a_not_ready_node_gets_one_extra_replica_after_the_period() {
+    scenario(async {
+        const PERIOD: Duration = Duration::from_secs(5);
+        let mut tidb = tidb_cluster(
+            "failover",
+            "failover",
+            &format!(
+                "{{failoverPeriodSeconds: {}, maxFailoverCount: 3, pollMs: 500}}",
+                PERIOD.as_secs()
+            ),
+        )
+        .await?;
+        let client = tidb.client.clone();
+        let down_after = Duration::from_secs(3);
+        {
+            let mut pd = tidb.pd.state();
+            pd.disconnect_after = Duration::from_secs(1);
+            pd.down_after = down_after;
+        }
+        let replicas = Arc::new(Mutex::new(Vec::<i32>::new()));
+        let _watches = Watches(vec![watch_statefulset(&client, TIKV, {
+            let replicas = replicas.clone();
+            move |set| {
+                let r = set.spec.replicas.unwrap_or(1);
+                let mut seen = replicas.lock();
+                if seen.last() != Some(&r) {
+                    seen.push(r);
+                }
+            }
+        })]);
+
+        let failing = format!("{TIKV}-1");
+        let store = tidb
+            .pd
+            .state()
+            .store_of_pod(&failing)
+            .context("the PD double has a store for basic-tikv-1")?;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+        let node = pods
+            .get(&failing)
+            .await?
+            .spec
+            .and_then(|s| s.node_name)
+            .context("basic-tikv-1 runs on a node")?;
+        mark_node_not_ready(&client, &node).await?;
+        eventually(
+            Duration::from_secs(30),
+            "PD to call the store of basic-tikv-1 Down",
+            || async { Ok((tidb.pd.state().store(store).state == "Down").then_some(())) },
+        )
+        .await?;
+        let silent_since = tidb.pd.state().last_heartbeat(store);
+        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
+        eventually(
+            Duration::from_secs(60),
+            "one extra TiKV replica, ready",
+            || async {
+                let set = sets.get(TIKV).await?;
+                let four = set.spec.replicas == Some(4);
+                let ready = set.status.and_then(|s| s.ready_replicas) == Some(4);
+                Ok((four && ready).then_some(()))
+            },
+        )
+        .await?;
+        // Longer than another period: the failure is counted once.
+        tokio::time::sleep(PERIOD + Duration::from_secs(2)).await;
+
+        let history = replicas.lock().clone();
+        ensure!(
+            history == [3, 4],
+            "TiKV replicas went {history:?}, not 3 then 4"
+        );
+        let set = sets.get(TIKV).await?;
+        let failures: serde_json::Value = serde_json::from_str(
+            set.annotations()
+                .get("steward.io/failures")
+                .context("the failure store is persisted on the StatefulSet")?,
+        )?;
+        let entries = failures.as_array().context("a list of failures")?;
+        ensure!(
+            entries.len() == 1
+                && entries[0]["pod"] == failing.as_str()
+                && entries[0]["storeId"] == store,
+            "the failure store names basic-tikv-1 and store {store}: {failures}"
+        );
+        let down_ms = unix_ms(silent_since) + down_after.as_millis() as i64;
+        let decided_ms = entries[0]["createdAtMs"].as_i64().unwrap_or_default();
+        ensure!(
+            decided_ms >= down_ms + PERIOD.as_millis() as i64,
+            "the failure was recorded {} ms after PD called the store Down, before the \
+             {PERIOD:?} period",
+            decided_ms - down_ms
+        );
+        let events = events_about(&client, NAMESPACE, TIKV).await?;
+        ensure!(
+            events
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("Unhealthy")
+                    && e.message.as_deref().is_some_and(|m| m.contains(&failing))),
+            "an Unhealthy Event names {failing}"
+        );
+        let extra = pods.get(&format!("{TIKV}-3")).await?;
+        let extra_node = extra.spec.and_then(|s| s.node_name);
+        ensure!(
+            extra_node.as_deref() != Some(node.as_str()),
+            "the extra replica runs elsewhere than the NotReady node {node}"
+        );
+        tidb.cluster.control_plane.check_running()
+    });
+}
