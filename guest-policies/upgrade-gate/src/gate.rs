@@ -506,6 +506,7 @@ mod tests {
     use steward_sdk::build::{statefulset, workload_state};
     use steward_sdk::cluster::FakeCluster;
     use steward_sdk::pd::{FakePd, member, store};
+    use steward_sdk::reconcile::POLL_MS;
 
     use super::*;
 
@@ -591,7 +592,7 @@ mod tests {
         let e = steward_sdk::settings::parse::<Settings>(r#"{"pollMs": 0}"#).unwrap_err();
         assert!(e.contains("pollMs must be at least 1"), "{e}");
         let s: Settings = steward_sdk::settings::parse("").unwrap();
-        assert_eq!(s.poll_ms.get(), steward_sdk::reconcile::POLL_MS);
+        assert_eq!(s.poll_ms.get(), POLL_MS);
     }
 
     #[test]
