@@ -126,6 +126,25 @@ impl App {
         }
     }
 
+    /// Runs `work` on a blocking thread while holding one of the
+    /// evaluation permits.
+    pub(crate) async fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+    }
+
     pub fn router(self, url_prefix: &str) -> Router {
         let prefix = url_prefix.trim_end_matches('/');
         Router::new()
@@ -227,6 +246,16 @@ pub(crate) fn text(code: StatusCode, message: String) -> Response {
         .into_response()
 }
 
+/// A 200 answer with a JSON body.
+pub(crate) fn json(body: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
 /// Reads, decodes and evaluates one extender request off the reactor.
 async fn evaluate<A, R>(
     app: App,
@@ -241,29 +270,18 @@ where
     let response = match read_body(body, app.max_body_bytes).await {
         Err(message) => text(StatusCode::BAD_REQUEST, message),
         Ok(bytes) => {
-            let permit = app
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("never closed");
             let extender = app.extender.clone();
-            let outcome = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                let args: A = serde_json::from_slice(&bytes).map_err(|e| {
-                    BadRequest(format!("cannot decode the {endpoint} request: {e}"))
-                })?;
-                let result = verb(&extender, args)?;
-                Ok::<_, BadRequest>(serde_json::to_vec(&result).expect("answers serialize"))
-            })
-            .await;
+            let outcome = app
+                .run_blocking(move || {
+                    let args: A = serde_json::from_slice(&bytes).map_err(|e| {
+                        BadRequest(format!("cannot decode the {endpoint} request: {e}"))
+                    })?;
+                    let result = verb(&extender, args)?;
+                    Ok::<_, BadRequest>(serde_json::to_vec(&result).expect("answers serialize"))
+                })
+                .await;
             match outcome {
-                Ok(Ok(json)) => (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    json,
-                )
-                    .into_response(),
+                Ok(Ok(body)) => json(body),
                 Ok(Err(BadRequest(message))) => text(StatusCode::BAD_REQUEST, message),
                 Err(e) => text(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{Value, json};
 use steward::cluster::ClusterQuery;
+use steward::runtime::Pod;
 use steward::server::App;
 use steward_tests::pd_double::{Fault, PdDouble};
 use steward_tests::{Webhook, admission_app, review_fixture, serve_webhook};
@@ -38,7 +39,22 @@ async fn setup(policies: &str) -> Setup {
     Setup { app, webhook }
 }
 
+/// The PD double of cluster `basic` and tidb-guard reading it.
+async fn guarded() -> (PdDouble, Setup) {
+    let pd = PdDouble::start("tidb-cluster", "basic").await;
+    let s = setup(&guard(&pd, "")).await;
+    (pd, s)
+}
+
 impl Setup {
+    /// The metrics contain each of `lines`.
+    fn assert_metrics(&self, lines: &[&str]) {
+        let metrics = self.app.metrics.encode();
+        for line in lines {
+            assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+        }
+    }
+
     /// POSTs a fixture (optionally as a dry run) on a fresh connection.
     /// The old object of a pod DELETE carries the pod's annotations as the
     /// cluster (the snapshot the actions write to) has them now, as
@@ -49,10 +65,8 @@ impl Setup {
         let old = &mut body["request"]["oldObject"];
         if old["kind"] == "Pod" {
             let name = old["metadata"]["name"].as_str().unwrap_or_default();
-            let pod = ClusterQuery::new(self.app.cluster.clone())
-                .get_pod("tidb-cluster", name)
-                .expect("pod in the snapshot");
-            let annotations: serde_json::Map<String, Value> = pod
+            let annotations: serde_json::Map<String, Value> = self
+                .pod(name)
                 .annotations
                 .into_iter()
                 .map(|(k, v)| (k, Value::String(v)))
@@ -73,11 +87,16 @@ impl Setup {
         client.post(path, body).await.expect("request answered")
     }
 
+    /// Pod `name` of namespace `tidb-cluster` as the cluster has it now.
+    fn pod(&self, name: &str) -> Pod {
+        ClusterQuery::new(self.app.cluster.clone())
+            .get_pod("tidb-cluster", name)
+            .expect("pod in the snapshot")
+    }
+
     fn pod_annotation(&self, pod: &str, key: &str) -> Option<String> {
-        let pod = ClusterQuery::new(self.app.cluster.clone())
-            .get_pod("tidb-cluster", pod)
-            .expect("pod in the snapshot");
-        pod.annotations
+        self.pod(pod)
+            .annotations
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.clone())
@@ -90,6 +109,10 @@ fn patch(response: &Value) -> Value {
         .decode(response["patch"].as_str().expect("patch is a string"))
         .expect("base64");
     serde_json::from_slice(&bytes).expect("the patch is JSON")
+}
+
+fn warning(response: &Value) -> &str {
+    response["warnings"][0].as_str().expect("a warning")
 }
 
 fn message(response: &Value) -> String {
@@ -133,9 +156,8 @@ async fn the_mutator_gives_pods_of_local_claims_the_steward_scheduler() {
 
 #[tokio::test]
 async fn a_tikv_pod_with_leaders_is_refused_while_pd_evicts_them() {
-    let pd = PdDouble::start("tidb-cluster", "basic").await;
+    let (pd, s) = guarded().await;
     pd.state().drain_per_second = 0.0;
-    let s = setup(&guard(&pd, "")).await;
     let path = "/admission/validate/tidb-guard";
 
     // A dry run decides the same but touches nothing.
@@ -207,18 +229,14 @@ async fn a_stuck_eviction_gives_way_after_the_timeout() {
     let r = s.review(path, "pod-delete-basic-tikv-1", false).await;
     assert_eq!(r["allowed"], true, "{r}");
     assert!(
-        r["warnings"][0]
-            .as_str()
-            .unwrap()
-            .contains("still holds 10 Raft leader(s), but the leader eviction began"),
+        warning(&r).contains("still holds 10 Raft leader(s), but the leader eviction began"),
         "{r}"
     );
 }
 
 #[tokio::test]
 async fn store_states_decide_a_tikv_removal() {
-    let pd = PdDouble::start("tidb-cluster", "basic").await;
-    let s = setup(&guard(&pd, "")).await;
+    let (pd, s) = guarded().await;
     let path = "/admission/validate/tidb-guard";
     for (state, allowed) in [("Offline", false), ("Tombstone", true), ("Down", true)] {
         pd.state().store(4).state = state.into();
@@ -240,8 +258,7 @@ async fn store_states_decide_a_tikv_removal() {
 
 #[tokio::test]
 async fn the_pd_leader_hands_over_before_its_pod_goes() {
-    let pd = PdDouble::start("tidb-cluster", "basic").await;
-    let s = setup(&guard(&pd, "")).await;
+    let (pd, s) = guarded().await;
     let path = "/admission/validate/tidb-guard";
 
     let r = s.review(path, "pod-eviction-basic-pd-0", true).await;
@@ -279,8 +296,7 @@ async fn the_pd_leader_hands_over_before_its_pod_goes() {
 
 #[tokio::test]
 async fn partitions_and_pd_scale_downs_are_guarded() {
-    let pd = PdDouble::start("tidb-cluster", "basic").await;
-    let s = setup(&guard(&pd, "")).await;
+    let (pd, s) = guarded().await;
     let path = "/admission/validate/tidb-guard";
     for dry_run in [false, true] {
         let r = s
@@ -341,12 +357,7 @@ async fn an_unreachable_or_slow_pd_gets_the_failure_mode() {
             )
             .await;
         assert_eq!(r["allowed"], true);
-        assert!(
-            r["warnings"][0]
-                .as_str()
-                .unwrap()
-                .ends_with("allowed (fail-open)")
-        );
+        assert!(warning(&r).ends_with("allowed (fail-open)"));
     }
 }
 
@@ -368,10 +379,7 @@ async fn warn_and_monitor_modes_never_refuse_or_act() {
         .await;
     assert_eq!(r["allowed"], true);
     assert!(
-        r["warnings"][0]
-            .as_str()
-            .unwrap()
-            .starts_with("guard-warn would deny: TiKV pod tidb-cluster/basic-tikv-1"),
+        warning(&r).starts_with("guard-warn would deny: TiKV pod tidb-cluster/basic-tikv-1"),
         "{r}"
     );
     let r = s
@@ -391,14 +399,11 @@ async fn warn_and_monitor_modes_never_refuse_or_act() {
         "no side effect in warn or monitor mode"
     );
     assert_eq!(s.pod_annotation("basic-tikv-1", EVICT_BEGIN), None);
-    let metrics = s.app.metrics.encode();
-    for line in [
+    s.assert_metrics(&[
         "steward_admission_verdicts_total{policy=\"guard-warn\",mode=\"warn\",verdict=\"denied\"} 1",
         "steward_admission_verdicts_total{policy=\"guard-monitor\",mode=\"monitor\",verdict=\"denied\"} 1",
         "steward_evaluations_total{policy=\"guard-monitor\",hook=\"admission\",outcome=\"ok\"} 1",
-    ] {
-        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
-    }
+    ]);
 }
 
 fn misbehave(id: &str, behaviour: &str, extra: &str) -> String {
@@ -476,14 +481,11 @@ async fn traps_deadlines_and_ungranted_patches_fail_by_mode() {
         Some("true")
     );
 
-    let metrics = s.app.metrics.encode();
-    for line in [
+    s.assert_metrics(&[
         "steward_traps_total{policy=\"trap\"} 1",
         "steward_deadline_exceeded_total{policy=\"spin\"} 1",
         "steward_actions_total{policy=\"deny\",action=\"annotate\",outcome=\"ok\"} 1",
-    ] {
-        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
-    }
+    ]);
 }
 
 #[tokio::test]

@@ -26,12 +26,25 @@ fn pod(app: &steward::server::App, name: &str) -> Pod {
         .expect("pod in snapshot")
 }
 
+/// Records that `pod` was bound to `node`, as Steward's bind does.
+fn bind(app: &steward::server::App, pod: &Pod, node: &str) {
+    app.cluster
+        .record_binding(&pod.uid, &pod.namespace, &pod.name, node);
+}
+
+/// The nodes among `nodes` that the filter lets `pod` onto.
+fn passing(app: &steward::server::App, pod: &Pod, nodes: CandidateNodes) -> Vec<String> {
+    app.extender
+        .filter_pod(pod, nodes)
+        .node_names
+        .expect("node names")
+}
+
 #[test]
 fn a_pod_between_filter_and_bind_holds_back_the_next_member() {
     let app = app(PD_QUORUM);
     let pd0 = pod(&app, "basic-pd-0");
-    let first = app.extender.filter_pod(&pd0, all_nodes());
-    assert_eq!(first.node_names.unwrap().len(), 4);
+    assert_eq!(passing(&app, &pd0, all_nodes()).len(), 4);
 
     // pd-0 is now in flight: nobody knows which node kube-scheduler picks.
     let pd1 = pod(&app, "basic-pd-1");
@@ -46,8 +59,7 @@ fn a_pod_between_filter_and_bind_holds_back_the_next_member() {
     assert!(second.failed_and_unresolvable_nodes.is_empty());
 
     // A retry of pd-0 itself is not blocked by its own earlier attempt.
-    let retry = app.extender.filter_pod(&pd0, all_nodes());
-    assert_eq!(retry.node_names.unwrap().len(), 4);
+    assert_eq!(passing(&app, &pd0, all_nodes()).len(), 4);
 }
 
 #[test]
@@ -57,8 +69,7 @@ fn a_binding_counts_before_the_lagging_watch_shows_it() {
     app.extender.filter_pod(&pd0, all_nodes());
     // Steward bound pd-0 to node 51; the watch has not delivered that yet:
     // the cached pod still has no node.
-    app.cluster
-        .record_binding(&pd0.uid, &pd0.namespace, &pd0.name, NODES[0]);
+    bind(&app, &pd0, NODES[0]);
     assert_eq!(pod(&app, "basic-pd-0").node_name, None);
 
     let pd1 = pod(&app, "basic-pd-1");
@@ -70,8 +81,10 @@ fn a_binding_counts_before_the_lagging_watch_shows_it() {
     let mut caught_up = pd0.clone();
     caught_up.node_name = Some(NODES[0].to_string());
     app.cluster.upsert_pod(caught_up);
-    let again = app.extender.filter_pod(&pd1, all_nodes());
-    assert_eq!(again.node_names.unwrap(), [NODES[1], NODES[2], NODES[3]]);
+    assert_eq!(
+        passing(&app, &pd1, all_nodes()),
+        [NODES[1], NODES[2], NODES[3]]
+    );
 }
 
 #[test]
@@ -79,13 +92,11 @@ fn a_pod_the_watch_has_not_delivered_at_all_still_counts() {
     let app = app(PD_QUORUM);
     let pd0 = pod(&app, "basic-pd-0");
     app.extender.filter_pod(&pd0, all_nodes());
-    app.cluster
-        .record_binding(&pd0.uid, &pd0.namespace, &pd0.name, NODES[2]);
+    bind(&app, &pd0, NODES[2]);
     // The watch even missed pd-0's creation (deleted and recreated, say).
     app.cluster.remove_pod(&pd0.namespace, &pd0.name);
     app.extender.filter_pod(&pd0, all_nodes());
-    app.cluster
-        .record_binding(&pd0.uid, &pd0.namespace, &pd0.name, NODES[2]);
+    bind(&app, &pd0, NODES[2]);
 
     let pd1 = pod(&app, "basic-pd-1");
     let second = app.extender.filter_pod(&pd1, all_nodes());
@@ -99,14 +110,7 @@ fn an_abandoned_placement_stops_holding_others_back() {
     app.extender.filter_pod(&pd0, all_nodes());
     app.cluster.abandon_placement(&pd0.uid);
     let pd1 = pod(&app, "basic-pd-1");
-    assert_eq!(
-        app.extender
-            .filter_pod(&pd1, all_nodes())
-            .node_names
-            .unwrap()
-            .len(),
-        4
-    );
+    assert_eq!(passing(&app, &pd1, all_nodes()).len(), 4);
 }
 
 /// Claims of 300 GiB: each HDD pool (500 GiB) takes one of them only.
@@ -149,17 +153,10 @@ fn capacity_taken_by_a_placed_pod_is_reserved_until_its_volume_exists() {
     let app = app_with_big_claims(None);
     let pd0 = pod(&app, "basic-pd-0");
     let pd1 = pod(&app, "basic-pd-1");
-    assert_eq!(
-        app.extender
-            .filter_pod(&pd0, only(NODES[0]))
-            .node_names
-            .unwrap(),
-        [NODES[0]]
-    );
+    assert_eq!(passing(&app, &pd0, only(NODES[0])), [NODES[0]]);
     // pd-0 is bound to 51; the watch lags: no node on the cached pod, its
     // claim Pending, the pool still reporting 500 GiB free.
-    app.cluster
-        .record_binding(&pd0.uid, &pd0.namespace, &pd0.name, NODES[0]);
+    bind(&app, &pd0, NODES[0]);
     let second = app.extender.filter_pod(&pd1, all_nodes());
     assert_eq!(second.node_names.unwrap(), [NODES[2], NODES[3]]);
     assert_eq!(
@@ -171,13 +168,7 @@ fn capacity_taken_by_a_placed_pod_is_reserved_until_its_volume_exists() {
     // The reservation may lapse: kube-scheduler retries, it is resolvable.
     assert!(!second.failed_and_unresolvable_nodes.contains_key(NODES[0]));
     // pd-0's own retry does not count its own reservation.
-    assert_eq!(
-        app.extender
-            .filter_pod(&pd0, only(NODES[0]))
-            .node_names
-            .unwrap(),
-        [NODES[0]]
-    );
+    assert_eq!(passing(&app, &pd0, only(NODES[0])), [NODES[0]]);
 
     // The volume appears: the claim is bound to a PV the cache holds, so the
     // pool's own figures count it from now on and the reservation ends.
@@ -199,13 +190,7 @@ fn capacity_taken_by_a_placed_pod_is_reserved_until_its_volume_exists() {
         local_path: None,
         node_affinity: Vec::new(),
     });
-    assert_eq!(
-        app.extender
-            .filter_pod(&pd1, only(NODES[0]))
-            .node_names
-            .unwrap(),
-        [NODES[0]]
-    );
+    assert_eq!(passing(&app, &pd1, only(NODES[0])), [NODES[0]]);
 }
 
 #[test]
@@ -213,21 +198,23 @@ fn a_pod_in_flight_holds_its_claims_on_every_node_it_passed() {
     let app = app_with_big_claims(None);
     let pd0 = pod(&app, "basic-pd-0");
     let pd1 = pod(&app, "basic-pd-1");
-    let first = app.extender.filter_pod(&pd0, all_nodes());
-    assert_eq!(first.node_names.unwrap(), [NODES[0], NODES[2], NODES[3]]);
+    assert_eq!(
+        passing(&app, &pd0, all_nodes()),
+        [NODES[0], NODES[2], NODES[3]]
+    );
     // Nobody knows yet which of the three pd-0 lands on.
     let second = app.extender.filter_pod(&pd1, all_nodes());
     assert_eq!(second.node_names.unwrap(), Vec::<String>::new());
     assert!(second.failed_nodes[NODES[3]].contains("300 GiB of it reserved"));
     // Bound to 54: the other two are free again.
-    app.cluster
-        .record_binding(&pd0.uid, &pd0.namespace, &pd0.name, NODES[3]);
-    let third = app.extender.filter_pod(&pd1, all_nodes());
-    assert_eq!(third.node_names.unwrap(), [NODES[0], NODES[2]]);
+    bind(&app, &pd0, NODES[3]);
+    assert_eq!(passing(&app, &pd1, all_nodes()), [NODES[0], NODES[2]]);
     // A failed binding gives the capacity back.
     app.cluster.abandon_placement(&pd0.uid);
-    let fourth = app.extender.filter_pod(&pd1, all_nodes());
-    assert_eq!(fourth.node_names.unwrap(), [NODES[0], NODES[2], NODES[3]]);
+    assert_eq!(
+        passing(&app, &pd1, all_nodes()),
+        [NODES[0], NODES[2], NODES[3]]
+    );
 }
 
 #[test]
@@ -239,21 +226,8 @@ fn a_reservation_expires_with_the_in_flight_ttl() {
     let pd0 = pod(&app, "basic-pd-0");
     let pd1 = pod(&app, "basic-pd-1");
     app.extender.filter_pod(&pd0, only(NODES[0]));
-    app.cluster
-        .record_binding(&pd0.uid, &pd0.namespace, &pd0.name, NODES[0]);
-    assert!(
-        app.extender
-            .filter_pod(&pd1, only(NODES[0]))
-            .node_names
-            .unwrap()
-            .is_empty()
-    );
+    bind(&app, &pd0, NODES[0]);
+    assert!(passing(&app, &pd1, only(NODES[0])).is_empty());
     std::thread::sleep(std::time::Duration::from_millis(250));
-    assert_eq!(
-        app.extender
-            .filter_pod(&pd1, only(NODES[0]))
-            .node_names
-            .unwrap(),
-        [NODES[0]]
-    );
+    assert_eq!(passing(&app, &pd1, only(NODES[0])), [NODES[0]]);
 }

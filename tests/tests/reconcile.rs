@@ -138,6 +138,17 @@ impl Harness {
         false
     }
 
+    /// [`Harness::run`] over both StatefulSets, a second a step.
+    async fn upgrade(
+        &mut self,
+        host: &Reconciler<Recorder>,
+        max: u32,
+        done: impl Fn(&Harness) -> bool,
+    ) -> bool {
+        self.run(host, &["basic-pd", "basic-tikv"], max, 1000, done)
+            .await
+    }
+
     fn partitions(&self, statefulset: &str) -> Vec<u32> {
         self.log
             .lock()
@@ -145,6 +156,18 @@ impl Harness {
             .filter(|p| p.statefulset == statefulset)
             .filter_map(|p| match p.action {
                 Action::SetPartition(n) => Some(n),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every `spec.replicas` set, in order.
+    fn replica_changes(&self) -> Vec<u32> {
+        self.log
+            .lock()
+            .iter()
+            .filter_map(|p| match p.action {
+                Action::SetReplicas(r) => Some(r),
                 _ => None,
             })
             .collect()
@@ -220,7 +243,7 @@ async fn upgrading_cluster() -> (Harness, Reconciler<Recorder>) {
     let mut h = Harness::start(&[("pd", "upgrade-gate"), ("tikv", "upgrade-gate")], "{}").await;
     let host = h.host();
     let held = h
-        .run(&host, &["basic-pd", "basic-tikv"], 5, 1000, |h| {
+        .upgrade(&host, 5, |h| {
             h.cluster.workload("basic-tikv").partition == Some(3)
                 && h.cluster.workload("basic-pd").partition == Some(3)
         })
@@ -231,18 +254,21 @@ async fn upgrading_cluster() -> (Harness, Reconciler<Recorder>) {
     (h, host)
 }
 
+/// PD and TiKV under the failover guest: a 60s period, one failure at most.
+async fn failover_cluster() -> (Harness, Reconciler<Recorder>) {
+    let h = Harness::start(
+        &[("pd", "failover"), ("tikv", "failover")],
+        "{failoverPeriodSeconds: 60, maxFailoverCount: 1, pollMs: 1000}",
+    )
+    .await;
+    let host = h.host();
+    (h, host)
+}
+
 #[tokio::test]
 async fn a_rolling_upgrade_restarts_one_pod_at_a_time_with_leaders_moved_first() {
     let (mut h, host) = upgrading_cluster().await;
-    let finished = h
-        .run(
-            &host,
-            &["basic-pd", "basic-tikv"],
-            400,
-            1000,
-            Harness::upgraded,
-        )
-        .await;
+    let finished = h.upgrade(&host, 400, Harness::upgraded).await;
     assert!(
         finished,
         "upgrade did not finish; partitions pd {:?} tikv {:?}",
@@ -267,15 +293,7 @@ async fn a_rolling_upgrade_restarts_one_pod_at_a_time_with_leaders_moved_first()
 async fn leaders_that_never_drain_restart_after_the_timeout_with_an_event() {
     let (mut h, host) = upgrading_cluster().await;
     h.pd.set_fault(Fault::LeadersStuck);
-    let finished = h
-        .run(
-            &host,
-            &["basic-pd", "basic-tikv"],
-            800,
-            1000,
-            Harness::upgraded,
-        )
-        .await;
+    let finished = h.upgrade(&host, 800, Harness::upgraded).await;
     assert!(finished, "tikv partitions {:?}", h.partitions("basic-tikv"));
     h.assert_graceful();
     assert_eq!(
@@ -290,22 +308,12 @@ async fn leaders_that_never_drain_restart_after_the_timeout_with_an_event() {
 async fn a_new_host_resumes_a_half_done_upgrade_from_the_cluster_alone() {
     let (mut h, host) = upgrading_cluster().await;
     let midway = h
-        .run(&host, &["basic-pd", "basic-tikv"], 400, 1000, |h| {
-            h.partitions("basic-tikv").contains(&1)
-        })
+        .upgrade(&host, 400, |h| h.partitions("basic-tikv").contains(&1))
         .await;
     assert!(midway);
     drop(host);
     let host = h.host();
-    let finished = h
-        .run(
-            &host,
-            &["basic-pd", "basic-tikv"],
-            400,
-            1000,
-            Harness::upgraded,
-        )
-        .await;
+    let finished = h.upgrade(&host, 400, Harness::upgraded).await;
     assert!(finished, "tikv partitions {:?}", h.partitions("basic-tikv"));
     h.assert_graceful();
 }
@@ -314,9 +322,7 @@ async fn a_new_host_resumes_a_half_done_upgrade_from_the_cluster_alone() {
 async fn pd_unreachable_changes_nothing_records_an_event_and_backs_off() {
     let (mut h, host) = upgrading_cluster().await;
     let evicting = h
-        .run(&host, &["basic-pd", "basic-tikv"], 400, 1000, |h| {
-            h.partitions("basic-tikv").contains(&2)
-        })
+        .upgrade(&host, 400, |h| h.partitions("basic-tikv").contains(&2))
         .await;
     assert!(evicting);
     h.pd.set_fault(Fault::Unreachable);
@@ -344,27 +350,14 @@ async fn pd_unreachable_changes_nothing_records_an_event_and_backs_off() {
         (before.partition, before.replicas)
     );
     h.pd.set_fault(Fault::None);
-    let finished = h
-        .run(
-            &host,
-            &["basic-pd", "basic-tikv"],
-            400,
-            1000,
-            Harness::upgraded,
-        )
-        .await;
+    let finished = h.upgrade(&host, 400, Harness::upgraded).await;
     assert!(finished);
     h.assert_graceful();
 }
 
 #[tokio::test]
 async fn a_pd_failure_adds_one_replica_after_the_period_and_recovers_by_itself() {
-    let mut h = Harness::start(
-        &[("pd", "failover"), ("tikv", "failover")],
-        "{failoverPeriodSeconds: 60, maxFailoverCount: 1, pollMs: 1000}",
-    )
-    .await;
-    let host = h.host();
+    let (mut h, host) = failover_cluster().await;
     h.cluster.fail_pod("basic-pd-1");
     h.pd.state().member("basic-pd-1").healthy = false;
     let started = h.clock.now_ms();
@@ -394,16 +387,11 @@ async fn a_pd_failure_adds_one_replica_after_the_period_and_recovers_by_itself()
         "replicas {}",
         h.cluster.workload("basic-pd").replicas
     );
-    let replicas: Vec<u32> = h
-        .log
-        .lock()
-        .iter()
-        .filter_map(|p| match p.action {
-            Action::SetReplicas(r) => Some(r),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(replicas, [4, 3], "exactly one extra replica, then back");
+    assert_eq!(
+        h.replica_changes(),
+        [4, 3],
+        "exactly one extra replica, then back"
+    );
     let mut names: Vec<String> =
         h.pd.state()
             .members
@@ -417,12 +405,7 @@ async fn a_pd_failure_adds_one_replica_after_the_period_and_recovers_by_itself()
 
 #[tokio::test]
 async fn a_tikv_failure_is_capped_and_scaled_back_when_asked_once_its_store_is_tombstone() {
-    let mut h = Harness::start(
-        &[("pd", "failover"), ("tikv", "failover")],
-        "{failoverPeriodSeconds: 60, maxFailoverCount: 1, pollMs: 1000}",
-    )
-    .await;
-    let host = h.host();
+    let (mut h, host) = failover_cluster().await;
     for (pod, store) in [("basic-tikv-1", 4), ("basic-tikv-2", 5)] {
         h.cluster.fail_pod(pod);
         h.pd.state().store(store).state = "Down".into();
@@ -487,16 +470,11 @@ async fn a_tikv_failure_is_capped_and_scaled_back_when_asked_once_its_store_is_t
     assert_eq!(h.pd.state().store(6).state, "Tombstone");
     let w = h.cluster.workload("basic-tikv");
     assert!(w.annotations.is_empty(), "{:?}", w.annotations);
-    let replicas: Vec<u32> = h
-        .log
-        .lock()
-        .iter()
-        .filter_map(|p| match p.action {
-            Action::SetReplicas(r) => Some(r),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(replicas, [4, 3], "one extra replica, back once Tombstone");
+    assert_eq!(
+        h.replica_changes(),
+        [4, 3],
+        "one extra replica, back once Tombstone"
+    );
     for (id, state) in [(1, "Up"), (4, "Up"), (5, "Up")] {
         assert_eq!(h.pd.state().store(id).state, state, "store {id}");
     }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use steward_sdk::pd::PdView;
-use steward_sdk::reconcile::{POLL_MS, Plan, WorkloadState};
+use steward_sdk::reconcile::{Plan, PollMs, WorkloadState};
 use steward_sdk::tidb::{self, FAILURES_ANNOTATION, Failure};
 use steward_sdk::{Action, EventType, Member, Store, labels};
 
@@ -26,7 +26,7 @@ pub struct Settings {
     /// waiting for the recover annotation.
     pub recover_tikv: bool,
     /// Wait between two looks.
-    pub poll_ms: u32,
+    pub poll_ms: PollMs,
 }
 
 impl Default for Settings {
@@ -35,18 +35,8 @@ impl Default for Settings {
             failover_period_seconds: 300,
             max_failover_count: 3,
             recover_tikv: false,
-            poll_ms: POLL_MS,
+            poll_ms: PollMs::default(),
         }
-    }
-}
-
-impl Settings {
-    pub fn parse(text: &str) -> Result<Settings, String> {
-        let s: Settings = steward_sdk::settings::parse(text)?;
-        if s.poll_ms == 0 {
-            return Err("invalid settings: pollMs must be at least 1".into());
-        }
-        Ok(s)
     }
 }
 
@@ -98,15 +88,8 @@ pub fn reconcile(
         Some("tikv") => Component::Tikv,
         _ => return Ok(Plan::new()),
     };
-    let Some(instance) = tidb::instance(&w.labels) else {
-        return Err(format!(
-            "StatefulSet {}/{} has no {} label: which TiDB cluster's PD to ask is unknown",
-            w.namespace,
-            w.name,
-            tidb::INSTANCE_LABEL
-        ));
-    };
-    let cluster = steward_sdk::pd::cluster(&w.namespace, instance);
+    let cluster = steward_sdk::pd::cluster_of(w)?;
+    let instance = cluster.name.clone();
     let mut failures = tidb::failures(w)?;
     let before_failures = failures.clone();
     let mut fs: FailoverState = match labels::get(&w.annotations, FAILOVER_ANNOTATION) {
@@ -131,7 +114,7 @@ pub fn reconcile(
     };
     let view = View {
         state,
-        instance,
+        instance: &instance,
         members: &members,
         stores: &stores,
         component,
@@ -282,7 +265,7 @@ pub fn reconcile(
                 let to = format!("{}-0", w.name);
                 return Ok(plan
                     .action(Action::PdTransferLeader((cluster, to)))
-                    .requeue_after(settings.poll_ms));
+                    .requeue_after(settings.poll_ms.get()));
             }
             for m in members.iter().filter(|m| extra(&m.name)) {
                 plan = plan.action(Action::PdDeleteMember((cluster.clone(), m.id)));
@@ -328,7 +311,7 @@ pub fn reconcile(
     for c in removed_claims {
         plan = plan.action(Action::DeleteClaim(c));
     }
-    Ok(plan.requeue_after(settings.poll_ms))
+    Ok(plan.requeue_after(settings.poll_ms.get()))
 }
 
 struct View<'a> {
@@ -435,6 +418,58 @@ mod tests {
         }
     }
 
+    /// [`settings`] that recover TiKV without being asked.
+    fn recovering() -> Settings {
+        Settings {
+            recover_tikv: true,
+            ..settings()
+        }
+    }
+
+    /// StatefulSet `name` (`component` of cluster `basic`) with `replicas`,
+    /// `failures` recorded and 3 replicas before them.
+    fn failed_over(
+        name: &str,
+        component: &str,
+        replicas: u32,
+        failures: &[Failure],
+    ) -> WorkloadState {
+        let mut s = workload_state(statefulset(name, replicas).component("basic", component));
+        s.workload = s
+            .workload
+            .annotation(
+                FAILURES_ANNOTATION,
+                &serde_json::to_string(failures).unwrap(),
+            )
+            .annotation(FAILOVER_ANNOTATION, r#"{"baseReplicas":3}"#);
+        s
+    }
+
+    /// The failure of TiKV pod `ordinal`, whose store is `store_id`.
+    fn tikv_failure(ordinal: u32, store_id: u64) -> Failure {
+        Failure {
+            pod: format!("basic-tikv-{ordinal}"),
+            member_id: None,
+            store_id: Some(store_id),
+            created_at_ms: 0,
+            deleted: false,
+        }
+    }
+
+    /// The store `id` (one leader) of TiKV pod `ordinal`.
+    fn tikv_store(ordinal: u32, id: u64) -> Store {
+        let address = format!("basic-tikv-{ordinal}.basic-tikv-peer.default.svc:20160");
+        store(id, &address, 1)
+    }
+
+    /// PD with the stores of `basic-tikv-0` to `basic-tikv-2`.
+    fn three_stores() -> FakePd {
+        FakePd::default()
+            .with_store(tikv_store(0, 1))
+            .with_store(tikv_store(1, 4))
+            .with_store(tikv_store(2, 5))
+    }
+
     /// The state after `plan`'s annotations and replica changes applied.
     fn apply(mut state: WorkloadState, plan: &Plan) -> WorkloadState {
         for a in &plan.actions {
@@ -529,14 +564,7 @@ mod tests {
             created_at_ms: 0,
             deleted: true,
         }];
-        let mut s = workload_state(statefulset("basic-pd", 4).component("basic", "pd")).at(500_000);
-        s.workload = s
-            .workload
-            .annotation(
-                FAILURES_ANNOTATION,
-                &serde_json::to_string(&failure).unwrap(),
-            )
-            .annotation(FAILOVER_ANNOTATION, r#"{"baseReplicas":3}"#);
+        let s = failed_over("basic-pd", "pd", 4, &failure).at(500_000);
         let all = FakePd::default()
             .with_member(member(1000, "basic-pd-0"))
             .with_member(member(2001, "basic-pd-1"))
@@ -553,45 +581,23 @@ mod tests {
 
     #[test]
     fn tikv_recovers_only_when_asked_taking_the_extra_store_offline_first() {
-        let addr = |i: u32| format!("basic-tikv-{i}.basic-tikv-peer.default.svc:20160");
-        let failure = vec![Failure {
-            pod: "basic-tikv-1".into(),
-            member_id: None,
-            store_id: Some(4),
-            created_at_ms: 0,
-            deleted: false,
-        }];
-        let mut s = workload_state(statefulset("basic-tikv", 4).component("basic", "tikv"));
-        s.workload = s
-            .workload
-            .annotation(
-                FAILURES_ANNOTATION,
-                &serde_json::to_string(&failure).unwrap(),
-            )
-            .annotation(FAILOVER_ANNOTATION, r#"{"baseReplicas":3}"#);
+        let mut s = failed_over("basic-tikv", "tikv", 4, &[tikv_failure(1, 4)]);
         s.workload.claim_templates = vec!["tikv".into()];
         s.claims = (0..4)
             .map(|o| steward_sdk::build::claim(&format!("tikv-basic-tikv-{o}")))
             .collect();
-        let base = FakePd::default()
-            .with_store(store(1, &addr(0), 1))
-            .with_store(store(4, &addr(1), 1))
-            .with_store(store(5, &addr(2), 1));
-        let up = base.clone().with_store(store(6, &addr(3), 1));
+        let base = three_stores();
+        let up = base.clone().with_store(tikv_store(3, 6));
         let plan = reconcile(&up, &settings(), &s).unwrap();
         assert_eq!(
             plan.changes().count(),
             0,
             "TiKV keeps its extra store until asked"
         );
-        let auto = Settings {
-            recover_tikv: true,
-            ..settings()
-        };
         let c = steward_sdk::pd::cluster("default", "basic");
         let offline = Action::PdStoreDelete((c, 6));
         assert!(
-            reconcile(&up, &auto, &s)
+            reconcile(&up, &recovering(), &s)
                 .unwrap()
                 .actions
                 .contains(&offline)
@@ -615,9 +621,7 @@ mod tests {
             .workload
             .annotations
             .retain(|(k, _)| k != RECOVER_ANNOTATION);
-        let draining = base
-            .clone()
-            .with_store(store(6, &addr(3), 1).state("Offline"));
+        let draining = base.clone().with_store(tikv_store(3, 6).state("Offline"));
         let plan = reconcile(&draining, &settings(), &waiting).unwrap();
         assert!(
             !plan.changes().any(|a| matches!(
@@ -653,36 +657,17 @@ mod tests {
 
     #[test]
     fn tikv_scales_back_one_store_at_a_time_from_the_highest_ordinal() {
-        let addr = |i: u32| format!("basic-tikv-{i}.basic-tikv-peer.default.svc:20160");
-        let failures: Vec<Failure> = [(1, 4), (2, 5)]
-            .iter()
-            .map(|&(o, id)| Failure {
-                pod: format!("basic-tikv-{o}"),
-                member_id: None,
-                store_id: Some(id),
-                created_at_ms: 0,
-                deleted: false,
-            })
-            .collect();
-        let mut s = workload_state(statefulset("basic-tikv", 5).component("basic", "tikv"));
-        s.workload = s
-            .workload
-            .annotation(
-                FAILURES_ANNOTATION,
-                &serde_json::to_string(&failures).unwrap(),
-            )
-            .annotation(FAILOVER_ANNOTATION, r#"{"baseReplicas":3}"#);
-        let auto = Settings {
-            recover_tikv: true,
-            ..settings()
-        };
+        let s = failed_over(
+            "basic-tikv",
+            "tikv",
+            5,
+            &[tikv_failure(1, 4), tikv_failure(2, 5)],
+        );
+        let auto = recovering();
         let c = steward_sdk::pd::cluster("default", "basic");
-        let three = FakePd::default()
-            .with_store(store(1, &addr(0), 1))
-            .with_store(store(4, &addr(1), 1))
-            .with_store(store(5, &addr(2), 1));
-        let four = three.clone().with_store(store(6, &addr(3), 1));
-        let five = four.clone().with_store(store(7, &addr(4), 1));
+        let three = three_stores();
+        let four = three.clone().with_store(tikv_store(3, 6));
+        let five = four.clone().with_store(tikv_store(4, 7));
         let plan = reconcile(&five, &auto, &s).unwrap();
         assert!(
             plan.actions

@@ -32,11 +32,11 @@ struct Failover;
 
 impl Guest for Failover {
     fn validate_settings(settings: String) -> Result<(), String> {
-        Settings::parse(&settings).map(|_| ())
+        steward_sdk::settings::parse::<Settings>(&settings).map(|_| ())
     }
 
     fn reconcile(settings: String, state: WorkloadState) -> Result<Plan, String> {
-        let s = Settings::parse(&settings)?;
+        let s: Settings = steward_sdk::settings::parse(&settings)?;
         reconcile(&HostPd, &s, &state)
     }
 }

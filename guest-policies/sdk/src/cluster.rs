@@ -276,6 +276,13 @@ impl FakeCluster {
     fn node_at(&self, id: u32) -> Option<&str> {
         self.nodes.get(id as usize).map(|n| n.name.as_str())
     }
+
+    /// Whether node `id` exists, is ready and takes new pods.
+    fn schedulable(&self, id: u32) -> bool {
+        self.nodes
+            .get(id as usize)
+            .is_some_and(|n| n.ready && !n.unschedulable)
+    }
 }
 
 impl ClusterView for FakeCluster {
@@ -324,7 +331,7 @@ impl ClusterView for FakeCluster {
             .cloned()
     }
     fn node_name(&self, id: u32) -> Option<String> {
-        self.nodes.get(id as usize).map(|n| n.name.clone())
+        self.node_at(id).map(str::to_string)
     }
     fn label_text(&self, key: &str, id: u32) -> Option<String> {
         labels::get(&self.nodes.get(id as usize)?.labels, key).map(str::to_string)
@@ -384,10 +391,7 @@ impl ClusterView for FakeCluster {
     ) -> PoolColumns {
         PoolColumns::from_rows(nodes.iter().map(|&id| {
             let node = self.node_at(id);
-            let schedulable = self
-                .nodes
-                .get(id as usize)
-                .is_some_and(|n| n.ready && !n.unschedulable);
+            let schedulable = self.schedulable(id);
             self.pools
                 .iter()
                 .find(|p| p.source == source && p.name == pool && Some(p.node.as_str()) == node)
@@ -429,10 +433,7 @@ impl ClusterView for FakeCluster {
             .iter()
             .map(|&id| {
                 let node = self.node_at(id);
-                let schedulable = self
-                    .nodes
-                    .get(id as usize)
-                    .is_some_and(|n| n.ready && !n.unschedulable);
+                let schedulable = self.schedulable(id);
                 self.disks
                     .iter()
                     .find(|d| d.disk_type == disk_type && Some(d.node.as_str()) == node)
@@ -460,9 +461,8 @@ impl FakeCluster {
         let ids: Vec<u32> = names
             .iter()
             .map(|name| {
-                let i = self.nodes.iter().position(|n| n.name == *name);
-                i.unwrap_or_else(|| panic!("candidate {name} is not a node of the fake cluster"))
-                    as u32
+                self.node_id(name)
+                    .unwrap_or_else(|| panic!("candidate {name} is not a node of the fake cluster"))
             })
             .collect();
         let labels = label_keys

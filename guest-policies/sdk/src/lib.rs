@@ -214,6 +214,34 @@ pub mod reconcile {
     /// of something.
     pub const POLL_MS: u32 = 5_000;
 
+    /// A policy's `pollMs` setting: the wait between two looks, at least
+    /// 1 ms, [`POLL_MS`] unless set.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+    #[serde(try_from = "u32")]
+    pub struct PollMs(u32);
+
+    impl PollMs {
+        pub fn get(self) -> u32 {
+            self.0
+        }
+    }
+
+    impl Default for PollMs {
+        fn default() -> PollMs {
+            PollMs(POLL_MS)
+        }
+    }
+
+    impl TryFrom<u32> for PollMs {
+        type Error = &'static str;
+        fn try_from(ms: u32) -> Result<PollMs, Self::Error> {
+            if ms == 0 {
+                return Err("pollMs must be at least 1");
+            }
+            Ok(PollMs(ms))
+        }
+    }
+
     impl Plan {
         pub fn new() -> Plan {
             Plan {

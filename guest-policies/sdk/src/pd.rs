@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use crate::pd_common::steward::policy::pd as host;
-use crate::{Member, PdCluster, Store};
+use crate::{Member, PdCluster, Store, Workload, tidb};
 
 /// Read access to the PD of a TiDB cluster. Errors are the host's
 /// sentences (PD unreachable, timed out, answered nonsense).
@@ -43,6 +43,20 @@ pub fn cluster(namespace: &str, name: &str) -> PdCluster {
         namespace: namespace.into(),
         name: name.into(),
     }
+}
+
+/// The PD cluster of the TiDB cluster a workload belongs to (its
+/// [`tidb::INSTANCE_LABEL`]).
+pub fn cluster_of(workload: &Workload) -> Result<PdCluster, String> {
+    let instance = tidb::instance(&workload.labels).ok_or_else(|| {
+        format!(
+            "StatefulSet {}/{} has no {} label: which TiDB cluster's PD to ask is unknown",
+            workload.namespace,
+            workload.name,
+            tidb::INSTANCE_LABEL
+        )
+    })?;
+    Ok(cluster(&workload.namespace, instance))
 }
 
 /// Name of PD's evict-leader scheduler for a store.

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use steward_sdk::cluster::ClusterView;
 use steward_sdk::pd::{PdView, evict_leader_scheduler};
-use steward_sdk::reconcile::{POLL_MS, Plan, Replica, WorkloadState};
+use steward_sdk::reconcile::{Plan, PollMs, Replica, WorkloadState};
 use steward_sdk::{Action, EventType, PdCluster, Store, Workload, labels, tidb};
 
 /// StatefulSet annotation holding [`GateState`] (JSON) while an upgrade
@@ -23,7 +23,7 @@ pub struct Settings {
     /// for (tidb-operator: 200).
     pub leader_return_minimum: u64,
     /// Wait between two looks while something is in progress.
-    pub poll_ms: u32,
+    pub poll_ms: PollMs,
 }
 
 impl Default for Settings {
@@ -32,18 +32,8 @@ impl Default for Settings {
             evict_leader_timeout_seconds: 1500 * 60,
             leader_return_timeout_seconds: 400,
             leader_return_minimum: 200,
-            poll_ms: POLL_MS,
+            poll_ms: PollMs::default(),
         }
-    }
-}
-
-impl Settings {
-    pub fn parse(text: &str) -> Result<Settings, String> {
-        let s: Settings = steward_sdk::settings::parse(text)?;
-        if s.poll_ms == 0 {
-            return Err("invalid settings: pollMs must be at least 1".into());
-        }
-        Ok(s)
     }
 }
 
@@ -123,8 +113,8 @@ struct Ctx<'a, P> {
     settings: &'a Settings,
     state: &'a WorkloadState,
     component: Component,
-    /// The PD cluster, for TiDB components.
-    cluster: Option<PdCluster>,
+    /// The PD cluster, or why it is unknown.
+    cluster: Result<PdCluster, String>,
     instance: Option<&'a str>,
 }
 
@@ -151,7 +141,7 @@ pub fn reconcile(
         settings,
         state,
         component,
-        cluster: instance.map(|i| steward_sdk::pd::cluster(&w.namespace, i)),
+        cluster: steward_sdk::pd::cluster_of(w),
         instance,
     };
     let gate = GateState::read(w)?;
@@ -188,18 +178,11 @@ impl<P: PdView> Ctx<'_, P> {
     }
 
     fn poll(&self, plan: Plan) -> Plan {
-        plan.requeue_after(self.settings.poll_ms)
+        plan.requeue_after(self.settings.poll_ms.get())
     }
 
     fn pd_cluster(&self) -> Result<&PdCluster, String> {
-        self.cluster.as_ref().ok_or_else(|| {
-            format!(
-                "StatefulSet {}/{} has no {} label: which TiDB cluster's PD to ask is unknown",
-                self.w().namespace,
-                self.w().name,
-                tidb::INSTANCE_LABEL
-            )
-        })
+        self.cluster.as_ref().map_err(String::clone)
     }
 
     /// The PD store of TiKV pod `pod`.
@@ -249,7 +232,7 @@ impl<P: PdView> Ctx<'_, P> {
     fn start(&self, stale: Option<GateState>) -> Plan {
         let w = self.w();
         let mut plan = Plan::new();
-        if let (Some(evicting), Some(c)) = (stale.and_then(|g| g.evicting), &self.cluster) {
+        if let (Some(evicting), Ok(c)) = (stale.and_then(|g| g.evicting), &self.cluster) {
             plan = plan.action(Action::PdEvictLeaderEnd((c.clone(), evicting.store)));
         }
         if w.partition != Some(w.replicas) {
@@ -500,7 +483,7 @@ impl<P: PdView> Ctx<'_, P> {
             }
         }
         if self.component == Component::Other
-            || self.component == Component::Tidb && self.cluster.is_none()
+            || self.component == Component::Tidb && self.cluster.is_err()
         {
             return Ok(None);
         }
@@ -528,6 +511,7 @@ mod tests {
     use steward_sdk::build::{statefulset, workload_state};
     use steward_sdk::cluster::FakeCluster;
     use steward_sdk::pd::{FakePd, member, store};
+    use steward_sdk::reconcile::POLL_MS;
 
     use super::*;
 
@@ -539,6 +523,31 @@ mod tests {
                 .component("basic", "tikv")
                 .partition(3),
         )
+    }
+
+    /// TiKV with a new revision `r2` not rolled out yet.
+    fn tikv_upgrading() -> WorkloadState {
+        let mut state = tikv_state();
+        state.workload = state.workload.updating_to("r2");
+        state
+    }
+
+    /// The gate's state once it has started the upgrade to `r2`.
+    fn started() -> GateState {
+        GateState {
+            revision: "r2".into(),
+            ..GateState::default()
+        }
+    }
+
+    /// The eviction of `basic-tikv-2`'s store (300 leaders) begun at 0.
+    fn evicting_tikv_2() -> Leaders {
+        Leaders {
+            store: 5,
+            pod: "basic-tikv-2".into(),
+            since_ms: 0,
+            before: 300,
+        }
     }
 
     fn pd() -> FakePd {
@@ -584,6 +593,14 @@ mod tests {
     }
 
     #[test]
+    fn settings_refuse_a_zero_poll_and_default_to_the_sdk_poll() {
+        let e = steward_sdk::settings::parse::<Settings>(r#"{"pollMs": 0}"#).unwrap_err();
+        assert!(e.contains("pollMs must be at least 1"), "{e}");
+        let s: Settings = steward_sdk::settings::parse("").unwrap();
+        assert_eq!(s.poll_ms.get(), POLL_MS);
+    }
+
+    #[test]
     fn an_idle_workload_is_held_at_partition_replicas() {
         let mut state = tikv_state();
         state.workload.partition = None;
@@ -613,8 +630,7 @@ mod tests {
 
     #[test]
     fn a_new_revision_starts_gated_then_evicts_the_highest_store_first() {
-        let mut state = tikv_state();
-        state.workload = state.workload.updating_to("r2");
+        let state = tikv_upgrading();
         let plan = run(&state, &pd());
         assert_eq!(gate_of(&plan).unwrap().revision, "r2");
         assert_eq!(partition_of(&plan), None, "partition already at replicas");
@@ -644,17 +660,10 @@ mod tests {
 
     #[test]
     fn the_eviction_timeout_restarts_anyway_with_a_warning() {
-        let mut state = tikv_state();
-        state.workload = state.workload.updating_to("r2");
+        let state = tikv_upgrading();
         let gate = GateState {
-            revision: "r2".into(),
-            evicting: Some(Leaders {
-                store: 5,
-                pod: "basic-tikv-2".into(),
-                since_ms: 0,
-                before: 300,
-            }),
-            ..GateState::default()
+            evicting: Some(evicting_tikv_2()),
+            ..started()
         };
         let settings = Settings {
             evict_leader_timeout_seconds: 60,
@@ -679,13 +688,7 @@ mod tests {
         .with_revision(2, "r2")
         .with_revision(1, "r2");
         state.workload = state.workload.updating_to("r2");
-        let state = with_gate(
-            state,
-            &GateState {
-                revision: "r2".into(),
-                ..GateState::default()
-            },
-        );
+        let state = with_gate(state, &started());
         let plan = run(&state, &pd());
         let c = steward_sdk::pd::cluster(NS, "basic");
         assert_eq!(
@@ -698,15 +701,7 @@ mod tests {
 
     #[test]
     fn tikv_waits_for_pd_and_an_unhealthy_cluster_blocks() {
-        let mut state = tikv_state();
-        state.workload = state.workload.updating_to("r2");
-        let state = with_gate(
-            state,
-            &GateState {
-                revision: "r2".into(),
-                ..GateState::default()
-            },
-        );
+        let state = with_gate(tikv_upgrading(), &started());
         let pd_set = statefulset("basic-pd", 3)
             .component("basic", "pd")
             .updating_to("p2");
@@ -749,16 +744,9 @@ mod tests {
     fn after_the_restart_the_eviction_ends_and_leaders_must_return() {
         let mut state = tikv_state().with_revision(2, "r2");
         state.workload = state.workload.updating_to("r2").partition(2);
-        let evicting = Leaders {
-            store: 5,
-            pod: "basic-tikv-2".into(),
-            since_ms: 0,
-            before: 300,
-        };
         let gate = GateState {
-            revision: "r2".into(),
-            evicting: Some(evicting),
-            ..GateState::default()
+            evicting: Some(evicting_tikv_2()),
+            ..started()
         };
         let state = with_gate(state, &gate).at(5_000);
         let mut empty = pd();
@@ -781,15 +769,7 @@ mod tests {
 
     #[test]
     fn pd_unreachable_fails_the_reconcile() {
-        let mut state = tikv_state();
-        state.workload = state.workload.updating_to("r2");
-        let state = with_gate(
-            state,
-            &GateState {
-                revision: "r2".into(),
-                ..GateState::default()
-            },
-        );
+        let state = with_gate(tikv_upgrading(), &started());
         let e = reconcile(
             &FakeCluster::default(),
             &pd().unreachable(),

@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::Endpoint;
 use super::tls::CertFiles;
-use crate::server::{App, read_body_or_status, text};
+use crate::server::{App, json, read_body_or_status, text};
 
 /// A client that does not finish its TLS handshake in this time is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,27 +57,14 @@ async fn review(
     let response = match read_body_or_status(body, limit, "admission.maxBodyBytes").await {
         Err((code, message)) => text(code, message),
         Ok(bytes) => {
-            let permit = app
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("never closed");
             let hook = app.admission.clone();
-            let decided = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                hook.review(endpoint, &policy, &bytes)
-            })
-            .await;
+            let decided = app
+                .run_blocking(move || hook.review(endpoint, &policy, &bytes))
+                .await;
             match decided {
                 Ok(Ok(reviewed)) => {
                     let out = app.admission.finish(reviewed).await;
-                    (
-                        StatusCode::OK,
-                        [(header::CONTENT_TYPE, "application/json")],
-                        serde_json::to_vec(&out).expect("a review serializes"),
-                    )
-                        .into_response()
+                    json(serde_json::to_vec(&out).expect("a review serializes"))
                 }
                 Ok(Err(rejected)) => text(
                     StatusCode::from_u16(rejected.status).unwrap_or(StatusCode::BAD_REQUEST),

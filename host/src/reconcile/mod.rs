@@ -273,6 +273,7 @@ pub fn policy_ids(workload: &Workload) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::state::tests::workload;
     use super::*;
 
     #[test]
@@ -306,28 +307,5 @@ mod tests {
         );
         let delays: Vec<u64> = (1..=5).map(|n| r.backoff(n).as_millis() as u64).collect();
         assert_eq!(delays, [1_000, 2_000, 4_000, 5_000, 5_000]);
-    }
-
-    fn workload() -> Workload {
-        Workload {
-            kind: "StatefulSet".into(),
-            namespace: "tidb".into(),
-            name: "basic-tikv".into(),
-            uid: String::new(),
-            labels: vec![],
-            annotations: vec![],
-            replicas: 3,
-            partition: None,
-            update_strategy: "RollingUpdate".into(),
-            generation: 1,
-            observed_generation: 1,
-            status_replicas: 3,
-            ready_replicas: 3,
-            updated_replicas: 3,
-            current_revision: "r1".into(),
-            update_revision: "r1".into(),
-            selector: vec![],
-            claim_templates: vec![],
-        }
     }
 }

@@ -115,14 +115,15 @@ pub fn statefulset_of_claim<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use super::*;
     use crate::cluster::ClusterCache;
     use crate::runtime::{Claim, Owner};
 
-    fn workload() -> Workload {
+    /// A settled three-replica TiKV StatefulSet held at its partition.
+    pub(in crate::reconcile) fn workload() -> Workload {
         Workload {
             kind: "StatefulSet".into(),
             namespace: "tidb".into(),
