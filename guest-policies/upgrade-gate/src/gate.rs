@@ -148,7 +148,7 @@ pub fn reconcile(
     if w.observed_generation < w.generation {
         // The StatefulSet controller has not caught up with the latest
         // spec: its revisions and counts describe an older one.
-        return Ok(Plan::new().requeue_after(settings.poll_ms));
+        return Ok(Plan::new().requeue_after(settings.poll_ms.get()));
     }
     if !upgrading(w, &state.replicas) {
         return ctx.finish(gate);
