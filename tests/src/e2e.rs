@@ -47,33 +47,52 @@ pub fn scenario(body: impl Future<Output = Result<()>>) {
 }
 
 /// Steward serving the extender from the test process, its cluster source
-/// the control plane's kubeconfig and its binder the Kubernetes API.
+/// the control plane's kubeconfig and its binder the Kubernetes API; and
+/// the admission webhook over HTTPS when its config has an `admission`
+/// section.
 pub struct Steward {
     pub addr: SocketAddr,
     pub app: App,
+    /// Where the admission webhook listens, if it serves one.
+    pub webhook: Option<SocketAddr>,
 }
 
 impl Steward {
     /// Starts with `policies` (one YAML flow mapping per policy;
     /// `{stem}` names a built guest, as in [`crate::expand_guests`]) and
-    /// waits until its cluster cache has synced.
-    pub async fn start(kubeconfig: &Path, policies: &[&str]) -> Result<Steward> {
+    /// `sections` (extra top-level YAML appended to the config, e.g.
+    /// `admission:`), and waits until its cluster cache has synced.
+    pub async fn start(kubeconfig: &Path, policies: &[&str], sections: &str) -> Result<Steward> {
         let list: Vec<String> = policies.iter().map(|p| format!("- {p}")).collect();
         let yaml = format!(
-            "cluster: {{kubeconfig: {}}}\npolicies:\n{}\n",
+            "cluster: {{kubeconfig: {}}}\npolicies:\n{}\n{sections}\n",
             kubeconfig.display(),
             crate::expand_guests(&list.join("\n"))
         );
         let config = Config::parse(&yaml).context("the scenario's Steward config")?;
         let app = App::start(&config).await?;
         let addr = crate::serve_under(app.clone(), "/scheduler").await;
+        let webhook = match &config.admission {
+            Some(webhook) => Some(
+                crate::serve_admission(
+                    app.clone(),
+                    webhook.listen,
+                    &config.resolve(&webhook.cert_file),
+                    &config.resolve(&webhook.key_file),
+                    webhook.max_body_bytes,
+                )
+                .await
+                .context("Steward's admission webhook")?,
+            ),
+            None => None,
+        };
         eventually(
             Duration::from_secs(60),
             "Steward's cluster cache to sync",
             || async { Ok((crate::get(addr, "/readyz").await.0 == 200).then_some(())) },
         )
         .await?;
-        Ok(Steward { addr, app })
+        Ok(Steward { addr, app, webhook })
     }
 
     /// A counter of Steward's metrics: the sum of the series of `name`
@@ -102,6 +121,17 @@ impl Cluster {
     /// then Steward with `policies` as the ServiceAccount of `deploy/`
     /// (its RBAC, not an admin), then kube-scheduler calling it.
     pub async fn start(snapshot: &Path, kinds: &[&str], policies: &[&str]) -> Result<Cluster> {
+        Cluster::start_with(snapshot, kinds, policies, "").await
+    }
+
+    /// [`Cluster::start`] with extra top-level config `sections` for
+    /// Steward (see [`Steward::start`]).
+    pub async fn start_with(
+        snapshot: &Path,
+        kinds: &[&str],
+        policies: &[&str],
+        sections: &str,
+    ) -> Result<Cluster> {
         let mut control_plane = ControlPlane::start().await?;
         let client = control_plane.client.clone();
         install_crds(
@@ -122,7 +152,7 @@ impl Cluster {
             untaint(&client, name).await?;
         }
         let steward_kubeconfig = deploy_service_account(&control_plane).await?;
-        let steward = Steward::start(&steward_kubeconfig, policies).await?;
+        let steward = Steward::start(&steward_kubeconfig, policies, sections).await?;
         control_plane.start_scheduler(steward.addr).await?;
         let doubles = Doubles::start(&client, &["lvm.hwameistor.io", "disk.hwameistor.io"]);
         Ok(Cluster {
