@@ -23,7 +23,8 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use steward_tests::control_plane::{ControlPlane, finish_runs};
 use steward_tests::e2e::{
-    SCHEDULER_NAME, Steward, create, deploy_service_account, untaint, wait_service_account,
+    SCHEDULER_NAME, Steward, create, deploy_service_account, install_crds, untaint,
+    wait_service_account,
 };
 
 const NODES: usize = 100;
@@ -116,6 +117,12 @@ async fn run(with_steward: bool) -> Result<Run> {
     .await?;
     wait_service_account(&client, NAMESPACE).await?;
     let steward = if with_steward {
+        // Steward is ready once it has listed HwameiStor's objects too.
+        install_crds(
+            &client,
+            &steward_tests::root().join("tests/control-plane/hwameistor-crds.yaml"),
+        )
+        .await?;
         let kubeconfig = deploy_service_account(&control_plane).await?;
         let steward = Steward::start(&kubeconfig, POLICIES, "").await?;
         control_plane

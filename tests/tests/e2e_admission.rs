@@ -111,7 +111,7 @@ fn refusal<T>(result: kube::Result<T>) -> Result<String> {
 /// default; deleting a TiKV pod whose store holds leaders is denied with
 /// tidb-guard's message and begins the leader eviction in PD (not on a dry
 /// run), stays denied while leaders remain, and is allowed once PD reports
-/// none.
+/// none; the pod created again ends the eviction.
 #[test]
 fn admission_webhooks_on_a_real_apiserver() {
     scenario(async {
@@ -325,6 +325,22 @@ fn admission_webhooks_on_a_real_apiserver() {
             Duration::from_secs(60),
             "the TiKV pod to be gone",
             || async { Ok(pods.get_opt(TIKV_POD).await?.is_none().then_some(())) },
+        )
+        .await?;
+
+        // Created again (as its StatefulSet would), the pod ends the
+        // eviction: PD gives the store its leaders back.
+        pods.create(&PostParams::default(), &tikv).await?;
+        eventually(
+            Duration::from_secs(30),
+            "the evict-leader scheduler of the store to end",
+            || async {
+                let state = pd.state();
+                let ended = state.count(&format!(
+                    "DELETE /pd/api/v1/schedulers/evict-leader-scheduler-{TIKV_STORE}"
+                )) == 1;
+                Ok((ended && !state.evicting.contains(&TIKV_STORE)).then_some(()))
+            },
         )
         .await?;
         Ok(())
