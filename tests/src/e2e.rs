@@ -60,8 +60,8 @@ pub struct Steward {
 impl Steward {
     /// Starts with `policies` (one YAML flow mapping per policy;
     /// `{stem}` names a built guest, as in [`crate::expand_guests`]) and
-    /// `sections` (extra top-level YAML appended to the config, e.g.
-    /// `admission:`), and waits until its cluster cache has synced.
+    /// `sections` (more top-level YAML of the config, such as
+    /// `reconcile:`), and waits until its cluster cache has synced.
     pub async fn start(kubeconfig: &Path, policies: &[&str], sections: &str) -> Result<Steward> {
         let list: Vec<String> = policies.iter().map(|p| format!("- {p}")).collect();
         let yaml = format!(
@@ -124,8 +124,8 @@ impl Cluster {
         Cluster::start_with(snapshot, kinds, policies, "").await
     }
 
-    /// [`Cluster::start`] with extra top-level config `sections` for
-    /// Steward (see [`Steward::start`]).
+    /// [`Cluster::start`] with `sections` of Steward's config besides its
+    /// policies (see [`Steward::start`]).
     pub async fn start_with(
         snapshot: &Path,
         kinds: &[&str],
