@@ -47,10 +47,14 @@ pub fn scenario(body: impl Future<Output = Result<()>>) {
 }
 
 /// Steward serving the extender from the test process, its cluster source
-/// the control plane's kubeconfig and its binder the Kubernetes API.
+/// the control plane's kubeconfig and its binder the Kubernetes API; and
+/// the admission webhook over HTTPS when its config has an `admission`
+/// section.
 pub struct Steward {
     pub addr: SocketAddr,
     pub app: App,
+    /// Where the admission webhook listens, if it serves one.
+    pub webhook: Option<SocketAddr>,
 }
 
 impl Steward {
@@ -68,13 +72,27 @@ impl Steward {
         let config = Config::parse(&yaml).context("the scenario's Steward config")?;
         let app = App::start(&config).await?;
         let addr = crate::serve_under(app.clone(), "/scheduler").await;
+        let webhook = match &config.admission {
+            Some(webhook) => Some(
+                crate::serve_admission(
+                    app.clone(),
+                    webhook.listen,
+                    &config.resolve(&webhook.cert_file),
+                    &config.resolve(&webhook.key_file),
+                    webhook.max_body_bytes,
+                )
+                .await
+                .context("Steward's admission webhook")?,
+            ),
+            None => None,
+        };
         eventually(
             Duration::from_secs(60),
             "Steward's cluster cache to sync",
             || async { Ok((crate::get(addr, "/readyz").await.0 == 200).then_some(())) },
         )
         .await?;
-        Ok(Steward { addr, app })
+        Ok(Steward { addr, app, webhook })
     }
 
     /// A counter of Steward's metrics: the sum of the series of `name`

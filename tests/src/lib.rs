@@ -195,23 +195,38 @@ pub async fn serve_webhook(app: App, max_body_bytes: usize) -> Webhook {
     let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
     let ca = tls::TestCa::new();
     ca.issue("webhook-1").write(&cert_file, &key_file);
-    let certs = steward::admission::tls::CertFiles::load(&cert_file, &key_file).expect("certs");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let listen = "127.0.0.1:0".parse().expect("a socket address");
+    let addr = serve_admission(app, listen, &cert_file, &key_file, max_body_bytes)
         .await
-        .expect("loopback port");
-    let addr = listener.local_addr().expect("bound");
-    let router = steward::admission::server::router(app, max_body_bytes);
-    tokio::spawn(async move {
-        steward::admission::server::serve_tls(listener, router, certs, std::future::pending())
-            .await
-            .expect("webhook serves");
-    });
+        .expect("webhook serves");
     Webhook {
         addr,
         ca,
         cert_file,
         key_file,
     }
+}
+
+/// Serves the app's admission webhook over HTTPS on `listen` (port 0: any
+/// free port) with the certificate and key of these files, as
+/// `steward::server::serve` does; returns the bound address.
+pub async fn serve_admission(
+    app: App,
+    listen: SocketAddr,
+    cert_file: &std::path::Path,
+    key_file: &std::path::Path,
+    max_body_bytes: usize,
+) -> anyhow::Result<SocketAddr> {
+    let certs = steward::admission::tls::CertFiles::load(cert_file, key_file)?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let router = steward::admission::server::router(app, max_body_bytes);
+    tokio::spawn(async move {
+        steward::admission::server::serve_tls(listener, router, certs, std::future::pending())
+            .await
+            .expect("webhook serves");
+    });
+    Ok(addr)
 }
 
 /// An AdmissionReview fixture (`tests/fixtures/admission/<name>.json`).

@@ -73,6 +73,12 @@ impl TestCa {
         }
     }
 
+    /// The CA certificate (PEM), as a webhook configuration's `caBundle`
+    /// holds it (base64-encoded).
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
     /// A client configuration trusting only this CA.
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();

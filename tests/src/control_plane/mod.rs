@@ -227,6 +227,18 @@ impl ControlPlane {
     /// ships for Kubernetes 1.20 (`deploy/overlays/scheduler-v1beta1`),
     /// pointed at the extender on `extender` and at this control plane.
     pub async fn start_scheduler(&mut self, extender: SocketAddr) -> Result<()> {
+        self.start_scheduler_with(Some(extender), None).await
+    }
+
+    /// [`ControlPlane::start_scheduler`], or without `extender` the same
+    /// profile with kube-scheduler's default plugins only (the baseline
+    /// the throughput benchmark compares with); `client_rate` is the
+    /// scheduler's API client (qps, burst) instead of 1.20's 50/100.
+    pub async fn start_scheduler_with(
+        &mut self,
+        extender: Option<SocketAddr>,
+        client_rate: Option<(u32, u32)>,
+    ) -> Result<()> {
         let shipped = crate::root().join("deploy/overlays/scheduler-v1beta1/kube-scheduler.yaml");
         let text = std::fs::read_to_string(&shipped)
             .with_context(|| format!("cannot read {}", shipped.display()))?;
@@ -235,6 +247,10 @@ impl ControlPlane {
         let health = format!("127.0.0.1:{}", free_port());
         config["clientConnection"] =
             serde_json::json!({"kubeconfig": self.scheduler_kubeconfig.display().to_string()});
+        if let Some((qps, burst)) = client_rate {
+            config["clientConnection"]["qps"] = qps.into();
+            config["clientConnection"]["burst"] = burst.into();
+        }
         config["leaderElection"] = serde_json::json!({"leaderElect": false});
         config["healthzBindAddress"] = health.clone().into();
         config["metricsBindAddress"] = health.clone().into();
@@ -253,7 +269,12 @@ impl ControlPlane {
                     shipped.display()
                 )
             })?;
-        extenders[0]["urlPrefix"] = format!("http://{extender}/{path}").into();
+        match extender {
+            Some(extender) => {
+                extenders[0]["urlPrefix"] = format!("http://{extender}/{path}").into();
+            }
+            None => extenders.clear(),
+        }
         let config_path = self.dir.join("kube-scheduler.yaml");
         std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)?;
 

@@ -1,0 +1,348 @@
+//! Admission on a real Kubernetes 1.20.2 control plane: kube-apiserver calls
+//! Steward's webhooks, configured as `deploy/base/webhooks.yaml` configures
+//! them but reaching Steward in this process by `clientConfig.url` and
+//! `caBundle`. Steward runs as the ServiceAccount of `deploy/` (its RBAC).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use base64::Engine;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use steward_sdk::tidb::EVICT_LEADER_BEGIN_ANNOTATION;
+use steward_tests::e2e::{
+    Cluster, SCHEDULER_NAME, create, events_about, eventually, read_objects, scenario,
+    wait_service_account,
+};
+use steward_tests::pd_double::{Fault, PdDouble};
+use steward_tests::tls::TestCa;
+use steward_tests::{TempDir, example_snapshot};
+
+const NAMESPACE: &str = "tidb-cluster";
+
+/// The TidbCluster of the snapshot, whose stores the PD double serves.
+const TIDB_CLUSTER: &str = "basic";
+
+/// The TiKV pod under test and its store in the PD double.
+const TIKV_POD: &str = "basic-tikv-0";
+const TIKV_STORE: u64 = 1;
+
+/// The admission policies as `deploy/base/steward.yaml` runs them, PD at
+/// the double.
+fn policies(pd_url: &str) -> Vec<String> {
+    vec![
+        format!(
+            "{{id: local-storage-admission, hook: admission, module: '{{local_storage_admission}}', \
+             mutate: true, failureMode: fail-open, settings: {{schedulerName: {SCHEDULER_NAME}}}}}"
+        ),
+        format!(
+            "{{id: tidb-guard, hook: admission, module: '{{tidb_guard}}', mode: enforce, \
+             failureMode: fail-closed, deadlineMs: 2000, pd: {{url: '{pd_url}', timeoutMs: 1000}}}}"
+        ),
+    ]
+}
+
+/// `deploy/base`'s webhook configurations, each webhook calling Steward at
+/// `https://<webhook><its path>` and trusting `ca`.
+async fn register_webhooks(client: &Client, webhook: SocketAddr, ca: &TestCa) -> Result<()> {
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca.pem());
+    let file = steward_tests::root().join("deploy/base/webhooks.yaml");
+    for mut configuration in read_objects(&file)? {
+        let hooks = configuration["webhooks"]
+            .as_array_mut()
+            .with_context(|| format!("{}: a configuration without webhooks", file.display()))?;
+        for hook in hooks {
+            let path = hook["clientConfig"]["service"]["path"]
+                .as_str()
+                .with_context(|| format!("{}: a webhook without a path", file.display()))?
+                .to_string();
+            hook["clientConfig"] = json!({
+                "url": format!("https://{webhook}{path}"),
+                "caBundle": bundle,
+            });
+        }
+        create(client, configuration).await?;
+    }
+    Ok(())
+}
+
+/// The storage class of the snapshot's claims (HwameiStor's).
+fn local_storage_class() -> Result<String> {
+    read_objects(&example_snapshot())?
+        .into_iter()
+        .find(|o| o["kind"] == "StorageClass")
+        .and_then(|o| o["metadata"]["name"].as_str().map(str::to_string))
+        .context("the snapshot has no StorageClass")
+}
+
+fn pod(name: &str, labels: serde_json::Value, spec: serde_json::Value) -> Result<Pod> {
+    let mut object = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+        "spec": {"containers": [{"name": "main", "image": "registry.k8s.io/pause:3.2"}]},
+    });
+    for (key, value) in spec.as_object().into_iter().flatten() {
+        object["spec"][key] = value.clone();
+    }
+    Ok(serde_json::from_value(object)?)
+}
+
+fn scheduler_name(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduler_name.clone())
+        .unwrap_or_default()
+}
+
+/// The apiserver's refusal of a request, or a failure if it was allowed.
+fn refusal<T>(result: kube::Result<T>) -> Result<String> {
+    match result {
+        Err(kube::Error::Api(status)) => Ok(status.message),
+        Err(e) => Err(e.into()),
+        Ok(_) => bail!("the request was allowed"),
+    }
+}
+
+/// Pods with a HwameiStor claim get Steward's scheduler, others keep the
+/// default; deleting a TiKV pod whose store holds leaders is denied with
+/// tidb-guard's message and begins the leader eviction in PD (not on a dry
+/// run), stays denied while leaders remain, and is allowed once PD reports
+/// none; the pod created again ends the eviction.
+#[test]
+fn admission_webhooks_on_a_real_apiserver() {
+    scenario(async {
+        let pd = PdDouble::start(NAMESPACE, TIDB_CLUSTER).await;
+        let tls = TempDir::new("e2e-admission-tls");
+        let (cert, key) = (tls.path().join("tls.crt"), tls.path().join("tls.key"));
+        let ca = TestCa::new();
+        ca.issue("steward-webhook").write(&cert, &key);
+        let sections = format!(
+            "admission: {{listen: '127.0.0.1:0', certFile: {}, keyFile: {}}}",
+            cert.display(),
+            key.display()
+        );
+        let policies = policies(&pd.url());
+        let policies: Vec<&str> = policies.iter().map(String::as_str).collect();
+        let cluster = Cluster::start_with(
+            &example_snapshot(),
+            &["Node", "Namespace", "StorageClass"],
+            &policies,
+            &sections,
+        )
+        .await?;
+        let client = cluster.client();
+        let webhook = cluster
+            .steward
+            .webhook
+            .context("Steward serves no admission webhook")?;
+        register_webhooks(&client, webhook, &ca).await?;
+        wait_service_account(&client, NAMESPACE).await?;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+
+        // (a) A pod with a claim of HwameiStor's class gets Steward's
+        // scheduler. The claim must be in Steward's cache and the webhook
+        // configuration in the apiserver's: wait with dry runs.
+        let class = local_storage_class()?;
+        create(
+            &client,
+            json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "data-local", "namespace": NAMESPACE},
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                         "resources": {"requests": {"storage": "1Gi"}}},
+            }),
+        )
+        .await?;
+        let with_claim = pod(
+            "with-local-claim",
+            json!({}),
+            json!({"volumes": [{"name": "data",
+                                "persistentVolumeClaim": {"claimName": "data-local"}}]}),
+        )?;
+        let dry_run = PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        eventually(
+            Duration::from_secs(60),
+            "a dry-run pod with a HwameiStor claim to get Steward's scheduler",
+            || async {
+                let created = pods.create(&dry_run, &with_claim).await?;
+                Ok((scheduler_name(&created) == SCHEDULER_NAME).then_some(()))
+            },
+        )
+        .await?;
+        let created = pods.create(&PostParams::default(), &with_claim).await?;
+        ensure!(
+            scheduler_name(&created) == SCHEDULER_NAME,
+            "with-local-claim got scheduler {:?}",
+            scheduler_name(&created)
+        );
+
+        // A pod without such claims is reviewed and left alone.
+        let allowed = |steward: &steward_tests::e2e::Steward| {
+            steward.metric(
+                "steward_admission_verdicts_total",
+                &["policy=\"local-storage-admission\"", "verdict=\"allowed\""],
+            )
+        };
+        let before = allowed(&cluster.steward);
+        let plain = pod(
+            "without-claims",
+            json!({}),
+            json!({"volumes": [{"name": "scratch", "emptyDir": {}}]}),
+        )?;
+        let created = pods.create(&PostParams::default(), &plain).await?;
+        ensure!(
+            scheduler_name(&created) == "default-scheduler",
+            "without-claims got scheduler {:?}",
+            scheduler_name(&created)
+        );
+        ensure!(
+            allowed(&cluster.steward) == before + 1.0,
+            "local-storage-admission reviewed without-claims and allowed it unchanged"
+        );
+
+        // (b) A TiKV pod of `basic`, running on a node, whose store holds
+        // leaders. A dry-run delete is denied without side effects.
+        let tikv = pod(
+            TIKV_POD,
+            json!({
+                "app.kubernetes.io/component": "tikv",
+                "app.kubernetes.io/instance": TIDB_CLUSTER,
+                "app.kubernetes.io/managed-by": "tidb-operator",
+                "app.kubernetes.io/name": "tidb-cluster",
+            }),
+            json!({"nodeName": "k8s-10-6-163-51", "hostname": TIKV_POD,
+                   "subdomain": format!("{TIDB_CLUSTER}-tikv-peer")}),
+        )?;
+        pods.create(&PostParams::default(), &tikv).await?;
+        let leaders = pd.state().leaders(TIKV_STORE);
+        ensure!(leaders > 0, "store {TIKV_STORE} starts with leaders");
+        let dry_delete = DeleteParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        let dry_refusal = eventually(
+            Duration::from_secs(60),
+            "a dry-run delete of the TiKV pod to be denied",
+            || async { Ok(refusal(pods.delete(TIKV_POD, &dry_delete).await).ok()) },
+        )
+        .await?;
+        ensure!(
+            dry_refusal.contains(&format!(
+                "store {TIKV_STORE} still holds {leaders} Raft leader(s); Steward would begin \
+                 evicting them"
+            )),
+            "the dry run is denied with tidb-guard's message: {dry_refusal}"
+        );
+        ensure!(
+            pd.state().evicting.is_empty(),
+            "a dry run begins no leader eviction"
+        );
+
+        // The real delete is denied and begins the eviction. PD is stuck,
+        // so leaders stay until it recovers. The apiserver validates a
+        // graceful delete against its cached pod first and, once denied,
+        // again against etcd's: the second review already sees the
+        // annotation Steward wrote in the first, so either refusal may come
+        // back.
+        pd.set_fault(Fault::LeadersStuck);
+        let denied = refusal(pods.delete(TIKV_POD, &DeleteParams::default()).await)?;
+        eprintln!("admission: delete denied: {denied}");
+        let began = format!(
+            "TiKV pod {NAMESPACE}/{TIKV_POD}: store {TIKV_STORE} still holds {leaders} Raft \
+             leader(s); Steward began evicting them through PD"
+        );
+        let evicting = format!(
+            "TiKV pod {NAMESPACE}/{TIKV_POD}: evicting Raft leaders from store {TIKV_STORE}: \
+             {leaders} left after"
+        );
+        ensure!(
+            denied.contains("admission webhook \"tidb-guard.steward.io\" denied the request")
+                && (denied.contains(&began) || denied.contains(&evicting))
+                && !denied.contains("could not"),
+            "the delete is denied with tidb-guard's message: {denied}"
+        );
+        ensure!(
+            pd.state().evicting.contains(&TIKV_STORE)
+                && pd.state().count("POST /pd/api/v1/schedulers") == 1,
+            "PD got one evict-leader scheduler for store {TIKV_STORE}"
+        );
+        // Steward recorded when the eviction began on the pod and said so
+        // in an Event (its RBAC allows both).
+        eventually(
+            Duration::from_secs(30),
+            "the evict-leader annotation and Event on the TiKV pod",
+            || async {
+                let annotated = pods
+                    .get(TIKV_POD)
+                    .await?
+                    .annotations()
+                    .contains_key(EVICT_LEADER_BEGIN_ANNOTATION);
+                let events = events_about(&client, NAMESPACE, TIKV_POD).await?;
+                let evented = events.iter().any(|e| {
+                    e.reason.as_deref() == Some("EvictingLeaders")
+                        && e.message.as_deref().is_some_and(|m| m.contains(&began))
+                });
+                Ok((annotated && evented).then_some(()))
+            },
+        )
+        .await?;
+        // Once Steward's cache has the annotation, the refusal says how the
+        // eviction is going.
+        let waiting = eventually(
+            Duration::from_secs(30),
+            "a refusal that reports the eviction's progress",
+            || async {
+                let message = refusal(pods.delete(TIKV_POD, &DeleteParams::default()).await)?;
+                Ok(message.contains("evicting Raft leaders").then_some(message))
+            },
+        )
+        .await?;
+        ensure!(
+            waiting.contains(&evicting),
+            "the delete stays denied while leaders remain: {waiting}"
+        );
+
+        // PD moves the leaders away; then the same delete is allowed and
+        // the kubelet double finishes it.
+        pd.set_fault(Fault::None);
+        eventually(
+            Duration::from_secs(30),
+            "the PD double to drain the store's leaders",
+            || async { Ok((pd.state().leaders(TIKV_STORE) == 0).then_some(())) },
+        )
+        .await?;
+        pods.delete(TIKV_POD, &DeleteParams::default())
+            .await
+            .context("deleting the TiKV pod once its store has no leaders")?;
+        eventually(
+            Duration::from_secs(60),
+            "the TiKV pod to be gone",
+            || async { Ok(pods.get_opt(TIKV_POD).await?.is_none().then_some(())) },
+        )
+        .await?;
+
+        // Created again (as its StatefulSet would), the pod ends the
+        // eviction: PD gives the store its leaders back.
+        pods.create(&PostParams::default(), &tikv).await?;
+        eventually(
+            Duration::from_secs(30),
+            "the evict-leader scheduler of the store to end",
+            || async {
+                let state = pd.state();
+                let ended = state.count(&format!(
+                    "DELETE /pd/api/v1/schedulers/evict-leader-scheduler-{TIKV_STORE}"
+                )) == 1;
+                Ok((ended && !state.evicting.contains(&TIKV_STORE)).then_some(()))
+            },
+        )
+        .await?;
+        Ok(())
+    });
+}
