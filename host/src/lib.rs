@@ -8,6 +8,7 @@
 
 pub mod actions;
 pub mod admission;
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod extender;

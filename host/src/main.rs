@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use steward::cluster::{ClusterCache, load_snapshot};
 use steward::config::{ClusterSource, Config, default_cache_dir};
-use steward::extender::{Binder, Extender};
+use steward::extender::Binder;
 use steward::server::App;
 
 #[derive(Parser)]
@@ -61,6 +61,27 @@ enum Command {
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
+    },
+    /// Time each policy's hooks in process on the snapshot's pending pods:
+    /// scheduler filter and prioritize against every node, admission review
+    /// of a pod CREATE; prints n, median, p99, max and evaluations/s per
+    /// policy and hook.
+    Bench {
+        /// Configuration file; its cluster source must be a snapshot.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Use this snapshot instead of the configured one.
+        #[arg(long)]
+        snapshot: Option<PathBuf>,
+        /// Only this policy (its id in the configuration).
+        #[arg(long)]
+        policy: Option<String>,
+        /// Timed evaluations per policy and hook.
+        #[arg(long, default_value_t = 1000)]
+        requests: usize,
+        /// Untimed evaluations before the timed ones.
+        #[arg(long, default_value_t = 100)]
+        warmup: usize,
     },
     /// Run a fixture suite (cases of request, settings and cluster with the
     /// expected verdict) against a policy; exits 1 if any case fails.
@@ -186,7 +207,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let settings: serde_json::Value =
                 serde_json::from_str(&settings).context("--settings is not JSON")?;
             let config = Config::single_policy(snapshot, module, settings);
-            let extender = offline_extender(&config)?;
+            let extender = offline_app(&config)?.extender;
             let body = std::fs::read(&request)
                 .with_context(|| format!("cannot read request {}", request.display()))?;
             let decode = |what| format!("{} is not a valid {what} request", request.display());
@@ -210,11 +231,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             snapshot,
             json,
         } => {
-            let mut config = Config::load(&config)?;
-            if let Some(s) = snapshot {
-                config.cluster = ClusterSource::Snapshot(std::path::absolute(s)?);
-            }
-            let extender = offline_extender(&config)?;
+            let config = snapshot_config(&config, snapshot)?;
+            let extender = offline_app(&config)?.extender;
             let placements = steward::simulate::run(&extender);
             if json {
                 println!("{}", serde_json::to_string_pretty(&placements)?);
@@ -227,6 +245,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::from(2)
             })
+        }
+        Command::Bench {
+            config,
+            snapshot,
+            policy,
+            requests,
+            warmup,
+        } => {
+            let config = snapshot_config(&config, snapshot)?;
+            let app = offline_app(&config)?;
+            let options = steward::bench::Options {
+                policy,
+                requests,
+                warmup,
+            };
+            let timings = steward::bench::run(&app, &config, &snapshot_path(&config)?, &options)?;
+            print!("{}", steward::bench::render(&timings));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Test { policy, suite } => {
             let runtime = steward::runtime::Runtime::new(steward::config::default_cache_dir())?;
@@ -305,14 +341,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// The extender over a snapshot, without a server.
-fn offline_extender(config: &Config) -> Result<Arc<Extender>> {
-    let ClusterSource::Snapshot(path) = &config.cluster else {
-        bail!("this command needs a snapshot as its cluster source (cluster.snapshot)");
-    };
+/// The configuration at `path`, its snapshot replaced by `snapshot` if given.
+fn snapshot_config(path: &std::path::Path, snapshot: Option<PathBuf>) -> Result<Config> {
+    let mut config = Config::load(path)?;
+    if let Some(s) = snapshot {
+        config.cluster = ClusterSource::Snapshot(std::path::absolute(s)?);
+    }
+    Ok(config)
+}
+
+/// The configured snapshot file.
+fn snapshot_path(config: &Config) -> Result<PathBuf> {
+    match &config.cluster {
+        ClusterSource::Snapshot(path) => Ok(config.resolve(path)),
+        ClusterSource::Kubeconfig(_) => bail!(
+            "this command needs a snapshot as its cluster source: set cluster.snapshot in the \
+             configuration or pass --snapshot"
+        ),
+    }
+}
+
+/// The hooks over a snapshot, without a server.
+fn offline_app(config: &Config) -> Result<App> {
+    let snapshot = snapshot_path(config)?;
     let runtime = steward::runtime::Runtime::new(config.cache_dir())?;
     let policies = steward::policy::PolicySet::load(&runtime, config)?;
     let cluster = Arc::new(ClusterCache::default());
-    load_snapshot(&cluster, &config.resolve(path))?;
-    Ok(App::new(config, policies, cluster, Binder::Snapshot).extender)
+    load_snapshot(&cluster, &snapshot)?;
+    Ok(App::new(config, policies, cluster, Binder::Snapshot))
 }

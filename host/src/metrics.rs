@@ -180,6 +180,17 @@ impl Metrics {
         }
     }
 
+    /// How many evaluations of `policy` at `hook` ended with `outcome`.
+    pub fn evaluations(&self, policy: &str, hook: &str, outcome: &str) -> u64 {
+        self.evaluations
+            .get_or_create(&EvaluationLabels {
+                policy: policy.into(),
+                hook: hook.into(),
+                outcome: outcome.into(),
+            })
+            .get()
+    }
+
     pub fn request(&self, endpoint: &str, code: u16) {
         self.requests
             .get_or_create(&RequestLabels {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::cluster::ClusterCache;
 use crate::extender::{CandidateNodes, Extender};
 use crate::runtime::{Node, Pod};
 
@@ -21,17 +22,21 @@ pub struct Placement {
 pub fn run(extender: &Extender) -> Vec<Placement> {
     let query = crate::cluster::ClusterQuery::new(extender.cluster.clone());
     let nodes = query.list_nodes(&[]);
-    let mut pending: Vec<Pod> = extender
-        .cluster
+    pending_pods(&extender.cluster)
+        .iter()
+        .map(|pod| place(extender, pod, &nodes))
+        .collect()
+}
+
+/// The pods waiting for a node, in namespace/name/ordinal order.
+pub fn pending_pods(cluster: &ClusterCache) -> Vec<Pod> {
+    let mut pending: Vec<Pod> = cluster
         .all_pods()
         .into_iter()
         .filter(|p| p.node_name.is_none() && !p.deleting && p.phase == "Pending")
         .collect();
     pending.sort_by_key(|p| (p.namespace.clone(), natural_key(&p.name)));
     pending
-        .iter()
-        .map(|pod| place(extender, pod, &nodes))
-        .collect()
 }
 
 /// Sorts `basic-pd-10` after `basic-pd-9`.

@@ -60,6 +60,113 @@ fn simulate_places_the_example_cluster() {
     assert!(text.contains("placed 6 of 6 pending pods"), "{text}");
 }
 
+/// A config over the example snapshot with both example scheduler policies
+/// and local-storage-admission (its webhook listener is never started).
+fn bench_config() -> PathBuf {
+    config_file(&format!(
+        "- id: local-pv\n  hook: scheduler\n  module: {}\n  select: {{schedulerNames: [steward-scheduler]}}\n\
+         - id: local-storage-admission\n  hook: admission\n  module: {}\n  mutate: true\n\
+         admission: {{listen: 127.0.0.1:0, certFile: unused.pem, keyFile: unused.pem}}\n",
+        xtask::guest_wasm("local_pv").unwrap().display(),
+        xtask::guest_wasm("local_storage_admission")
+            .unwrap()
+            .display(),
+    ))
+}
+
+fn bench(extra: &[&str]) -> Output {
+    let config = bench_config();
+    let mut args = vec!["bench", "--config", config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    steward(&args)
+}
+
+#[test]
+fn bench_times_every_policy_and_hook_on_the_example_snapshot() {
+    let out = bench(&["--requests", "20", "--warmup", "2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "policy", "hook", "pods", "n", "failed", "median", "µs", "p99", "µs", "max", "µs",
+            "evals/s"
+        ]
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+    let hooks: Vec<(&str, &str)> = rows.iter().map(|r| (r[0], r[1])).collect();
+    assert_eq!(
+        hooks,
+        [
+            ("pd-quorum", "filter"),
+            ("pd-quorum", "prioritize"),
+            ("local-pv", "filter"),
+            ("local-pv", "prioritize"),
+            ("local-storage-admission", "review"),
+        ]
+    );
+    for row in &rows {
+        let number = |i: usize| -> f64 { row[i].parse().unwrap_or_else(|_| panic!("{row:?}")) };
+        assert_eq!(row.len(), 9, "{row:?}");
+        // The example snapshot's six pending pods (3 PD, 3 TiKV).
+        assert_eq!(number(2), 6.0, "{row:?}");
+        assert_eq!(number(3), 20.0, "{row:?}");
+        assert_eq!(number(4), 0.0, "{row:?}");
+        let (median, p99, max) = (number(5), number(6), number(7));
+        assert!(0.0 < median && median <= p99 && p99 <= max, "{row:?}");
+        assert!(number(8) > 0.0, "{row:?}");
+    }
+
+    let one = bench(&["--policy", "local-pv", "--requests", "3", "--warmup", "0"]);
+    let text = String::from_utf8_lossy(&one.stdout);
+    assert!(one.status.success(), "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(
+        text.lines().skip(1).all(|l| l.starts_with("local-pv ")),
+        "{text}"
+    );
+}
+
+#[test]
+fn bench_names_an_unknown_policy_and_a_snapshot_without_pending_pods() {
+    let out = bench(&["--policy", "pd-quorom", "--requests", "1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no scheduler or admission policy `pd-quorom` is configured")
+            && err.contains("pd-quorum, local-pv, local-storage-admission"),
+        "{err}"
+    );
+
+    let settled =
+        std::env::temp_dir().join(format!("steward-cli-{}-settled.yaml", std::process::id()));
+    std::fs::write(
+        &settled,
+        "kind: Node\napiVersion: v1\nmetadata: {name: n1}\n---\nkind: Pod\napiVersion: v1\n\
+         metadata: {name: web, namespace: default}\nspec: {nodeName: n1, schedulerName: \
+         steward-scheduler, containers: [{name: web, image: nginx}]}\nstatus: {phase: Running}\n",
+    )
+    .unwrap();
+    let out = bench(&[
+        "--policy",
+        "pd-quorum",
+        "--snapshot",
+        settled.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the snapshot has no pending pod that policy `pd-quorum` selects"),
+        "{err}"
+    );
+}
+
 /// `steward run` of the fixture filter request against pd-quorum.
 fn run_pd_quorum(settings: &str) -> Output {
     let wasm = xtask::guest_wasm("pd_quorum").unwrap();
@@ -118,7 +225,7 @@ fn help_lists_the_commands() {
     let out = steward(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for command in ["serve", "run", "simulate", "test", "test-runner"] {
+    for command in ["serve", "run", "simulate", "bench", "test", "test-runner"] {
         assert!(text.contains(command), "{text}");
     }
 }

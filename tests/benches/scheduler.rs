@@ -29,11 +29,13 @@ fn main() {
         app.cluster.pod_count(),
         resident_mib()
     );
-    // `STEWARD_BENCH_CASE=local-pv` runs only the local-pv cases (for
-    // profiling one policy with `perf record`).
-    if std::env::var("STEWARD_BENCH_CASE").is_ok_and(|c| c == "local-pv") {
-        local_pv(&app, &names);
-        return;
+    // `STEWARD_BENCH_CASE=local-pv` runs only the local-pv cases, and
+    // `=pd-quorum` only pd-quorum's Wasm/native comparison (for profiling
+    // one policy with `perf record`).
+    match std::env::var("STEWARD_BENCH_CASE").as_deref() {
+        Ok("local-pv") => return local_pv(&app, &names),
+        Ok("pd-quorum") => return pd_quorum_ratio(&app, &pd2, &names),
+        _ => {}
     }
 
     let filter = measure(2_000, || {
@@ -45,7 +47,20 @@ fn main() {
     let http = http_round_trips(&app, &pd2, &names, 1_000);
     report("filter over HTTP keep-alive, NodeNames, 5,000 nodes", &http);
 
-    // The same pd-quorum logic, native and in Wasm, on identical input.
+    pd_quorum_ratio(&app, &pd2, &names);
+    let accepted = app
+        .extender
+        .filter_pod(&pd2, CandidateNodes::Names(names.clone()))
+        .node_names
+        .unwrap()
+        .len();
+    println!("(pd-2 may go to {accepted} of {NODES} nodes)");
+    local_pv(&app, &names);
+}
+
+/// The same pd-quorum logic, native and in Wasm, on identical input, next
+/// to a no-op policy (the sandbox's own cost); at 5,000 and 50 candidates.
+fn pd_quorum_ratio(app: &App, pd2: &Pod, names: &[String]) {
     let set = app.extender.policies.current();
     let policy = &set.scheduler[0].policy;
     let query = ClusterQuery::new(app.cluster.clone());
@@ -67,12 +82,12 @@ fn main() {
         let noop = measure(2_000, || {
             noop_set.scheduler[0]
                 .policy
-                .filter(query.clone(), &pd2, &candidates)
+                .filter(query.clone(), pd2, &candidates)
                 .expect("filter runs");
         });
         let wasm = measure(2_000, || {
             policy
-                .filter(query.clone(), &pd2, &candidates)
+                .filter(query.clone(), pd2, &candidates)
                 .expect("filter runs");
         });
         let native_view = NativeView(query.clone());
@@ -83,7 +98,7 @@ fn main() {
                 nodes: candidates.nodes.clone(),
                 labels: candidates.labels.clone(),
             };
-            pd_quorum::filter(&native_view, &settings, &sdk_pod(&pd2), &sdk_candidates);
+            pd_quorum::filter(&native_view, &settings, &sdk_pod(pd2), &sdk_candidates);
         });
         println!("-- {count} candidates");
         report("a no-op filter in Wasm, same input (sandbox cost)", &noop);
@@ -95,14 +110,6 @@ fn main() {
             p99(&wasm).as_secs_f64() / p99(&native).as_secs_f64()
         );
     }
-    let accepted = app
-        .extender
-        .filter_pod(&pd2, CandidateNodes::Names(names.clone()))
-        .node_names
-        .unwrap()
-        .len();
-    println!("(pd-2 may go to {accepted} of {NODES} nodes)");
-    local_pv(&app, &names);
 }
 
 /// local-pv on the same cache, every node with a HwameiStor SSD pool: a pod

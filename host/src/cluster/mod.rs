@@ -22,7 +22,7 @@ use crate::runtime::{
 };
 use storage::{CsiCapacity, PoolFigures, StorageTables, set_slot};
 
-pub use snapshot::{load_objects, load_snapshot};
+pub use snapshot::{load_objects, load_snapshot, read_documents};
 pub use watch::watch_cluster;
 
 /// A candidate's label value id when the node lacks the label.

@@ -14,17 +14,27 @@ use super::{ClusterCache, convert, storage};
 /// LocalStorageNode, LocalDiskNode and LocalVolume are held. Returns how many
 /// objects were loaded.
 pub fn load_snapshot(cache: &ClusterCache, path: &Path) -> Result<usize> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read snapshot {}", path.display()))?;
     let mut loaded = 0;
-    for (i, document) in serde_norway::Deserializer::from_str(&text).enumerate() {
-        let value = serde_json::Value::deserialize(document)
-            .with_context(|| format!("{}: document {} is not valid YAML", path.display(), i + 1))?;
+    for (i, value) in read_documents(path)?.into_iter().enumerate() {
         loaded += ingest(cache, value)
             .with_context(|| format!("{}: document {}", path.display(), i + 1))?;
     }
     cache.mark_synced();
     Ok(loaded)
+}
+
+/// The documents of a snapshot file, as JSON values.
+pub fn read_documents(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read snapshot {}", path.display()))?;
+    serde_norway::Deserializer::from_str(&text)
+        .enumerate()
+        .map(|(i, document)| {
+            serde_json::Value::deserialize(document).with_context(|| {
+                format!("{}: document {} is not valid YAML", path.display(), i + 1)
+            })
+        })
+        .collect()
 }
 
 /// Loads Kubernetes objects given as values (e.g. inline in a fixture
