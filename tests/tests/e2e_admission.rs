@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use base64::Engine;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, EvictParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use steward_sdk::tidb::EVICT_LEADER_BEGIN_ANNOTATION;
@@ -111,7 +111,8 @@ fn refusal<T>(result: kube::Result<T>) -> Result<String> {
 /// default; deleting a TiKV pod whose store holds leaders is denied with
 /// tidb-guard's message and begins the leader eviction in PD (not on a dry
 /// run), stays denied while leaders remain, and is allowed once PD reports
-/// none; the pod created again ends the eviction.
+/// none; an eviction (a node drain) is denied the same way; the pod
+/// created again ends the eviction.
 #[test]
 fn admission_webhooks_on_a_real_apiserver() {
     scenario(async {
@@ -307,6 +308,15 @@ fn admission_webhooks_on_a_real_apiserver() {
         ensure!(
             waiting.contains(&evicting),
             "the delete stays denied while leaders remain: {waiting}"
+        );
+        // A node drain evicts instead of deleting: the eviction webhook
+        // sends it to tidb-guard, which refuses it the same way.
+        let evicted = refusal(pods.evict(TIKV_POD, &EvictParams::default()).await)?;
+        ensure!(
+            evicted.contains(
+                "admission webhook \"tidb-guard-evictions.steward.io\" denied the request"
+            ) && evicted.contains(&evicting),
+            "the eviction is denied with tidb-guard's message: {evicted}"
         );
 
         // PD moves the leaders away; then the same delete is allowed and
