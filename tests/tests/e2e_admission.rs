@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use base64::Engine;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, EvictParams, PostParams};
+use kube::api::{DeleteParams, EvictParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use steward_sdk::tidb::EVICT_LEADER_BEGIN_ANNOTATION;
@@ -112,7 +113,8 @@ fn refusal<T>(result: kube::Result<T>) -> Result<String> {
 /// tidb-guard's message and begins the leader eviction in PD (not on a dry
 /// run), stays denied while leaders remain, and is allowed once PD reports
 /// none; an eviction (a node drain) is denied the same way; the pod
-/// created again ends the eviction.
+/// created again ends the eviction. `kubectl scale` of PD is refused while
+/// a member is unhealthy.
 #[test]
 fn admission_webhooks_on_a_real_apiserver() {
     scenario(async {
@@ -314,7 +316,7 @@ fn admission_webhooks_on_a_real_apiserver() {
         let evicted = refusal(pods.evict(TIKV_POD, &EvictParams::default()).await)?;
         ensure!(
             evicted.contains(
-                "admission webhook \"tidb-guard-evictions.steward.io\" denied the request"
+                "admission webhook \"tidb-guard-subresources.steward.io\" denied the request"
             ) && evicted.contains(&evicting),
             "the eviction is denied with tidb-guard's message: {evicted}"
         );
@@ -353,6 +355,53 @@ fn admission_webhooks_on_a_real_apiserver() {
             },
         )
         .await?;
+
+        // `kubectl scale` of the PD StatefulSet goes through the `scale`
+        // subresource: refused while a PD member is unhealthy, allowed once
+        // every member is healthy. Its pods stay pending (no node matches).
+        create(
+            &client,
+            json!({
+                "apiVersion": "apps/v1", "kind": "StatefulSet",
+                "metadata": {"name": "basic-pd", "namespace": NAMESPACE, "labels": {
+                    "app.kubernetes.io/component": "pd",
+                    "app.kubernetes.io/instance": TIDB_CLUSTER,
+                    "app.kubernetes.io/managed-by": "tidb-operator"}},
+                "spec": {
+                    "replicas": 3, "serviceName": "basic-pd-peer",
+                    "selector": {"matchLabels": {"app.kubernetes.io/component": "pd"}},
+                    "template": {
+                        "metadata": {"labels": {"app.kubernetes.io/component": "pd"}},
+                        "spec": {"nodeSelector": {"steward.io/no-such-node": "true"},
+                                 "containers": [{"name": "pd",
+                                                 "image": "registry.k8s.io/pause:3.2"}]}}},
+            }),
+        )
+        .await?;
+        pd.state().member("basic-pd-0").healthy = false;
+        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
+        let to_two = Patch::Merge(json!({"spec": {"replicas": 2}}));
+        let scale_refusal = eventually(
+            Duration::from_secs(60),
+            "a dry-run scale-down of PD to be refused",
+            || async {
+                let dry = PatchParams::default().dry_run();
+                Ok(refusal(sets.patch_scale("basic-pd", &dry, &to_two).await).ok())
+            },
+        )
+        .await?;
+        ensure!(
+            scale_refusal.contains(
+                "admission webhook \"tidb-guard-subresources.steward.io\" denied the request"
+            ) && scale_refusal.contains(
+                "scaling PD from 3 to 2 replicas while member(s) basic-pd-0 are unhealthy"
+            ),
+            "kubectl scale is refused with tidb-guard's message: {scale_refusal}"
+        );
+        pd.state().member("basic-pd-0").healthy = true;
+        sets.patch_scale("basic-pd", &PatchParams::default(), &to_two)
+            .await
+            .context("scaling PD down once every member is healthy")?;
         Ok(())
     });
 }

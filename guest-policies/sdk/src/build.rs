@@ -331,6 +331,24 @@ mod review {
         r
     }
 
+    /// `kubectl scale` of StatefulSet `name` from `from` to `to` replicas:
+    /// an UPDATE of its `scale` subresource, carrying autoscaling/v1 Scales.
+    pub fn scale_statefulset(namespace: &str, name: &str, from: u32, to: u32) -> AdmissionRequest {
+        let scale = |replicas: u32| {
+            format!(
+                r#"{{"apiVersion":"autoscaling/v1","kind":"Scale","metadata":{{"name":"{name}","namespace":"{namespace}"}},"spec":{{"replicas":{replicas}}}}}"#
+            )
+        };
+        let mut r = review("UPDATE", "statefulsets");
+        r.kind = ("autoscaling".into(), "v1".into(), "Scale".into());
+        r.sub_resource = Some("scale".into());
+        r.name = name.into();
+        r.namespace = namespace.into();
+        r.object = Some(scale(to));
+        r.old_object = Some(scale(from));
+        r
+    }
+
     impl AdmissionRequest {
         fn about_pod(mut self, pod: Pod) -> AdmissionRequest {
             self.name = pod.name.clone();

@@ -45,6 +45,9 @@ pub fn review(
     request: &AdmissionRequest,
 ) -> Result<Verdict, String> {
     if request.resource.2 == "statefulsets" && request.operation == "UPDATE" {
+        if request.sub_resource.as_deref() == Some("scale") {
+            return scale_update(cluster, pd, request);
+        }
         if let (Some(new), Some(old)) = (&request.workload, &request.old_workload) {
             return statefulset_update(pd, old, new);
         }
@@ -93,27 +96,66 @@ fn statefulset_update(pd: &impl PdView, old: &Workload, new: &Workload) -> Resul
              the partition itself, one ordinal at a time"
         )));
     }
-    if tidb::component(&new.labels) == Some("pd") && new.replicas < old.replicas {
-        let Some(instance) = tidb::instance(&new.labels) else {
-            return Ok(Verdict::allow());
-        };
-        let members = pd.members(&pd::cluster(&new.namespace, instance))?;
-        let unhealthy: Vec<&str> = members
-            .iter()
-            .filter(|m| !m.healthy)
-            .map(|m| m.name.as_str())
-            .collect();
-        if !unhealthy.is_empty() {
-            return Ok(Verdict::deny(format!(
-                "{who}: scaling PD from {} to {} replicas while member(s) {} are unhealthy could \
-                 lose PD's quorum; wait until every PD member is healthy",
-                old.replicas,
-                new.replicas,
-                unhealthy.join(", ")
-            )));
-        }
+    pd_scale_down(pd, new, old.replicas, new.replicas)
+}
+
+/// `kubectl scale` changes replicas through the `scale` subresource: the
+/// review carries autoscaling/v1 Scale objects, so the StatefulSet itself
+/// comes from the cluster view.
+fn scale_update(
+    cluster: &impl ClusterView,
+    pd: &impl PdView,
+    request: &AdmissionRequest,
+) -> Result<Verdict, String> {
+    let (from, to) = (
+        scale_replicas(request.old_object.as_deref())?,
+        scale_replicas(request.object.as_deref())?,
+    );
+    match cluster.get_workload("StatefulSet", &request.namespace, &request.name) {
+        Some(workload) => pd_scale_down(pd, &workload, from, to),
+        None => Ok(Verdict::allow()),
     }
-    Ok(Verdict::allow())
+}
+
+/// `spec.replicas` of a Scale object (absent means 0, as in the API).
+fn scale_replicas(object: Option<&str>) -> Result<u32, String> {
+    let text = object.ok_or("a scale UPDATE without its Scale objects")?;
+    let scale: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("a Scale object is not JSON: {e}"))?;
+    let replicas = scale["spec"]["replicas"].as_u64().unwrap_or(0);
+    u32::try_from(replicas).map_err(|_| format!("a Scale object asks for {replicas} replicas"))
+}
+
+/// A PD StatefulSet scaling down while a member is unhealthy could lose
+/// PD's quorum.
+fn pd_scale_down(
+    pd: &impl PdView,
+    workload: &Workload,
+    from: u32,
+    to: u32,
+) -> Result<Verdict, String> {
+    if tidb::component(&workload.labels) != Some("pd") || to >= from {
+        return Ok(Verdict::allow());
+    }
+    let Some(instance) = tidb::instance(&workload.labels) else {
+        return Ok(Verdict::allow());
+    };
+    let members = pd.members(&pd::cluster(&workload.namespace, instance))?;
+    let unhealthy: Vec<&str> = members
+        .iter()
+        .filter(|m| !m.healthy)
+        .map(|m| m.name.as_str())
+        .collect();
+    if unhealthy.is_empty() {
+        return Ok(Verdict::allow());
+    }
+    Ok(Verdict::deny(format!(
+        "StatefulSet {}/{}: scaling PD from {from} to {to} replicas while member(s) {} are \
+         unhealthy could lose PD's quorum; wait until every PD member is healthy",
+        workload.namespace,
+        workload.name,
+        unhealthy.join(", ")
+    )))
 }
 
 fn tikv_removal(

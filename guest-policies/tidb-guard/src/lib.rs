@@ -3,7 +3,8 @@
 //!
 //! - a StatefulSet UPDATE may not lower `rollingUpdate.partition` below
 //!   the partition an upgrade gate protects (`steward.io/protected-partition`);
-//! - a PD StatefulSet may not scale down while a PD member is unhealthy;
+//! - a PD StatefulSet may not scale down (spec update or `scale`
+//!   subresource) while a PD member is unhealthy;
 //! - a TiKV pod is not deleted or evicted while its store holds Raft
 //!   leaders: the guard asks PD to evict them and refuses until none are
 //!   left or the eviction timeout has passed. `Tombstone`, `Down` or absent

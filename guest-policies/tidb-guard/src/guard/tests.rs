@@ -1,5 +1,7 @@
 use steward_sdk::admission::Verdict;
-use steward_sdk::build::{create_pod, delete_pod, evict_pod, pod, statefulset, update_statefulset};
+use steward_sdk::build::{
+    create_pod, delete_pod, evict_pod, pod, scale_statefulset, statefulset, update_statefulset,
+};
 use steward_sdk::cluster::FakeCluster;
 use steward_sdk::pd::{FakePd, evict_leader_scheduler, member, store};
 use steward_sdk::{Action, Pod};
@@ -270,6 +272,38 @@ fn pd_scale_down_needs_every_member_healthy() {
 
     let up = old.clone().replicas(4);
     assert!(run(&sick, &update_statefulset(old, up)).allowed);
+}
+
+#[test]
+fn kubectl_scale_of_pd_needs_every_member_healthy_too() {
+    let pd_set = statefulset("basic-pd", 3)
+        .in_namespace(NS)
+        .label("app.kubernetes.io/instance", "basic")
+        .label("app.kubernetes.io/component", "pd");
+    let cluster = FakeCluster::default().with_workload(pd_set);
+    let mut sick = pd_members();
+    sick.members[0] = member(11, "basic-pd-0").unhealthy();
+    let scale = |pd: &FakePd, to: u32| {
+        let request = scale_statefulset(NS, "basic-pd", 3, to);
+        review(&cluster, pd, &Settings::default(), &request).unwrap()
+    };
+    assert!(scale(&pd_members(), 2).allowed);
+    let v = scale(&sick, 2);
+    assert!(!v.allowed);
+    let message = v.message.unwrap();
+    assert!(
+        message.contains("scaling PD from 3 to 2 replicas while member(s) basic-pd-0"),
+        "{message}"
+    );
+    assert!(scale(&sick, 4).allowed, "scaling up passes");
+    let unknown = scale_statefulset(NS, "other", 3, 2);
+    let v = review(&cluster, &sick, &Settings::default(), &unknown).unwrap();
+    assert!(v.allowed, "a StatefulSet the cache does not know passes");
+
+    let mut corrupt = scale_statefulset(NS, "basic-pd", 3, 2);
+    corrupt.object = Some("{".into());
+    let e = review(&cluster, &sick, &Settings::default(), &corrupt).unwrap_err();
+    assert!(e.contains("a Scale object is not JSON"), "{e}");
 }
 
 #[test]
