@@ -40,6 +40,14 @@ fn pd_members() -> FakePd {
         .with_leader("basic-pd-1")
 }
 
+/// `basic`'s PD StatefulSet with 3 replicas.
+fn pd_statefulset() -> Workload {
+    statefulset("basic-pd", 3)
+        .in_namespace(NS)
+        .label("app.kubernetes.io/instance", "basic")
+        .label("app.kubernetes.io/component", "pd")
+}
+
 fn run(pd: &FakePd, request: &AdmissionRequest) -> Verdict {
     review(&FakeCluster::default(), pd, &Settings::default(), request).unwrap()
 }
@@ -247,10 +255,7 @@ fn partitions_below_the_protected_value_are_refused() {
 
 #[test]
 fn pd_scale_down_needs_every_member_healthy() {
-    let old = statefulset("basic-pd", 3)
-        .in_namespace(NS)
-        .label("app.kubernetes.io/instance", "basic")
-        .label("app.kubernetes.io/component", "pd");
+    let old = pd_statefulset();
     let down = old.clone().replicas(2);
     assert!(
         run(
@@ -276,11 +281,7 @@ fn pd_scale_down_needs_every_member_healthy() {
 
 #[test]
 fn kubectl_scale_of_pd_needs_every_member_healthy_too() {
-    let pd_set = statefulset("basic-pd", 3)
-        .in_namespace(NS)
-        .label("app.kubernetes.io/instance", "basic")
-        .label("app.kubernetes.io/component", "pd");
-    let cluster = FakeCluster::default().with_workload(pd_set);
+    let cluster = FakeCluster::default().with_workload(pd_statefulset());
     let mut sick = pd_members();
     sick.members[0] = member(11, "basic-pd-0").unhealthy();
     let scale = |pd: &FakePd, to: u32| {
