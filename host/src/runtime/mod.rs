@@ -46,6 +46,10 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// reserves address space for it per slot.
 pub const MAX_MEMORY_MIB: u64 = 1024;
 
+/// Linear memory the built-in guests start with (`--initial-memory` in
+/// `.cargo/config.toml`); their allocator serves a call from it.
+const GUEST_INITIAL_MEMORY: usize = 2 << 20;
+
 /// Instances that may run at once; evaluations beyond it wait.
 pub const MAX_CONCURRENT_INSTANCES: u32 = 128;
 
@@ -95,9 +99,11 @@ impl Runtime {
             .max_component_instance_size(1 << 20)
             .max_core_instance_size(1 << 20)
             // A fresh instance per evaluation would otherwise page-fault on
-            // every page of linear memory it touches: keep the first MiB
-            // resident and reset it on reuse (halves the cost of a call).
-            .linear_memory_keep_resident(1 << 20)
+            // every page of linear memory it touches: keep the guests'
+            // initial memory (2 MiB, see `.cargo/config.toml`) resident and
+            // reset it on reuse, and the tables likewise (no `madvise`).
+            .linear_memory_keep_resident(GUEST_INITIAL_MEMORY)
+            .table_keep_resident(64 << 10)
             // Reset only the pages the last instance wrote (Linux 6.7+
             // PAGEMAP_SCAN), not the whole resident window.
             .pagemap_scan(Enabled::Auto);
