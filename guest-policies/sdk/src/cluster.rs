@@ -20,13 +20,36 @@ pub struct PoolCapacity {
     pub reserved_volumes: u32,
 }
 
+impl PoolState {
+    /// The state's code in `pool-columns.state`.
+    pub fn code(self) -> u8 {
+        match self {
+            PoolState::Ready => 0,
+            PoolState::Missing => 1,
+            PoolState::NotReady => 2,
+            PoolState::BadData => 3,
+        }
+    }
+
+    /// The state a `pool-columns.state` code stands for; a code the host
+    /// never sends reads as unusable figures.
+    pub fn from_code(code: u8) -> PoolState {
+        match code {
+            0 => PoolState::Ready,
+            1 => PoolState::Missing,
+            2 => PoolState::NotReady,
+            _ => PoolState::BadData,
+        }
+    }
+}
+
 impl PoolColumns {
     /// Each node's row, in the order the nodes were asked about (no copy
     /// of the columns).
     pub fn iter(&self) -> impl Iterator<Item = PoolCapacity> + '_ {
         (0..self.state.len()).map(|i| PoolCapacity {
-            state: self.state[i],
-            schedulable: self.schedulable.get(i).copied().unwrap_or(false),
+            state: PoolState::from_code(self.state[i]),
+            schedulable: self.schedulable.get(i).is_some_and(|&s| s == 1),
             free_bytes: self.free_bytes.get(i).copied().unwrap_or(0),
             total_bytes: self.total_bytes.get(i).copied().unwrap_or(0),
             free_volumes: self.free_volumes.get(i).copied().unwrap_or(0),
@@ -47,8 +70,8 @@ impl PoolColumns {
             reserved_volumes: Vec::new(),
         };
         for r in rows {
-            c.state.push(r.state);
-            c.schedulable.push(r.schedulable);
+            c.state.push(r.state.code());
+            c.schedulable.push(u8::from(r.schedulable));
             c.free_bytes.push(r.free_bytes);
             c.total_bytes.push(r.total_bytes);
             c.free_volumes.push(r.free_volumes);

@@ -145,8 +145,8 @@ impl ClusterQuery {
             } else {
                 reserved.get(&id)
             };
-            out.state.push(state);
-            out.schedulable.push(schedulable(&s, id));
+            out.state.push(state_code(state));
+            out.schedulable.push(u8::from(schedulable(&s, id)));
             out.free_bytes.push(pool.free_bytes);
             out.total_bytes.push(pool.total_bytes);
             out.free_volumes.push(pool.free_volumes);
@@ -254,6 +254,16 @@ impl Figures {
             Figures::NotReady(_) => (PoolState::NotReady, NO_POOL),
             Figures::Bad(_) => (PoolState::BadData, NO_POOL),
         }
+    }
+}
+
+/// `state`'s code in `pool-columns.state` (its position in the WIT enum).
+fn state_code(state: PoolState) -> u8 {
+    match state {
+        PoolState::Ready => 0,
+        PoolState::Missing => 1,
+        PoolState::NotReady => 2,
+        PoolState::BadData => 3,
     }
 }
 
@@ -474,7 +484,7 @@ mod tests {
             let caps = q.pool_capacities(CapacitySource::Hwameistor, pool, &[], "", &ids);
             for (i, &id) in ids.iter().enumerate() {
                 let (state, figures) = figures(&s, CapacitySource::Hwameistor, pool, id).state();
-                assert_eq!(caps.state[i], state, "{pool} on node {i}");
+                assert_eq!(caps.state[i], state_code(state), "{pool} on node {i}");
                 assert_eq!(caps.free_bytes[i], figures.free_bytes);
                 assert_eq!(caps.free_volumes[i], figures.free_volumes);
             }
@@ -498,6 +508,7 @@ mod tests {
                 PoolState::Ready,
                 PoolState::Missing
             ]
+            .map(state_code)
         );
     }
 
@@ -519,7 +530,7 @@ mod tests {
         let caps = q.pool_capacities(CapacitySource::CsiStorageCapacity, "fast", &[], "", &ids);
         // a1: the larger of its two objects; b1: its zone's; c1: none.
         assert_eq!(caps.free_bytes[..2], [20, 20]);
-        assert_eq!(caps.state[2], PoolState::Missing);
+        assert_eq!(caps.state[2], state_code(PoolState::Missing));
         assert_eq!(
             q.storage_nodes(CapacitySource::CsiStorageCapacity),
             ids[..2].to_vec()

@@ -118,12 +118,22 @@ impl LabelColumn {
     }
 }
 
+/// A node name's id, and whether a Node of that name is in the cache: kept
+/// in the map so a lookup never touches the node itself (kube-scheduler
+/// sends thousands of names per call, and the nodes are cold in the CPU
+/// cache).
+#[derive(Clone, Copy)]
+struct NodeSlot {
+    id: u32,
+    live: bool,
+}
+
 /// Nodes by stable id (never reused while the process runs), plus the
 /// label columns policies asked for.
 #[derive(Default)]
 struct NodeTable {
     /// FxHash: kube-scheduler sends thousands of names per call.
-    ids: FxHashMap<String, u32>,
+    ids: FxHashMap<String, NodeSlot>,
     /// By id: every name ever given an id.
     names: Vec<String>,
     nodes: Vec<Option<Node>>,
@@ -133,8 +143,13 @@ struct NodeTable {
 impl NodeTable {
     /// The id of the live node called `name`.
     fn id(&self, name: &str) -> Option<u32> {
-        let id = *self.ids.get(name)?;
-        self.nodes[id as usize].as_ref().map(|_| id)
+        let slot = self.ids.get(name)?;
+        slot.live.then_some(slot.id)
+    }
+
+    /// The id `name` was given, whether or not its Node is in the cache.
+    fn interned(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).map(|slot| slot.id)
     }
 
     fn get(&self, name: &str) -> Option<&Node> {
@@ -148,11 +163,12 @@ impl NodeTable {
     /// The id of the node called `name`, assigning one if the name is new
     /// (storage objects may arrive before their Node).
     fn intern(&mut self, name: &str) -> u32 {
-        if let Some(&id) = self.ids.get(name) {
+        if let Some(id) = self.interned(name) {
             return id;
         }
         let id = self.ids.len() as u32;
-        self.ids.insert(name.to_string(), id);
+        self.ids
+            .insert(name.to_string(), NodeSlot { id, live: false });
         self.names.push(name.to_string());
         if self.nodes.len() <= id as usize {
             self.nodes.resize(id as usize + 1, None);
@@ -162,6 +178,9 @@ impl NodeTable {
 
     fn upsert(&mut self, node: Node) {
         let id = self.intern(&node.name);
+        if let Some(slot) = self.ids.get_mut(&node.name) {
+            slot.live = true;
+        }
         for (key, column) in &mut self.columns {
             column.set(id, Some(&node), key);
         }
@@ -169,7 +188,9 @@ impl NodeTable {
     }
 
     fn remove(&mut self, name: &str) {
-        if let Some(&id) = self.ids.get(name) {
+        if let Some(slot) = self.ids.get_mut(name) {
+            slot.live = false;
+            let id = slot.id;
             self.nodes[id as usize] = None;
             for (key, column) in &mut self.columns {
                 column.set(id, None, key);
@@ -309,7 +330,7 @@ impl ClusterCache {
     /// A node's TopoLVM capacity annotations (see [`storage::topolvm_capacity`]).
     pub fn set_topolvm_capacity(&self, node: &str, capacity: Vec<(String, PoolFigures)>) {
         let mut s = self.state.write();
-        if capacity.is_empty() && !s.nodes.ids.contains_key(node) {
+        if capacity.is_empty() && s.nodes.interned(node).is_none() {
             return;
         }
         let id = s.nodes.intern(node);
@@ -329,7 +350,7 @@ impl ClusterCache {
 
     pub fn remove_storage_node(&self, node: &str) {
         let mut s = self.state.write();
-        if let Some(&id) = s.nodes.ids.get(node) {
+        if let Some(id) = s.nodes.interned(node) {
             s.storage.lvm_pools.set_node(id, None, &[]);
             set_slot(&mut s.storage.lvm, id, None);
         }
@@ -346,7 +367,7 @@ impl ClusterCache {
     /// Forgets the `LocalDiskNode` of the given object name.
     pub fn remove_disk_node(&self, node: &str) {
         let mut s = self.state.write();
-        if let Some(&id) = s.nodes.ids.get(node) {
+        if let Some(id) = s.nodes.interned(node) {
             set_slot(&mut s.storage.disks, id, None);
         }
     }
@@ -740,7 +761,7 @@ impl ClusterQuery {
 
     pub fn node_label_id(&self, node: &str, key: &str) -> Option<u32> {
         let s = self.cache.state.read();
-        let id = *s.nodes.ids.get(node)?;
+        let id = s.nodes.interned(node)?;
         let value = *s.nodes.columns.get(key)?.of_node.get(id as usize)?;
         (value != NO_LABEL).then_some(value)
     }
