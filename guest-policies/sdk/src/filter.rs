@@ -1,12 +1,13 @@
 //! Building a filter verdict: most rejected nodes share a handful of reasons.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// Collects rejections and de-duplicates their reasons.
 #[derive(Default)]
 pub struct Rejections {
     reasons: Vec<String>,
-    index: HashMap<String, u32>,
+    /// FxHash: reasons are long and a filter may refuse thousands of nodes.
+    index: FxHashMap<String, u32>,
     rejected: Vec<(u32, u32, bool)>,
 }
 

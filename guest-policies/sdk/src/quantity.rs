@@ -60,18 +60,24 @@ pub fn parse(text: &str) -> Result<u64, String> {
 }
 
 /// Formats bytes for people: `12 GiB`, `1.5 TiB`, `512 MiB`, `900 B`.
+/// Integer arithmetic only: exact float formatting runs a bignum algorithm
+/// that is slow inside Wasm, and a refusal text may hold several figures.
 pub fn format_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = bytes as f64;
     let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
+    while unit < UNITS.len() - 1 && bytes >> (10 * (unit + 1)) > 0 {
         unit += 1;
     }
-    if value.fract() < 0.05 || unit == 0 {
-        format!("{:.0} {}", value, UNITS[unit])
+    if unit == 0 {
+        return format!("{bytes} B");
+    }
+    let size = 1u128 << (10 * unit);
+    let tenths = (u128::from(bytes) * 10 + size / 2) / size;
+    let (whole, tenth) = (tenths / 10, tenths % 10);
+    if tenth == 0 {
+        format!("{whole} {}", UNITS[unit])
     } else {
-        format!("{:.1} {}", value, UNITS[unit])
+        format!("{whole}.{tenth} {}", UNITS[unit])
     }
 }
 
@@ -101,5 +107,9 @@ mod tests {
         assert_eq!(format_bytes(12 << 30), "12 GiB");
         assert_eq!(format_bytes(3 << 29), "1.5 GiB");
         assert_eq!(format_bytes(900), "900 B");
+        assert_eq!(format_bytes(1024), "1 KiB");
+        assert_eq!(format_bytes((1 << 30) + (1 << 30) / 25), "1 GiB");
+        assert_eq!(format_bytes((2 << 30) - (1 << 30) / 25), "2 GiB");
+        assert_eq!(format_bytes(u64::MAX), "16384 PiB");
     }
 }
