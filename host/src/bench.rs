@@ -45,15 +45,15 @@ pub struct Timings {
 
 impl Timings {
     pub fn median(&self) -> Duration {
-        self.samples[self.samples.len() / 2]
+        percentile(&self.samples, 50)
     }
 
     pub fn p99(&self) -> Duration {
-        self.samples[(self.samples.len() * 99 / 100).min(self.samples.len() - 1)]
+        percentile(&self.samples, 99)
     }
 
     pub fn max(&self) -> Duration {
-        self.samples[self.samples.len() - 1]
+        percentile(&self.samples, 100)
     }
 
     /// Evaluations per second on one thread.
@@ -61,6 +61,70 @@ impl Timings {
         let total: Duration = self.samples.iter().sum();
         self.samples.len() as f64 / total.as_secs_f64().max(f64::MIN_POSITIVE)
     }
+}
+
+/// Runs `evaluate` on `warmup` inputs untimed, then on `requests` inputs
+/// timed, and returns the timed durations shortest first. `prepare(i)`
+/// makes the `i`th input of each phase (the decoded request a server would
+/// hand over) before the clock starts; the answer is dropped after it stops.
+pub fn sample<I, O, E>(
+    warmup: usize,
+    requests: usize,
+    mut prepare: impl FnMut(usize) -> I,
+    mut evaluate: impl FnMut(I) -> Result<O, E>,
+) -> Result<Vec<Duration>, E> {
+    for i in 0..warmup {
+        evaluate(prepare(i))?;
+    }
+    let mut samples = Vec::with_capacity(requests);
+    for i in 0..requests {
+        let input = prepare(i);
+        let started = Instant::now();
+        let answer = evaluate(input)?;
+        samples.push(started.elapsed());
+        drop(answer);
+    }
+    samples.sort();
+    Ok(samples)
+}
+
+/// The `pct`th percentile of durations sorted shortest first (100: the
+/// longest).
+pub fn percentile(sorted: &[Duration], pct: usize) -> Duration {
+    sorted[(sorted.len() * pct / 100).min(sorted.len() - 1)]
+}
+
+/// One hook of one policy, as [`time_hook`] reports it.
+struct Hook<'a> {
+    policy: &'a str,
+    /// The world, as the evaluation metrics name it.
+    world: &'static str,
+    name: &'static str,
+    /// The pending pods the requests cycle through.
+    pods: usize,
+}
+
+/// Times `hook`: warm-up, then the timed requests, of which those the
+/// policy did not answer (trap, deadline, ...) are counted from the
+/// evaluation metrics.
+fn time_hook<I, O>(
+    app: &App,
+    hook: Hook,
+    options: &Options,
+    mut prepare: impl FnMut(usize) -> I,
+    mut evaluate: impl FnMut(I) -> Result<O>,
+) -> Result<Timings> {
+    sample(options.warmup, 0, &mut prepare, &mut evaluate)?;
+    let ok_before = app.metrics.evaluations(hook.policy, hook.world, "ok");
+    let samples = sample(0, options.requests, prepare, evaluate)?;
+    let ok = app.metrics.evaluations(hook.policy, hook.world, "ok") - ok_before;
+    Ok(Timings {
+        policy: hook.policy.to_string(),
+        hook: hook.name,
+        pods: hook.pods,
+        failed: options.requests as u64 - ok,
+        samples,
+    })
 }
 
 /// Measures every selected policy's hooks. `snapshot` is the file the
@@ -100,7 +164,7 @@ pub fn run(app: &App, config: &Config, snapshot: &Path, options: &Options) -> Re
             skip(&policy.id, options)?;
             continue;
         }
-        timings.extend(scheduler(app, policy, &pods, options));
+        timings.extend(scheduler(app, policy, &pods, options)?);
     }
     let documents = read_documents(snapshot)?;
     for policy in set.admission.iter().filter(|p| wanted(&p.id)) {
@@ -125,33 +189,25 @@ pub fn run(app: &App, config: &Config, snapshot: &Path, options: &Options) -> Re
         } else {
             Endpoint::Validate
         };
-        let review = |i: usize| -> Result<()> {
-            app.admission
-                .review(endpoint, &policy.id, &reviews[i % reviews.len()])
-                .map(drop)
-                .map_err(|r| {
-                    anyhow::anyhow!("the review was refused ({}): {}", r.status, r.message)
-                })
-        };
-        for i in 0..options.warmup {
-            review(i)?;
-        }
-        let ok_before = app.metrics.evaluations(&policy.id, "admission", "ok");
-        let mut samples = Vec::with_capacity(options.requests);
-        for i in 0..options.requests {
-            let t = Instant::now();
-            review(i)?;
-            samples.push(t.elapsed());
-        }
-        let ok = app.metrics.evaluations(&policy.id, "admission", "ok") - ok_before;
-        samples.sort();
-        timings.push(Timings {
-            policy: policy.id.clone(),
-            hook: "review",
+        let hook = Hook {
+            policy: &policy.id,
+            world: "admission",
+            name: "review",
             pods: reviews.len(),
-            failed: options.requests as u64 - ok,
-            samples,
-        });
+        };
+        timings.push(time_hook(
+            app,
+            hook,
+            options,
+            |i| &reviews[i % reviews.len()],
+            |body| {
+                app.admission
+                    .review(endpoint, &policy.id, body)
+                    .map_err(|r| {
+                        anyhow::anyhow!("the review was refused ({}): {}", r.status, r.message)
+                    })
+            },
+        )?);
     }
     if timings.is_empty() {
         bail!(
@@ -176,14 +232,14 @@ fn skip(id: &str, options: &Options) -> Result<()> {
 }
 
 /// Filter and prioritize of `policy` alone, against every node, cycling
-/// through `pods`. Each filter's in-flight placement is dropped afterwards
-/// so every request sees the same cluster.
+/// through `pods`. The in-flight placements filters record are dropped
+/// before each request, so every request sees the same cluster.
 fn scheduler(
     app: &App,
     policy: &Arc<ScheduledPolicy>,
     pods: &[&Pod],
     options: &Options,
-) -> [Timings; 2] {
+) -> Result<[Timings; 2]> {
     let extender = Extender {
         policies: Arc::new(PolicyStore::new(PolicySet::assemble([
             LoadedPolicy::Scheduler(policy.clone()),
@@ -198,40 +254,31 @@ fn scheduler(
         .into_iter()
         .map(|n| n.name)
         .collect();
-    let filter = |i: usize| {
-        let pod = pods[i % pods.len()];
-        extender.filter_pod(pod, CandidateNodes::Names(names.clone()));
-        app.cluster.abandon_placement(&pod.uid);
+    let hook = |name| Hook {
+        policy: &policy.id,
+        world: "scheduler",
+        name,
+        pods: pods.len(),
     };
-    let prioritize = |i: usize| {
-        extender.prioritize_pod(pods[i % pods.len()], &CandidateNodes::Names(names.clone()));
-    };
-    let measure = |hook: &'static str, f: &dyn Fn(usize)| {
-        for i in 0..options.warmup {
-            f(i);
+    let candidates = || CandidateNodes::Names(names.clone());
+    let next_pod = |i: usize| {
+        for pod in pods {
+            app.cluster.abandon_placement(&pod.uid);
         }
-        let ok_before = app.metrics.evaluations(&policy.id, "scheduler", "ok");
-        let mut samples: Vec<Duration> = (0..options.requests)
-            .map(|i| {
-                let t = Instant::now();
-                f(i);
-                t.elapsed()
-            })
-            .collect();
-        let ok = app.metrics.evaluations(&policy.id, "scheduler", "ok") - ok_before;
-        samples.sort();
-        Timings {
-            policy: policy.id.clone(),
-            hook,
-            pods: pods.len(),
-            failed: options.requests as u64 - ok,
-            samples,
-        }
+        pods[i % pods.len()]
     };
-    [
-        measure("filter", &filter),
-        measure("prioritize", &prioritize),
-    ]
+    let filter = time_hook(
+        app,
+        hook("filter"),
+        options,
+        |i| (next_pod(i), candidates()),
+        |(pod, nodes)| Ok(extender.filter_pod(pod, nodes)),
+    )?;
+    let nodes = candidates();
+    let prioritize = time_hook(app, hook("prioritize"), options, next_pod, |pod| {
+        Ok(extender.prioritize_pod(pod, &nodes))
+    })?;
+    Ok([filter, prioritize])
 }
 
 /// The snapshot's object for pod `namespace/name` (Lists searched too).

@@ -6,11 +6,13 @@
 //!
 //! `cargo bench -p steward-tests --bench admission`
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use steward::admission::Endpoint;
+use steward::bench::percentile;
 use steward::server::App;
 use steward_tests::pd_double::PdDouble;
 use steward_tests::{admission_app, review_fixture, serve_webhook};
@@ -89,20 +91,15 @@ fn in_process(
             .expect("the review is well formed");
         assert!(reviewed.pending().is_empty(), "a dry run performs nothing");
         let out = rt.block_on(app.admission.finish(reviewed));
-        serde_json::to_vec(&out).expect("serializes");
+        serde_json::to_vec(&out).expect("serializes")
     };
-    for _ in 0..iterations / 10 {
-        once();
-    }
-    let mut samples: Vec<Duration> = (0..iterations)
-        .map(|_| {
-            let t = Instant::now();
-            once();
-            t.elapsed()
-        })
-        .collect();
-    samples.sort();
-    samples
+    steward::bench::sample(
+        iterations / 10,
+        iterations,
+        |_| (),
+        |()| Ok::<_, Infallible>(once()),
+    )
+    .unwrap_or_else(|never| match never {})
 }
 
 /// Reviews per second from `CONNECTIONS` clients, each on its own
@@ -141,11 +138,10 @@ fn over_https(rt: &tokio::runtime::Runtime, app: &App, path: &str, body: &[u8]) 
 }
 
 fn report(what: &str, sorted: &[Duration]) {
-    let at = |q: usize| sorted[(sorted.len() * q / 100).min(sorted.len() - 1)];
     println!(
         "{what:<60} median {:>7.1} µs   p99 {:>7.1} µs   (n={})",
-        at(50).as_secs_f64() * 1e6,
-        at(99).as_secs_f64() * 1e6,
+        percentile(sorted, 50).as_secs_f64() * 1e6,
+        percentile(sorted, 99).as_secs_f64() * 1e6,
         sorted.len()
     );
 }

@@ -4,9 +4,11 @@
 //!
 //! `cargo bench -p steward-tests --bench scheduler`
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use steward::bench::percentile;
 use steward::cluster::{ClusterCache, ClusterQuery};
 use steward::extender::{Binder, CandidateNodes};
 use steward::policy::PolicySet;
@@ -399,37 +401,28 @@ fn measure(iterations: usize, mut f: impl FnMut()) -> Vec<Duration> {
     measure_with(iterations, || (), |()| f())
 }
 
-/// Times `f` on a fresh `input()` per sample. Making the input (the
-/// decoded request a server would hand over) and dropping the answer
-/// (after the server has written it) are not timed.
+/// Times `f` on a fresh `input()` per sample, after a tenth as many
+/// untimed warm-up runs (see [`steward::bench::sample`]).
 fn measure_with<I, O>(
     iterations: usize,
     mut input: impl FnMut() -> I,
     mut f: impl FnMut(I) -> O,
 ) -> Vec<Duration> {
-    for _ in 0..iterations / 10 {
-        f(input());
-    }
-    let mut samples: Vec<Duration> = (0..iterations)
-        .map(|_| {
-            let i = input();
-            let t = Instant::now();
-            let answer = f(i);
-            let elapsed = t.elapsed();
-            drop(answer);
-            elapsed
-        })
-        .collect();
-    samples.sort();
-    samples
+    steward::bench::sample(
+        iterations / 10,
+        iterations,
+        |_| input(),
+        |i| Ok::<_, Infallible>(f(i)),
+    )
+    .unwrap_or_else(|never| match never {})
 }
 
 fn median(sorted: &[Duration]) -> Duration {
-    sorted[sorted.len() / 2]
+    percentile(sorted, 50)
 }
 
 fn p99(sorted: &[Duration]) -> Duration {
-    sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)]
+    percentile(sorted, 99)
 }
 
 fn report(what: &str, samples: &[Duration]) {
