@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use crate::actions::Executor;
 use crate::admission::AdmissionHook;
 use crate::cluster::{ClusterCache, load_snapshot, watch_cluster};
-use crate::config::{AdmissionServerConfig, ClusterSource, Config};
+use crate::config::{ClusterSource, Config};
 use crate::extender::{BadRequest, Binder, Extender};
 use crate::metrics::Metrics;
 use crate::policy::{PolicySet, PolicyStore};
@@ -186,7 +186,13 @@ pub async fn serve(config: Config) -> Result<()> {
         let tls_listener = tokio::net::TcpListener::bind(webhook.listen)
             .await
             .with_context(|| format!("cannot listen on {} (admission)", webhook.listen))?;
-        let https = serve_admission_on(tls_listener, app.clone(), &config, webhook)?;
+        let https = serve_admission_on(
+            tls_listener,
+            app.clone(),
+            &config.resolve(&webhook.cert_file),
+            &config.resolve(&webhook.key_file),
+            webhook.max_body_bytes,
+        )?;
         tracing::info!(addr = %webhook.listen, "serving the admission webhook over HTTPS");
         let http = serve_on(listener, app, &config.scheduler.url_prefix);
         let (https, http) = tokio::join!(https, http);
@@ -196,20 +202,18 @@ pub async fn serve(config: Config) -> Result<()> {
     serve_on(listener, app, &config.scheduler.url_prefix).await
 }
 
-/// The admission webhook of `config`'s admission section on a bound
-/// listener: its certificate files are loaded now (so a bad one fails the
-/// start), then the returned future serves HTTPS until SIGINT or SIGTERM.
+/// The admission webhook on a bound listener: the certificate and key
+/// files are loaded now (so a bad one fails the start), then the returned
+/// future serves HTTPS until SIGINT or SIGTERM.
 pub fn serve_admission_on(
     listener: tokio::net::TcpListener,
     app: App,
-    config: &Config,
-    webhook: &AdmissionServerConfig,
+    cert_file: &std::path::Path,
+    key_file: &std::path::Path,
+    max_body_bytes: usize,
 ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
-    let certs = crate::admission::tls::CertFiles::load(
-        &config.resolve(&webhook.cert_file),
-        &config.resolve(&webhook.key_file),
-    )?;
-    let router = crate::admission::server::router(app, webhook.max_body_bytes);
+    let certs = crate::admission::tls::CertFiles::load(cert_file, key_file)?;
+    let router = crate::admission::server::router(app, max_body_bytes);
     Ok(crate::admission::server::serve_tls(
         listener,
         router,

@@ -208,8 +208,9 @@ pub async fn serve_webhook(app: App, max_body_bytes: usize) -> Webhook {
 }
 
 /// Serves the app's admission webhook over HTTPS on `listen` (port 0: any
-/// free port) with the certificate and key of these files, as
-/// `steward::server::serve` does; returns the bound address.
+/// free port) with the certificate and key of these files, through
+/// `steward serve`'s own [`steward::server::serve_admission_on`]; returns
+/// the bound address.
 pub async fn serve_admission(
     app: App,
     listen: SocketAddr,
@@ -217,15 +218,11 @@ pub async fn serve_admission(
     key_file: &std::path::Path,
     max_body_bytes: usize,
 ) -> anyhow::Result<SocketAddr> {
-    let certs = steward::admission::tls::CertFiles::load(cert_file, key_file)?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let router = steward::admission::server::router(app, max_body_bytes);
-    tokio::spawn(async move {
-        steward::admission::server::serve_tls(listener, router, certs, std::future::pending())
-            .await
-            .expect("webhook serves");
-    });
+    let https =
+        steward::server::serve_admission_on(listener, app, cert_file, key_file, max_body_bytes)?;
+    tokio::spawn(async move { https.await.expect("webhook serves") });
     Ok(addr)
 }
 
@@ -343,21 +340,19 @@ pub async fn serve_config(dir: &std::path::Path, policies_yaml: &str) -> Served 
     ca.issue("webhook-1").write(&cert_file, &key_file);
     let config = Config::load(&file).expect("config is valid");
     let app = App::start(&config).await.expect("host starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("loopback port");
-    let webhook_addr = listener.local_addr().expect("bound");
-    let https = steward::server::serve_admission_on(
-        listener,
+    let admission = config
+        .admission
+        .as_ref()
+        .expect("config_yaml has an admission section");
+    let webhook_addr = serve_admission(
         app.clone(),
-        &config,
-        config
-            .admission
-            .as_ref()
-            .expect("config_yaml has an admission section"),
+        admission.listen,
+        &config.resolve(&admission.cert_file),
+        &config.resolve(&admission.key_file),
+        admission.max_body_bytes,
     )
-    .expect("the webhook certificate loads");
-    tokio::spawn(async move { https.await.expect("webhook serves") });
+    .await
+    .expect("the webhook serves");
     Served {
         addr: serve(app).await,
         webhook: Webhook {
