@@ -3,7 +3,7 @@
 
 use steward_sdk::cluster::ClusterView;
 use steward_sdk::filter::Rejections;
-use steward_sdk::quantity::format_bytes;
+use steward_sdk::quantity::Bytes;
 use steward_sdk::scheduler::Candidates;
 use steward_sdk::{NodeDisks, Pod, PoolCapacity, PoolState};
 
@@ -20,7 +20,7 @@ impl Verdict {
     fn refuse(&mut self, i: usize, reason: impl FnOnce() -> String, unresolvable: bool) {
         if self.open[i] {
             self.open[i] = false;
-            self.out.reject(i, &reason(), unresolvable);
+            self.out.reject(i, reason(), unresolvable);
         }
     }
 
@@ -204,8 +204,8 @@ fn check_pool(
                     format!(
                         " ({} reported, {} of it reserved for claims of pods placed there \
                          whose volumes do not exist yet)",
-                        format_bytes(free),
-                        format_bytes(reserved)
+                        Bytes(free),
+                        Bytes(reserved)
                     )
                 } else {
                     String::new()
@@ -215,8 +215,8 @@ fn check_pool(
                         "pool {} on {} has {} free{reserved_text}; the pod's new claims need {}",
                         d.pool,
                         node(),
-                        format_bytes(room),
-                        format_bytes(need)
+                        Bytes(room),
+                        Bytes(need)
                     )
                 };
                 v.refuse(i, reason, free < need);
@@ -276,7 +276,7 @@ fn check_ha(
         pod.namespace,
         pod.name,
         eligible.len(),
-        format_bytes(d.bytes()),
+        Bytes(d.bytes()),
         d.pool,
         if names.is_empty() {
             String::new()
@@ -359,8 +359,8 @@ fn disk_refusal(n: &NodeDisks, d: &DiskDemand, node: &str) -> Option<(String, bo
             format!(
                 "node {node}'s free {kind} disks are too small: a claim of {} would get a \
                  disk of {} (claims go largest first to the largest disks)",
-                format_bytes(*w),
-                format_bytes(*f)
+                Bytes(*w),
+                Bytes(*f)
             ),
             true,
         )

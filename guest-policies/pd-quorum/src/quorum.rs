@@ -155,10 +155,9 @@ pub fn filter(
     let key = &s.topology_key;
     let column = || (0..count).map(|i| nodes.label(0, i));
 
-    // Members per domain id (ids are dense: a Vec is the map), for the
-    // candidate domains; every domain hosting a desired, healthy member
-    // counts as in use.
-    let mut counts = DomainCounts::new(column());
+    // Desired, healthy members per domain; every domain hosting one counts
+    // as in use.
+    let mut counts = DomainCounts::default();
     let mut domains_in_use: BTreeSet<u32> = BTreeSet::new();
     for member in &members {
         let desired = ordinal(&member.name).is_some_and(|o| o < replicas);
@@ -185,7 +184,7 @@ pub fn filter(
         }
         return out;
     };
-    let least = counts.least_below(max);
+    let least = counts.least_below(column().flatten(), max);
     let comp = component.name();
     let mut reasons: HashMap<u32, String> = HashMap::new();
     for (i, domain) in column().enumerate() {
@@ -215,50 +214,44 @@ pub fn filter(
                 )
             }
         });
-        out.reject(i, reason, true);
+        out.reject(i, &*reason, true);
     }
     out
 }
 
-/// Member counts of the candidate domains, indexed by domain id.
+/// Member counts by domain id. Ids are dense, so a Vec is the map; it only
+/// reaches the largest id a member uses, and ids past it count 0.
+#[derive(Default)]
 struct DomainCounts {
-    /// `NOT_CANDIDATE` for ids no candidate has.
     counts: Vec<u32>,
 }
 
-const NOT_CANDIDATE: u32 = u32::MAX;
-
 impl DomainCounts {
-    fn new(column: impl Iterator<Item = Option<u32>> + Clone) -> DomainCounts {
-        let size = column.clone().flatten().max().map_or(0, |m| m as usize + 1);
-        let mut counts = vec![NOT_CANDIDATE; size];
-        for d in column.flatten() {
-            counts[d as usize] = 0;
-        }
-        DomainCounts { counts }
-    }
-
     fn add_member(&mut self, domain: u32) {
-        if let Some(c) = self
-            .counts
-            .get_mut(domain as usize)
-            .filter(|c| **c != NOT_CANDIDATE)
-        {
-            *c += 1;
+        let d = domain as usize;
+        if d >= self.counts.len() {
+            self.counts.resize(d + 1, 0);
         }
+        self.counts[d] += 1;
     }
 
     fn get(&self, domain: u32) -> u32 {
-        self.counts[domain as usize]
+        self.counts.get(domain as usize).copied().unwrap_or(0)
     }
 
-    /// The smallest count below `max` among candidate domains.
-    fn least_below(&self, max: u32) -> Option<u32> {
-        self.counts
-            .iter()
-            .copied()
-            .filter(|&c| c != NOT_CANDIDATE && c < max)
-            .min()
+    /// The smallest count below `max` among `domains` (the candidates'),
+    /// stopping at the first empty one: nothing is less loaded.
+    fn least_below(&self, domains: impl Iterator<Item = u32>, max: u32) -> Option<u32> {
+        let mut least = None;
+        for n in domains.map(|d| self.get(d)).filter(|&n| n < max) {
+            if least.is_none_or(|l| n < l) {
+                least = Some(n);
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        least
     }
 }
 

@@ -1,26 +1,41 @@
 //! Building a filter verdict: most rejected nodes share a handful of reasons.
 
-use rustc_hash::FxHashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 
 /// Collects rejections and de-duplicates their reasons.
 #[derive(Default)]
 pub struct Rejections {
     reasons: Vec<String>,
-    /// FxHash: reasons are long and a filter may refuse thousands of nodes.
-    index: FxHashMap<String, u32>,
+    /// Positions in `reasons`, looked up by text, so each text is stored
+    /// once. FxHash: reasons are long and a filter may refuse thousands of
+    /// nodes.
+    index: HashTable<u32>,
     rejected: Vec<(u32, u32, bool)>,
 }
 
 impl Rejections {
     /// Rejects candidate `node` (its index in the candidate list).
-    /// `unresolvable`: no preemption on that node can help.
-    pub fn reject(&mut self, node: usize, reason: &str, unresolvable: bool) {
-        let reason = match self.index.get(reason) {
+    /// `unresolvable`: no preemption on that node can help. A `String`
+    /// reason is kept without a copy when it is new.
+    pub fn reject(
+        &mut self,
+        node: usize,
+        reason: impl AsRef<str> + Into<String>,
+        unresolvable: bool,
+    ) {
+        let text = reason.as_ref();
+        let hash = FxBuildHasher.hash_one(text);
+        let reasons = &mut self.reasons;
+        let reason = match self.index.find(hash, |&i| reasons[i as usize] == text) {
             Some(&i) => i,
             None => {
-                let i = self.reasons.len() as u32;
-                self.reasons.push(reason.to_string());
-                self.index.insert(reason.to_string(), i);
+                let i = reasons.len() as u32;
+                reasons.push(reason.into());
+                self.index
+                    .insert_unique(hash, i, |&j| FxBuildHasher.hash_one(&reasons[j as usize]));
                 i
             }
         };

@@ -1,5 +1,7 @@
 //! Kubernetes resource quantities (`2Gi`, `500M`, `1.5Ti`, `100e6`) as bytes.
 
+use std::fmt;
+
 /// Parses a quantity into a whole number of units (bytes for storage),
 /// rounding fractions up as Kubernetes does. Errors name the bad text.
 pub fn parse(text: &str) -> Result<u64, String> {
@@ -59,25 +61,38 @@ pub fn parse(text: &str) -> Result<u64, String> {
     u64::try_from(value).map_err(|_| too_big())
 }
 
-/// Formats bytes for people: `12 GiB`, `1.5 TiB`, `512 MiB`, `900 B`.
-/// Integer arithmetic only: exact float formatting runs a bignum algorithm
-/// that is slow inside Wasm, and a refusal text may hold several figures.
-pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut unit = 0;
-    while unit < UNITS.len() - 1 && bytes >> (10 * (unit + 1)) > 0 {
-        unit += 1;
-    }
-    if unit == 0 {
-        return format!("{bytes} B");
-    }
-    let size = 1u128 << (10 * unit);
-    let tenths = (u128::from(bytes) * 10 + size / 2) / size;
-    let (whole, tenth) = (tenths / 10, tenths % 10);
-    if tenth == 0 {
-        format!("{whole} {}", UNITS[unit])
-    } else {
-        format!("{whole}.{tenth} {}", UNITS[unit])
+/// Bytes for people: `12 GiB`, `1.5 TiB`, `512 MiB`, `900 B`. A `Display`
+/// value, so refusal texts format it in place without a String of its own;
+/// integer arithmetic only: exact float formatting runs a bignum algorithm
+/// that is slow inside Wasm, and so does 128-bit division.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bytes(pub u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+        let bytes = self.0;
+        let mut unit = 0;
+        while unit < UNITS.len() - 1 && bytes >> (10 * (unit + 1)) > 0 {
+            unit += 1;
+        }
+        if unit == 0 {
+            return write!(f, "{bytes} B");
+        }
+        // Whole units, then the remainder rounded to tenths (0..=10), so
+        // nothing overflows.
+        let shift = 10 * unit;
+        let size = 1u64 << shift;
+        let tenths = ((bytes & (size - 1)) * 10 + size / 2) >> shift;
+        let (whole, tenth) = match tenths {
+            10 => ((bytes >> shift) + 1, 0),
+            t => (bytes >> shift, t),
+        };
+        if tenth == 0 {
+            write!(f, "{whole} {}", UNITS[unit])
+        } else {
+            write!(f, "{whole}.{tenth} {}", UNITS[unit])
+        }
     }
 }
 
@@ -104,12 +119,12 @@ mod tests {
 
     #[test]
     fn bytes_read_well() {
-        assert_eq!(format_bytes(12 << 30), "12 GiB");
-        assert_eq!(format_bytes(3 << 29), "1.5 GiB");
-        assert_eq!(format_bytes(900), "900 B");
-        assert_eq!(format_bytes(1024), "1 KiB");
-        assert_eq!(format_bytes((1 << 30) + (1 << 30) / 25), "1 GiB");
-        assert_eq!(format_bytes((2 << 30) - (1 << 30) / 25), "2 GiB");
-        assert_eq!(format_bytes(u64::MAX), "16384 PiB");
+        assert_eq!(Bytes(12 << 30).to_string(), "12 GiB");
+        assert_eq!(Bytes(3 << 29).to_string(), "1.5 GiB");
+        assert_eq!(Bytes(900).to_string(), "900 B");
+        assert_eq!(Bytes(1024).to_string(), "1 KiB");
+        assert_eq!(Bytes((1 << 30) + (1 << 30) / 25).to_string(), "1 GiB");
+        assert_eq!(Bytes((2 << 30) - (1 << 30) / 25).to_string(), "2 GiB");
+        assert_eq!(Bytes(u64::MAX).to_string(), "16384 PiB");
     }
 }

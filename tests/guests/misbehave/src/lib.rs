@@ -126,7 +126,7 @@ pub fn filter(
             let mut r = Rejections::default();
             for (i, &id) in nodes.nodes.iter().enumerate() {
                 let name = cluster.node_name(id).unwrap_or_else(|| format!("#{id}"));
-                r.reject(i, &format!("misbehave rejects {name}"), false);
+                r.reject(i, format!("misbehave rejects {name}"), false);
             }
             Ok(r.into())
         }
