@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use steward::admission::Endpoint;
-use steward::bench::percentile;
+use steward::cli::bench::percentile;
 use steward::server::App;
 use steward_tests::pd_double::PdDouble;
 use steward_tests::{admission_app, review_fixture, serve_webhook};
@@ -86,14 +86,15 @@ fn in_process(
     let _entered = rt.enter();
     let once = || {
         let reviewed = app
+            .hooks
             .admission
             .review(endpoint, policy, body)
             .expect("the review is well formed");
         assert!(reviewed.pending().is_empty(), "a dry run performs nothing");
-        let out = rt.block_on(app.admission.finish(reviewed));
+        let out = rt.block_on(app.hooks.admission.finish(reviewed));
         serde_json::to_vec(&out).expect("serializes")
     };
-    steward::bench::sample(
+    steward::cli::bench::sample(
         iterations / 10,
         iterations,
         |_| (),

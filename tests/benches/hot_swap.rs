@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use steward::config::Config;
-use steward::policy::PolicySet;
 use steward::server::App;
 use steward_tests::{TempDir, config_yaml, guest, misbehave_variant};
 
@@ -29,13 +28,15 @@ fn main() {
 
 /// The serving component's digest.
 fn serving(app: &App) -> String {
-    app.extender.policies.current().scheduler[0].digest.clone()
+    app.hooks.extender.policies.current().scheduler[0]
+        .digest
+        .clone()
 }
 
 /// Replaces `path` atomically and waits (polling the store every 0.2 ms)
 /// until the new component serves; returns how long that took.
 async fn swap(app: &App, path: &Path, bytes: &[u8]) -> Duration {
-    let want = steward::runtime::digest(bytes);
+    let want = steward::oci::digest(bytes);
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).expect("write");
     std::fs::rename(&tmp, path).expect("rename");
@@ -110,7 +111,7 @@ fn starts() {
         let t = Instant::now();
         let runtime =
             steward::runtime::Runtime::new(cache.map(Path::to_path_buf)).expect("runtime");
-        PolicySet::load(&runtime, &config).expect("policies load");
+        steward_tests::load_policies(&runtime, &config).expect("policies load");
         t.elapsed()
     };
     let mut compiled: Vec<Duration> = (0..STARTS).map(|_| start(None)).collect();

@@ -8,12 +8,13 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use steward::bench::percentile;
+use steward::Hooks;
+use steward::cli::bench::percentile;
+use steward::cluster::Backend;
 use steward::cluster::{ClusterCache, ClusterQuery};
-use steward::extender::{Binder, CandidateNodes};
-use steward::policy::PolicySet;
-use steward::runtime::{Node, Owner, Pod, Workload};
+use steward::extender::CandidateNodes;
 use steward::server::App;
+use steward::wit::{Node, Owner, Pod, Workload};
 use steward_sdk::cluster::ClusterView;
 
 const NODES: usize = 5_000;
@@ -27,8 +28,8 @@ fn main() {
     let names: Vec<String> = (0..NODES).map(node_name).collect();
     println!(
         "cluster: {} nodes, {} pods cached; resident memory of this process: {} MiB",
-        app.cluster.node_count(),
-        app.cluster.pod_count(),
+        app.hooks.cluster.node_count(),
+        app.hooks.cluster.pod_count(),
         resident_mib()
     );
     // `STEWARD_BENCH_CASE=local-pv` runs only the local-pv cases, and
@@ -43,7 +44,7 @@ fn main() {
     let filter = measure_with(
         2_000,
         || CandidateNodes::Names(names.clone()),
-        |candidates| app.extender.filter_pod(&pd2, candidates),
+        |candidates| app.hooks.extender.filter_pod(&pd2, candidates),
     );
     report("filter, in-process, NodeNames, 5,000 nodes", &filter);
 
@@ -52,6 +53,7 @@ fn main() {
 
     pd_quorum_ratio(&app, &pd2, &names);
     let accepted = app
+        .hooks
         .extender
         .filter_pod(&pd2, CandidateNodes::Names(names.clone()))
         .node_names
@@ -64,22 +66,27 @@ fn main() {
 /// The same pd-quorum logic, native and in Wasm, on identical input, next
 /// to a no-op policy (the sandbox's own cost); at 5,000 and 50 candidates.
 fn pd_quorum_ratio(app: &App, pd2: &Pod, names: &[String]) {
-    let set = app.extender.policies.current();
+    let set = app.hooks.extender.policies.current();
     let policy = &set.scheduler[0].policy;
-    let query = ClusterQuery::new(app.cluster.clone());
+    let query = ClusterQuery::new(app.hooks.cluster.clone());
     let noop_config = steward_tests::config(
         "- id: noop\n  hook: scheduler\n  module: {misbehave}\n  settings: {behaviour: pass}\n",
     );
-    let noop_set = PolicySet::load(steward_tests::runtime(), &noop_config).expect("loads");
+    let noop_set =
+        steward_tests::load_policies(steward_tests::runtime(), &noop_config).expect("loads");
     for count in [NODES, 50] {
         let ids: Vec<u32> = app
+            .hooks
             .cluster
             .node_ids(&names[..count])
             .into_iter()
             .map(|id| id.expect("known node"))
             .collect();
-        let candidates = steward::runtime::Candidates {
-            labels: app.cluster.label_columns(&ids, &policy.needs().node_labels),
+        let candidates = steward::wit::Candidates {
+            labels: app
+                .hooks
+                .cluster
+                .label_columns(&ids, &policy.needs().node_labels),
             nodes: ids,
         };
         let noop = measure(2_000, || {
@@ -118,7 +125,7 @@ fn pd_quorum_ratio(app: &App, pd2: &Pod, names: &[String]) {
 /// local-pv on the same cache, every node with a HwameiStor SSD pool: a pod
 /// with two new claims (20 + 30 GiB) against 5,000 candidates.
 fn local_pv(app: &App, names: &[String]) {
-    let cache = app.cluster.clone();
+    let cache = app.hooks.cluster.clone();
     for (i, name) in names.iter().enumerate() {
         // 1 TiB pools, 0..999 GiB used: nodes with under 50 GiB free refuse.
         let used = ((i * 7919) % 1000) as u64 * GIB;
@@ -131,7 +138,7 @@ fn local_pv(app: &App, names: &[String]) {
             }}},
         }));
     }
-    cache.upsert_storage_class(steward::runtime::StorageClass {
+    cache.upsert_storage_class(steward::wit::StorageClass {
         name: "hwameistor-storage-lvm-ssd".into(),
         provisioner: "lvm.hwameistor.io".into(),
         parameters: vec![
@@ -142,7 +149,7 @@ fn local_pv(app: &App, names: &[String]) {
         reclaim_policy: "Delete".into(),
     });
     for (claim, gib) in [("data-db-0", 20), ("log-db-0", 30)] {
-        cache.upsert_claim(steward::runtime::Claim {
+        cache.upsert_claim(steward::wit::Claim {
             namespace: "ns-0".into(),
             name: claim.into(),
             uid: format!("uid-{claim}"),
@@ -161,8 +168,12 @@ fn local_pv(app: &App, names: &[String]) {
     cache.upsert_pod(db.clone());
 
     let config = steward_tests::config(steward_tests::LOCAL_PV);
-    let policies = PolicySet::load(steward_tests::runtime(), &config).expect("policies load");
-    let lpv = App::new(&config, policies, cache.clone(), Binder::Snapshot);
+    let policies =
+        steward_tests::load_policies(steward_tests::runtime(), &config).expect("policies load");
+    let lpv = App::new(
+        &config,
+        Hooks::new(policies, cache.clone(), Backend::Snapshot),
+    );
     println!(
         "-- local-pv: {} nodes with pools, {} pods cached; resident memory: {} MiB",
         cache.node_count(),
@@ -177,7 +188,7 @@ fn local_pv(app: &App, names: &[String]) {
             cache.abandon_placement(&db.uid);
             CandidateNodes::Names(names.to_vec())
         },
-        |candidates| lpv.extender.filter_pod(&db, candidates),
+        |candidates| lpv.hooks.extender.filter_pod(&db, candidates),
     );
     report(
         "local-pv filter, in-process, NodeNames, 5,000 nodes",
@@ -190,11 +201,11 @@ fn local_pv(app: &App, names: &[String]) {
     );
     let candidates = CandidateNodes::Names(names.to_vec());
     let prioritize = measure(2_000, || {
-        lpv.extender.prioritize_pod(&db, &candidates);
+        lpv.hooks.extender.prioritize_pod(&db, &candidates);
     });
     report("local-pv prioritize, in-process, 5,000 nodes", &prioritize);
 
-    let set = lpv.extender.policies.current();
+    let set = lpv.hooks.extender.policies.current();
     let policy = &set.scheduler[0].policy;
     let query = ClusterQuery::new(cache.clone());
     let ids: Vec<u32> = cache
@@ -202,7 +213,7 @@ fn local_pv(app: &App, names: &[String]) {
         .into_iter()
         .map(|id| id.expect("known node"))
         .collect();
-    let candidates = steward::runtime::Candidates {
+    let candidates = steward::wit::Candidates {
         labels: Vec::new(),
         nodes: ids,
     };
@@ -243,7 +254,7 @@ fn startup() {
     let start = || {
         let t = Instant::now();
         let runtime = steward::runtime::Runtime::new(Some(dir.clone())).expect("runtime");
-        PolicySet::load(&runtime, &config).expect("policies load");
+        steward_tests::load_policies(&runtime, &config).expect("policies load");
         t.elapsed()
     };
     let cold = start();
@@ -368,8 +379,9 @@ fn app() -> App {
     });
     cache.mark_synced();
     let config = steward_tests::config(steward_tests::PD_QUORUM);
-    let policies = PolicySet::load(steward_tests::runtime(), &config).expect("policies load");
-    App::new(&config, policies, cache, Binder::Snapshot)
+    let policies =
+        steward_tests::load_policies(steward_tests::runtime(), &config).expect("policies load");
+    App::new(&config, Hooks::new(policies, cache, Backend::Snapshot))
 }
 
 fn pod(
@@ -397,7 +409,7 @@ fn pod(
 }
 
 fn pod_named(app: &App, name: &str) -> Pod {
-    ClusterQuery::new(app.cluster.clone())
+    ClusterQuery::new(app.hooks.cluster.clone())
         .get_pod("tidb-cluster", name)
         .expect("pod exists")
 }
@@ -407,13 +419,13 @@ fn measure(iterations: usize, mut f: impl FnMut()) -> Vec<Duration> {
 }
 
 /// Times `f` on a fresh `input()` per sample, after a tenth as many
-/// untimed warm-up runs (see [`steward::bench::sample`]).
+/// untimed warm-up runs (see [`steward::cli::bench::sample`]).
 fn measure_with<I, O>(
     iterations: usize,
     mut input: impl FnMut() -> I,
     mut f: impl FnMut(I) -> O,
 ) -> Vec<Duration> {
-    steward::bench::sample(
+    steward::cli::bench::sample(
         iterations / 10,
         iterations,
         |_| input(),
@@ -485,6 +497,7 @@ fn http_round_trips(app: &App, pod: &Pod, names: &[String], iterations: usize) -
                 .as_object()
                 .map_or(0, |failed| failed.len());
         let in_process = app
+            .hooks
             .extender
             .filter_pod(pod, CandidateNodes::Names(names.to_vec()))
             .failed_nodes
@@ -630,7 +643,7 @@ impl ClusterView for NativeView {
     ) -> Vec<bool> {
         let terms: Vec<_> = terms
             .iter()
-            .map(|t| steward::runtime::NodeSelectorTerm {
+            .map(|t| steward::wit::NodeSelectorTerm {
                 match_expressions: t.match_expressions.iter().map(host_requirement).collect(),
                 match_fields: t.match_fields.iter().map(host_requirement).collect(),
             })
@@ -714,8 +727,8 @@ impl ClusterView for NativeView {
     }
 }
 
-fn host_source(s: steward_sdk::CapacitySource) -> steward::runtime::CapacitySource {
-    use steward::runtime::CapacitySource as H;
+fn host_source(s: steward_sdk::CapacitySource) -> steward::wit::CapacitySource {
+    use steward::wit::CapacitySource as H;
     use steward_sdk::CapacitySource as S;
     match s {
         S::Hwameistor => H::Hwameistor,
@@ -724,8 +737,8 @@ fn host_source(s: steward_sdk::CapacitySource) -> steward::runtime::CapacitySour
     }
 }
 
-fn sdk_state(s: steward::runtime::PoolState) -> steward_sdk::PoolState {
-    use steward::runtime::PoolState as H;
+fn sdk_state(s: steward::wit::PoolState) -> steward_sdk::PoolState {
+    use steward::wit::PoolState as H;
     use steward_sdk::PoolState as S;
     match s {
         H::Ready => S::Ready,
@@ -735,10 +748,10 @@ fn sdk_state(s: steward::runtime::PoolState) -> steward_sdk::PoolState {
     }
 }
 
-fn host_requirement(r: &steward_sdk::SelectorRequirement) -> steward::runtime::SelectorRequirement {
-    use steward::runtime::SelectorOperator as H;
+fn host_requirement(r: &steward_sdk::SelectorRequirement) -> steward::wit::SelectorRequirement {
+    use steward::wit::SelectorOperator as H;
     use steward_sdk::SelectorOperator as S;
-    steward::runtime::SelectorRequirement {
+    steward::wit::SelectorRequirement {
         key: r.key.clone(),
         operator: match r.operator {
             S::In => H::In,

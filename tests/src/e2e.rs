@@ -47,7 +47,7 @@ pub fn scenario(body: impl Future<Output = Result<()>>) {
 }
 
 /// Steward serving the extender from the test process, its cluster source
-/// the control plane's kubeconfig and its binder the Kubernetes API; and
+/// the control plane's kubeconfig and its backend the Kubernetes API; and
 /// the admission webhook over HTTPS when its config has an `admission`
 /// section.
 pub struct Steward {
@@ -98,7 +98,7 @@ impl Steward {
     /// A counter of Steward's metrics: the sum of the series of `name`
     /// whose labels include every `label="value"` of `labels`.
     pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
-        let text = self.app.metrics.encode();
+        let text = self.app.hooks.metrics.encode();
         text.lines()
             .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
             .filter(|l| labels.iter().all(|want| l.contains(want)))

@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use steward::cluster::{ClusterCache, load_snapshot};
+use steward::Hooks;
+use steward::cluster::{Backend, ClusterCache, load_snapshot};
 use steward::config::Config;
-use steward::extender::Binder;
 use steward::policy::PolicySet;
 use steward::runtime::Runtime;
 use steward::server::App;
@@ -148,24 +148,39 @@ pub fn expand_guests(yaml: &str) -> String {
     out
 }
 
+/// Loads `config`'s policies with the host's loader, on a thread of its
+/// own: callers may be inside an async runtime.
+pub fn load_policies(runtime: &Runtime, config: &Config) -> anyhow::Result<PolicySet> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(PolicySet::load(runtime, config))
+        })
+        .join()
+        .expect("the loading thread does not panic")
+    })
+}
+
 /// The app over the example snapshot with the given policies.
 pub fn app(policies_yaml: &str) -> App {
     let config = config(policies_yaml);
-    let policies = PolicySet::load(runtime(), &config).expect("policies load");
+    let policies = load_policies(runtime(), &config).expect("policies load");
     let cluster = Arc::new(ClusterCache::default());
     load_snapshot(&cluster, &example_snapshot()).expect("snapshot loads");
-    App::new(&config, policies, cluster, Binder::Snapshot)
+    App::new(&config, Hooks::new(policies, cluster, Backend::Snapshot))
 }
 
 /// The app over the example snapshot plus the admission fixtures' claims
 /// and volumes (`tests/fixtures/admission/storage.yaml`).
 pub fn admission_app(policies_yaml: &str) -> App {
     let config = config(policies_yaml);
-    let policies = PolicySet::load(runtime(), &config).expect("policies load");
+    let policies = load_policies(runtime(), &config).expect("policies load");
     let cluster = Arc::new(ClusterCache::default());
     load_snapshot(&cluster, &example_snapshot()).expect("snapshot loads");
     load_snapshot(&cluster, &fixture("admission/storage.yaml")).expect("storage fixture loads");
-    App::new(&config, policies, cluster, Binder::Snapshot)
+    App::new(&config, Hooks::new(policies, cluster, Backend::Snapshot))
 }
 
 /// A webhook served over HTTPS on loopback with a certificate of a fresh

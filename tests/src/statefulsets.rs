@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use steward::cluster::{ClusterCache, ClusterQuery};
-use steward::runtime::{Claim, Node, Owner, Pod, Workload};
+use steward::wit::{Claim, Node, Owner, Pod, Workload};
 
 use crate::pd_double::{DoubleMember, DoubleStore, PdDouble};
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{Value, json};
 use steward::cluster::ClusterQuery;
-use steward::runtime::Pod;
 use steward::server::App;
+use steward::wit::Pod;
 use steward_tests::pd_double::{Fault, PdDouble};
 use steward_tests::{Webhook, admission_app, review_fixture, serve_webhook};
 
@@ -49,7 +49,7 @@ async fn guarded() -> (PdDouble, Setup) {
 impl Setup {
     /// The metrics contain each of `lines`.
     fn assert_metrics(&self, lines: &[&str]) {
-        let metrics = self.app.metrics.encode();
+        let metrics = self.app.hooks.metrics.encode();
         for line in lines {
             assert!(metrics.contains(line), "{line} missing from\n{metrics}");
         }
@@ -89,7 +89,7 @@ impl Setup {
 
     /// Pod `name` of namespace `tidb-cluster` as the cluster has it now.
     fn pod(&self, name: &str) -> Pod {
-        ClusterQuery::new(self.app.cluster.clone())
+        ClusterQuery::new(self.app.hooks.cluster.clone())
             .get_pod("tidb-cluster", name)
             .expect("pod in the snapshot")
     }

@@ -15,8 +15,16 @@ const N54: &str = "k8s-10-6-163-54";
 /// fixture's basic-pd-2 may only go to 52 or 54.
 fn app_with_two_pds() -> steward::server::App {
     let app = app(PD_QUORUM);
-    assert!(app.cluster.bind_in_place("tidb-cluster", "basic-pd-0", N51));
-    assert!(app.cluster.bind_in_place("tidb-cluster", "basic-pd-1", N53));
+    assert!(
+        app.hooks
+            .cluster
+            .bind_in_place("tidb-cluster", "basic-pd-0", N51)
+    );
+    assert!(
+        app.hooks
+            .cluster
+            .bind_in_place("tidb-cluster", "basic-pd-1", N53)
+    );
     app
 }
 
@@ -29,7 +37,7 @@ fn full_node_list_is_answered_with_full_nodes() {
     let app = app_with_two_pds();
     let request = fixture_json("extender/filter-nodes.json");
     let args: ExtenderArgs = serde_json::from_value(request.clone()).unwrap();
-    let answer = serde_json::to_value(app.extender.filter(args).unwrap()).unwrap();
+    let answer = serde_json::to_value(app.hooks.extender.filter(args).unwrap()).unwrap();
 
     // Capitalised Go field names, NodeNames null in this mode.
     let keys: Vec<&str> = answer
@@ -93,6 +101,7 @@ fn request_nodes_do_not_overwrite_what_the_cache_knows() {
         .unwrap()
         .remove("kubernetes.io/hostname");
     let answer = app
+        .hooks
         .extender
         .filter(serde_json::from_value(request).unwrap())
         .unwrap();
@@ -104,7 +113,7 @@ fn request_nodes_do_not_overwrite_what_the_cache_knows() {
 fn node_names_are_answered_with_node_names() {
     let app = app_with_two_pds();
     let args: ExtenderArgs = decode("extender/filter-nodenames.json");
-    let answer = serde_json::to_value(app.extender.filter(args).unwrap()).unwrap();
+    let answer = serde_json::to_value(app.hooks.extender.filter(args).unwrap()).unwrap();
     assert_eq!(answer["Nodes"], Value::Null);
     assert_eq!(answer["NodeNames"], serde_json::json!([N52, N54]));
     assert_eq!(answer["FailedNodes"].as_object().unwrap().len(), 2);
@@ -122,7 +131,7 @@ fn lower_case_field_names_decode_too() {
     obj.insert("nodenames".into(), names);
     let app = app_with_two_pds();
     let args: ExtenderArgs = serde_json::from_value(request).unwrap();
-    let answer = app.extender.filter(args).unwrap();
+    let answer = app.hooks.extender.filter(args).unwrap();
     assert_eq!(answer.node_names.unwrap(), [N52, N54]);
 }
 
@@ -130,7 +139,7 @@ fn lower_case_field_names_decode_too() {
 fn prioritize_answers_every_node_in_range() {
     let app = app_with_two_pds();
     let args: ExtenderArgs = decode("extender/prioritize-nodenames.json");
-    let answer = serde_json::to_value(app.extender.prioritize(args).unwrap()).unwrap();
+    let answer = serde_json::to_value(app.hooks.extender.prioritize(args).unwrap()).unwrap();
     let list = answer.as_array().unwrap();
     assert_eq!(list.len(), 4);
     for entry in list {
@@ -152,7 +161,7 @@ fn preempt_keeps_nodes_where_the_pod_would_fit() {
         "extender/preempt-metavictims.json",
     ] {
         let args: ExtenderPreemptionArgs = decode(file);
-        let answer = serde_json::to_value(app.extender.preempt(args).unwrap()).unwrap();
+        let answer = serde_json::to_value(app.hooks.extender.preempt(args).unwrap()).unwrap();
         assert_eq!(
             answer,
             serde_json::json!({"NodeNameToMetaVictims": {}}),
@@ -164,7 +173,8 @@ fn preempt_keeps_nodes_where_the_pod_would_fit() {
     let victims = request["NodeNameToMetaVictims"][N53].take();
     request["NodeNameToMetaVictims"] = serde_json::json!({ N54: victims.clone() });
     let answer = serde_json::to_value(
-        app.extender
+        app.hooks
+            .extender
             .preempt(serde_json::from_value(request).unwrap())
             .unwrap(),
     )
@@ -176,6 +186,7 @@ fn preempt_keeps_nodes_where_the_pod_would_fit() {
 fn preempting_a_member_of_the_same_component_frees_its_domain() {
     let app = app_with_two_pds();
     let pd1_uid = app
+        .hooks
         .cluster
         .all_pods()
         .into_iter()
@@ -185,6 +196,7 @@ fn preempting_a_member_of_the_same_component_frees_its_domain() {
     let mut request = fixture_json("extender/preempt-metavictims.json");
     request["NodeNameToMetaVictims"][N53]["Pods"] = serde_json::json!([{"UID": pd1_uid}]);
     let answer = app
+        .hooks
         .extender
         .preempt(serde_json::from_value(request).unwrap())
         .unwrap();
@@ -195,10 +207,10 @@ fn preempting_a_member_of_the_same_component_frees_its_domain() {
 async fn bind_places_the_pod_in_the_snapshot() {
     let app = app(PD_QUORUM);
     let args: ExtenderBindingArgs = decode("extender/bind.json");
-    let answer = serde_json::to_value(app.extender.bind(args).await).unwrap();
+    let answer = serde_json::to_value(app.hooks.extender.bind(args).await).unwrap();
     assert_eq!(answer, serde_json::json!({"Error": ""}));
     assert_eq!(
-        app.cluster.pods_on(N54),
+        app.hooks.cluster.pods_on(N54),
         [("tidb-cluster".to_string(), "basic-pd-2".to_string())]
     );
 }

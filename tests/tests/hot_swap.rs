@@ -222,7 +222,7 @@ async fn swapping_under_load_drops_no_request_and_refuses_broken_versions() {
         let s = policy_status(addr, id).await;
         assert_eq!(s["generation"], SWAPS as u64 + 1, "{s}");
         assert_eq!(s["state"], "serving", "{s}");
-        assert_eq!(s["digest"], steward::runtime::digest(build).as_str(), "{s}");
+        assert_eq!(s["digest"], steward::oci::digest(build).as_str(), "{s}");
     }
     let serving = policy_status(addr, "misbehave").await["digest"].clone();
 
@@ -351,7 +351,7 @@ async fn swapping_under_load_drops_no_request_and_refuses_broken_versions() {
         .collect::<Vec<_>>();
     assert_eq!(info.len(), 2, "one serving version per policy: {info:?}");
     for build in [&built, &built_admission] {
-        let digest = format!("digest=\"{}\"", steward::runtime::digest(build));
+        let digest = format!("digest=\"{}\"", steward::oci::digest(build));
         assert!(
             info.iter().any(|l| l.contains(&digest)),
             "{digest} serves: {info:?}"

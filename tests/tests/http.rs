@@ -98,7 +98,7 @@ async fn pods_no_policy_selects_pass_through() {
     let app = app(
         "- id: pd-quorum\n  hook: scheduler\n  module: {pd_quorum}\n  select: {schedulerNames: [someone-else]}\n",
     );
-    let metrics = app.metrics.clone();
+    let metrics = app.hooks.metrics.clone();
     let addr = serve(app).await;
     let (status, body) = post(addr, "/scheduler/filter", &good_request()).await;
     assert_eq!(status, 200);

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
+use steward::cluster::Backend;
 use steward::cluster::{ClusterCache, load_snapshot};
-use steward::extender::{Binder, CandidateNodes};
-use steward::policy::PolicySet;
-use steward::runtime::Pod;
+use steward::extender::CandidateNodes;
 use steward::server::App;
+use steward::wit::Pod;
 
 const NODES: [&str; 4] = [
     "k8s-10-6-163-51",
@@ -30,15 +30,20 @@ fn app(settings: &str, extra: &str) -> App {
         "{}  settings: {settings}\n",
         steward_tests::LOCAL_PV
     ));
-    let policies = PolicySet::load(steward_tests::runtime(), &config).expect("policies load");
+    let policies =
+        steward_tests::load_policies(steward_tests::runtime(), &config).expect("policies load");
     let cluster = Arc::new(ClusterCache::default());
     load_snapshot(&cluster, &path).expect("snapshot loads");
     let _ = std::fs::remove_file(&path);
-    App::new(&config, policies, cluster, Binder::Snapshot)
+    App::new(
+        &config,
+        steward::Hooks::new(policies, cluster, Backend::Snapshot),
+    )
 }
 
 fn pod(app: &App, name: &str) -> Pod {
-    app.cluster
+    app.hooks
+        .cluster
         .all_pods()
         .into_iter()
         .find(|p| p.name == name)
@@ -77,6 +82,7 @@ fn hwameistor_pools_with_bad_figures_refuse_with_the_field_named() {
     );
     let app = app("{}", &extra);
     let out = app
+        .hooks
         .extender
         .filter_pod(&pod(&app, "basic-pd-0"), all_nodes());
     assert_eq!(out.node_names.unwrap(), [NODES[0]]);
@@ -103,7 +109,7 @@ fn topolvm_annotations_are_a_capacity_source() {
         + &node_doc(NODES[3], "capacity.topolvm.io/00default: \"536870912000\"");
     let app = app("{capacitySource: topolvm}", &extra);
     let pd0 = pod(&app, "basic-pd-0");
-    let out = app.extender.filter_pod(&pd0, all_nodes());
+    let out = app.hooks.extender.filter_pod(&pd0, all_nodes());
     assert_eq!(out.node_names.unwrap(), [NODES[3]]);
     assert_eq!(
         out.failed_nodes[NODES[0]],
@@ -122,6 +128,7 @@ fn topolvm_annotations_are_a_capacity_source() {
     );
     // TopoLVM's score: 500 GiB free → log2(500) = 8.
     let scores = app
+        .hooks
         .extender
         .prioritize_pod(&pd0, &CandidateNodes::Names(vec![NODES[3].into()]));
     assert_eq!(scores[0].score, 8);
@@ -142,6 +149,7 @@ fn csi_storage_capacity_objects_are_a_capacity_source() {
         + &capacity_doc("cap-54", NODES[3], "1Gi");
     let app = app("{capacitySource: csiStorageCapacity}", &extra);
     let out = app
+        .hooks
         .extender
         .filter_pod(&pod(&app, "basic-pd-0"), all_nodes());
     assert_eq!(out.node_names.unwrap(), [NODES[0]]);
@@ -180,6 +188,7 @@ fn a_bound_hwameistor_volume_brings_the_pod_back_to_its_replica() {
     );
     let app = app("{}", &extra);
     let out = app
+        .hooks
         .extender
         .filter_pod(&pod(&app, "basic-pd-0"), all_nodes());
     assert_eq!(out.node_names.unwrap(), [NODES[2]]);
@@ -198,6 +207,7 @@ fn a_local_pv_without_node_affinity_is_refused_everywhere() {
     );
     let app = app("{}", &extra);
     let out = app
+        .hooks
         .extender
         .filter_pod(&pod(&app, "basic-pd-0"), all_nodes());
     assert!(out.node_names.unwrap().is_empty());
@@ -221,14 +231,14 @@ fn a_maintained_storage_node_is_refused_and_the_rest_are_scored() {
         );
     let app = app("{scoring: binPack}", &extra);
     let pd0 = pod(&app, "basic-pd-0");
-    let out = app.extender.filter_pod(&pd0, all_nodes());
+    let out = app.hooks.extender.filter_pod(&pd0, all_nodes());
     assert_eq!(out.node_names.unwrap(), [NODES[0], NODES[3]]);
     assert_eq!(
         out.failed_nodes[NODES[2]],
         "local-pv: LocalStorageNode k8s-10-6-163-53 is Maintain, not Ready"
     );
     // Bin-packing: 54 (10 GiB free, 8 left → 10 − 3) beats 51 (500 GiB).
-    let scores = app.extender.prioritize_pod(
+    let scores = app.hooks.extender.prioritize_pod(
         &pd0,
         &CandidateNodes::Names(vec![NODES[0].into(), NODES[3].into()]),
     );

@@ -8,8 +8,8 @@ use steward::oci::artifact::{
     ANNOTATION_CREATED, ANNOTATION_SOURCE, ANNOTATION_TITLE, ANNOTATION_VERSION, CONFIG_MEDIA_TYPE,
     LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE,
 };
+use steward::oci::digest;
 use steward::oci::{Artifact, ComponentConfig, PushMeta, Reference, RegistryClient};
-use steward::runtime::digest;
 use steward_tests::registry::{Registry, oras};
 use steward_tests::{
     TempDir, filter_fixture, get, guest, misbehave_answer, misbehave_variant, serve_config,

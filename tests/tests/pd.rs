@@ -123,7 +123,7 @@ async fn a_deleted_store_goes_offline_drains_and_ends_tombstone() {
     pd.state().drain_per_second = 0.0;
     let client = PdClient::default();
     let base = pd.url();
-    let state_of = |stores: &[steward::runtime::Store], id| {
+    let state_of = |stores: &[steward::wit::Store], id| {
         stores
             .iter()
             .find(|s| s.id == id)

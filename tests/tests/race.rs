@@ -4,7 +4,7 @@
 //! reserves the pool capacity of their claims until the volumes exist.
 
 use steward::extender::CandidateNodes;
-use steward::runtime::Pod;
+use steward::wit::Pod;
 use steward_tests::{LOCAL_PV, PD_QUORUM, app};
 
 const NODES: [&str; 4] = [
@@ -19,7 +19,8 @@ fn all_nodes() -> CandidateNodes {
 }
 
 fn pod(app: &steward::server::App, name: &str) -> Pod {
-    app.cluster
+    app.hooks
+        .cluster
         .all_pods()
         .into_iter()
         .find(|p| p.name == name)
@@ -28,13 +29,15 @@ fn pod(app: &steward::server::App, name: &str) -> Pod {
 
 /// Records that `pod` was bound to `node`, as Steward's bind does.
 fn bind(app: &steward::server::App, pod: &Pod, node: &str) {
-    app.cluster
+    app.hooks
+        .cluster
         .record_binding(&pod.uid, &pod.namespace, &pod.name, node);
 }
 
 /// The nodes among `nodes` that the filter lets `pod` onto.
 fn passing(app: &steward::server::App, pod: &Pod, nodes: CandidateNodes) -> Vec<String> {
-    app.extender
+    app.hooks
+        .extender
         .filter_pod(pod, nodes)
         .node_names
         .expect("node names")
@@ -48,7 +51,7 @@ fn a_pod_between_filter_and_bind_holds_back_the_next_member() {
 
     // pd-0 is now in flight: nobody knows which node kube-scheduler picks.
     let pd1 = pod(&app, "basic-pd-1");
-    let second = app.extender.filter_pod(&pd1, all_nodes());
+    let second = app.hooks.extender.filter_pod(&pd1, all_nodes());
     assert_eq!(second.node_names.unwrap(), Vec::<String>::new());
     let reason = &second.failed_nodes[NODES[0]];
     assert!(
@@ -66,21 +69,21 @@ fn a_pod_between_filter_and_bind_holds_back_the_next_member() {
 fn a_binding_counts_before_the_lagging_watch_shows_it() {
     let app = app(PD_QUORUM);
     let pd0 = pod(&app, "basic-pd-0");
-    app.extender.filter_pod(&pd0, all_nodes());
+    app.hooks.extender.filter_pod(&pd0, all_nodes());
     // Steward bound pd-0 to node 51; the watch has not delivered that yet:
     // the cached pod still has no node.
     bind(&app, &pd0, NODES[0]);
     assert_eq!(pod(&app, "basic-pd-0").node_name, None);
 
     let pd1 = pod(&app, "basic-pd-1");
-    let second = app.extender.filter_pod(&pd1, all_nodes());
+    let second = app.hooks.extender.filter_pod(&pd1, all_nodes());
     assert_eq!(second.node_names.unwrap(), [NODES[1], NODES[2], NODES[3]]);
     assert!(second.failed_nodes[NODES[0]].contains("already has 1 pd pod(s)"));
 
     // The watch catches up: same answer, and the placement is retired.
     let mut caught_up = pd0.clone();
     caught_up.node_name = Some(NODES[0].to_string());
-    app.cluster.upsert_pod(caught_up);
+    app.hooks.cluster.upsert_pod(caught_up);
     assert_eq!(
         passing(&app, &pd1, all_nodes()),
         [NODES[1], NODES[2], NODES[3]]
@@ -91,15 +94,15 @@ fn a_binding_counts_before_the_lagging_watch_shows_it() {
 fn a_pod_the_watch_has_not_delivered_at_all_still_counts() {
     let app = app(PD_QUORUM);
     let pd0 = pod(&app, "basic-pd-0");
-    app.extender.filter_pod(&pd0, all_nodes());
+    app.hooks.extender.filter_pod(&pd0, all_nodes());
     bind(&app, &pd0, NODES[2]);
     // The watch even missed pd-0's creation (deleted and recreated, say).
-    app.cluster.remove_pod(&pd0.namespace, &pd0.name);
-    app.extender.filter_pod(&pd0, all_nodes());
+    app.hooks.cluster.remove_pod(&pd0.namespace, &pd0.name);
+    app.hooks.extender.filter_pod(&pd0, all_nodes());
     bind(&app, &pd0, NODES[2]);
 
     let pd1 = pod(&app, "basic-pd-1");
-    let second = app.extender.filter_pod(&pd1, all_nodes());
+    let second = app.hooks.extender.filter_pod(&pd1, all_nodes());
     assert!(second.failed_nodes[NODES[2]].contains("already has 1 pd pod(s)"));
 }
 
@@ -107,8 +110,8 @@ fn a_pod_the_watch_has_not_delivered_at_all_still_counts() {
 fn an_abandoned_placement_stops_holding_others_back() {
     let app = app(PD_QUORUM);
     let pd0 = pod(&app, "basic-pd-0");
-    app.extender.filter_pod(&pd0, all_nodes());
-    app.cluster.abandon_placement(&pd0.uid);
+    app.hooks.extender.filter_pod(&pd0, all_nodes());
+    app.hooks.cluster.abandon_placement(&pd0.uid);
     let pd1 = pod(&app, "basic-pd-1");
     assert_eq!(passing(&app, &pd1, all_nodes()).len(), 4);
 }
@@ -121,25 +124,21 @@ fn app_with_big_claims(
         None => app(LOCAL_PV),
         Some(cache) => {
             let config = steward_tests::config(LOCAL_PV);
-            let policies = steward::policy::PolicySet::load(steward_tests::runtime(), &config)
+            let policies = steward_tests::load_policies(steward_tests::runtime(), &config)
                 .expect("policies load");
             steward::cluster::load_snapshot(&cache, &steward_tests::example_snapshot())
                 .expect("snapshot loads");
-            steward::server::App::new(
-                &config,
-                policies,
-                cache,
-                steward::extender::Binder::Snapshot,
-            )
+            let hooks = steward::Hooks::new(policies, cache, steward::cluster::Backend::Snapshot);
+            steward::server::App::new(&config, hooks)
         }
     };
-    let query = steward::cluster::ClusterQuery::new(app.cluster.clone());
+    let query = steward::cluster::ClusterQuery::new(app.hooks.cluster.clone());
     for name in ["pd-basic-pd-0", "pd-basic-pd-1"] {
         let mut claim = query
             .get_claim("tidb-cluster", name)
             .expect("claim in snapshot");
         claim.requested_bytes = 300 << 30;
-        app.cluster.upsert_claim(claim);
+        app.hooks.cluster.upsert_claim(claim);
     }
     app
 }
@@ -157,7 +156,7 @@ fn capacity_taken_by_a_placed_pod_is_reserved_until_its_volume_exists() {
     // pd-0 is bound to 51; the watch lags: no node on the cached pod, its
     // claim Pending, the pool still reporting 500 GiB free.
     bind(&app, &pd0, NODES[0]);
-    let second = app.extender.filter_pod(&pd1, all_nodes());
+    let second = app.hooks.extender.filter_pod(&pd1, all_nodes());
     assert_eq!(second.node_names.unwrap(), [NODES[2], NODES[3]]);
     assert_eq!(
         second.failed_nodes[NODES[0]],
@@ -172,12 +171,12 @@ fn capacity_taken_by_a_placed_pod_is_reserved_until_its_volume_exists() {
 
     // The volume appears: the claim is bound to a PV the cache holds, so the
     // pool's own figures count it from now on and the reservation ends.
-    let query = steward::cluster::ClusterQuery::new(app.cluster.clone());
+    let query = steward::cluster::ClusterQuery::new(app.hooks.cluster.clone());
     let mut claim = query.get_claim("tidb-cluster", "pd-basic-pd-0").unwrap();
     claim.phase = "Bound".into();
     claim.volume_name = Some("pvc-pd-0".into());
-    app.cluster.upsert_claim(claim);
-    app.cluster.upsert_volume(steward::runtime::Volume {
+    app.hooks.cluster.upsert_claim(claim);
+    app.hooks.cluster.upsert_volume(steward::wit::Volume {
         name: "pvc-pd-0".into(),
         labels: Vec::new(),
         annotations: Vec::new(),
@@ -203,14 +202,14 @@ fn a_pod_in_flight_holds_its_claims_on_every_node_it_passed() {
         [NODES[0], NODES[2], NODES[3]]
     );
     // Nobody knows yet which of the three pd-0 lands on.
-    let second = app.extender.filter_pod(&pd1, all_nodes());
+    let second = app.hooks.extender.filter_pod(&pd1, all_nodes());
     assert_eq!(second.node_names.unwrap(), Vec::<String>::new());
     assert!(second.failed_nodes[NODES[3]].contains("300 GiB of it reserved"));
     // Bound to 54: the other two are free again.
     bind(&app, &pd0, NODES[3]);
     assert_eq!(passing(&app, &pd1, all_nodes()), [NODES[0], NODES[2]]);
     // A failed binding gives the capacity back.
-    app.cluster.abandon_placement(&pd0.uid);
+    app.hooks.cluster.abandon_placement(&pd0.uid);
     assert_eq!(
         passing(&app, &pd1, all_nodes()),
         [NODES[0], NODES[2], NODES[3]]
@@ -225,7 +224,7 @@ fn a_reservation_expires_with_the_in_flight_ttl() {
     let app = app_with_big_claims(Some(cache));
     let pd0 = pod(&app, "basic-pd-0");
     let pd1 = pod(&app, "basic-pd-1");
-    app.extender.filter_pod(&pd0, only(NODES[0]));
+    app.hooks.extender.filter_pod(&pd0, only(NODES[0]));
     bind(&app, &pd0, NODES[0]);
     assert!(passing(&app, &pd1, only(NODES[0])).is_empty());
     std::thread::sleep(std::time::Duration::from_millis(250));

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use steward::actions::{ActionContext, Executor};
+use steward::cluster::Backend;
 use steward::config::ReconcileConfig;
-use steward::extender::Binder;
 use steward::metrics::Metrics;
-use steward::policy::{PolicySet, PolicyStore};
+use steward::policy::PolicyStore;
 use steward::reconcile::{Clock, Effects, Reconciler};
-use steward::runtime::{Action, EventType};
+use steward::wit::{Action, EventType};
 use steward_tests::pd_double::{Fault, PdDouble};
 use steward_tests::statefulsets::{CLUSTER, Cluster, NAMESPACE, Violation};
 
@@ -99,12 +99,13 @@ impl Harness {
     /// A new host: policies loaded afresh, no memory but the cluster's.
     fn host(&self) -> Reconciler<Recorder> {
         let config = steward_tests::config(&self.policies_yaml);
-        let set = PolicySet::load(steward_tests::runtime(), &config).expect("policies load");
+        let set =
+            steward_tests::load_policies(steward_tests::runtime(), &config).expect("policies load");
         Reconciler::new(
             Arc::new(PolicyStore::new(set)),
             self.cluster.cache.clone(),
             Recorder {
-                executor: Executor::new(&Binder::Snapshot, self.cluster.cache.clone()),
+                executor: Executor::new(&Backend::Snapshot, self.cluster.cache.clone()),
                 pd: self.pd.clone(),
                 log: self.log.clone(),
             },

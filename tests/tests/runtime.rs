@@ -24,7 +24,7 @@ fn precompiled_components_are_cached_and_reused() {
     assert_eq!(files.len(), 1, "{files:?}");
     let name = files[0].file_name().unwrap().to_string_lossy().to_string();
     assert!(
-        name.starts_with(&steward::runtime::digest(&wasm)[7..]),
+        name.starts_with(&steward::oci::digest(&wasm)[7..]),
         "{name}"
     );
 

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use steward::extender::CandidateNodes;
-use steward::runtime::Pod;
+use steward::wit::Pod;
 use steward_tests::{app, config, runtime};
 
 const NODES: [&str; 2] = ["k8s-10-6-163-51", "k8s-10-6-163-53"];
@@ -25,14 +25,14 @@ fn misbehaving(behaviour: &str, mode: &str) -> String {
 
 /// The error that refused loading `config`'s policies.
 fn load_error(config: &steward::config::Config) -> String {
-    match steward::policy::PolicySet::load(runtime(), config) {
+    match steward_tests::load_policies(runtime(), config) {
         Ok(_) => panic!("the policy loaded"),
         Err(e) => format!("{e:#}"),
     }
 }
 
 fn any_pod(app: &steward::server::App) -> Pod {
-    app.cluster.all_pods().into_iter().next().unwrap()
+    app.hooks.cluster.all_pods().into_iter().next().unwrap()
 }
 
 /// Filters once with a misbehaving policy followed by pd-quorum.
@@ -40,7 +40,7 @@ fn failed_reason(behaviour: &str) -> (String, Duration) {
     let app = app(&misbehaving(behaviour, "fail-closed"));
     let pod = any_pod(&app);
     let started = Instant::now();
-    let answer = app.extender.filter_pod(&pod, nodes());
+    let answer = app.hooks.extender.filter_pod(&pod, nodes());
     let took = started.elapsed();
     assert_eq!(
         answer.node_names.unwrap(),
@@ -95,7 +95,7 @@ fn an_error_and_an_invalid_answer_are_reported() {
 fn fail_open_lets_the_pod_through() {
     for behaviour in ["trap", "spin", "hog"] {
         let app = app(&misbehaving(behaviour, "fail-open"));
-        let answer = app.extender.filter_pod(&any_pod(&app), nodes());
+        let answer = app.hooks.extender.filter_pod(&any_pod(&app), nodes());
         assert_eq!(answer.node_names.unwrap(), NODES, "{behaviour}");
         assert!(answer.failed_nodes.is_empty());
     }
@@ -111,13 +111,13 @@ fn the_next_request_is_served_after_each_failure() {
     ));
     let pod = any_pod(&app);
     for _ in 0..3 {
-        let answer = app.extender.filter_pod(&pod, nodes());
+        let answer = app.hooks.extender.filter_pod(&pod, nodes());
         assert_eq!(
             answer.failed_nodes[NODES[0]],
             format!("rejecter: misbehave rejects {}", NODES[0])
         );
     }
-    let metrics = app.metrics.encode();
+    let metrics = app.hooks.metrics.encode();
     assert!(
         metrics.contains("steward_deadline_exceeded_total{policy=\"misbehave\"} 3"),
         "{metrics}"
@@ -155,18 +155,14 @@ fn deadlines_hold_when_only_the_policies_are_kept() {
     let config = config(&misbehaving("spin", "fail-closed"));
     let policies = {
         let runtime = steward::runtime::Runtime::new(None).unwrap();
-        steward::policy::PolicySet::load(&runtime, &config).unwrap()
+        steward_tests::load_policies(&runtime, &config).unwrap()
     };
     let cluster = std::sync::Arc::new(steward::cluster::ClusterCache::default());
     steward::cluster::load_snapshot(&cluster, &steward_tests::example_snapshot()).unwrap();
-    let app = steward::server::App::new(
-        &config,
-        policies,
-        cluster,
-        steward::extender::Binder::Snapshot,
-    );
+    let hooks = steward::Hooks::new(policies, cluster, steward::cluster::Backend::Snapshot);
+    let app = steward::server::App::new(&config, hooks);
     let started = Instant::now();
-    let answer = app.extender.filter_pod(&any_pod(&app), nodes());
+    let answer = app.hooks.extender.filter_pod(&any_pod(&app), nodes());
     assert!(
         answer.failed_nodes[NODES[0]].contains("deadline"),
         "{answer:?}"

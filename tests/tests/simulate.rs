@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use steward::simulate;
+use steward::cli::simulate;
 use steward_tests::{PD_QUORUM, app};
 
 #[test]
 fn the_seed_cluster_is_placed_without_breaking_quorum() {
     let app = app(PD_QUORUM);
-    let placements = simulate::run(&app.extender);
+    let placements = simulate::run(&app.hooks.extender);
     assert_eq!(placements.len(), 6, "{placements:#?}");
     let mut per_node: BTreeMap<(&str, String), u32> = BTreeMap::new();
     for p in &placements {
@@ -51,15 +51,16 @@ fn a_fourth_node_less_cluster_leaves_pods_pending_with_reasons() {
     // Cordon two nodes: only two remain for three PDs.
     for n in ["k8s-10-6-163-53", "k8s-10-6-163-54"] {
         let mut node = app
+            .hooks
             .cluster
             .all_nodes()
             .into_iter()
             .find(|x| x.name == n)
             .unwrap();
         node.unschedulable = true;
-        app.cluster.upsert_node(node);
+        app.hooks.cluster.upsert_node(node);
     }
-    let placements = simulate::run(&app.extender);
+    let placements = simulate::run(&app.hooks.extender);
     let pd2 = placements
         .iter()
         .find(|p| p.pod == "tidb-cluster/basic-pd-2")
@@ -97,24 +98,20 @@ fn example_config_app() -> steward::server::App {
         ["pd-quorum", "local-pv"]
     );
     let policies =
-        steward::policy::PolicySet::load(steward_tests::runtime(), &config).expect("policies load");
+        steward_tests::load_policies(steward_tests::runtime(), &config).expect("policies load");
     let cluster = Arc::new(ClusterCache::default());
     let ClusterSource::Snapshot(path) = &config.cluster else {
         panic!("the example config serves a snapshot");
     };
     load_snapshot(&cluster, &config.resolve(path)).expect("snapshot loads");
-    steward::server::App::new(
-        &config,
-        policies,
-        cluster,
-        steward::extender::Binder::Snapshot,
-    )
+    let hooks = steward::Hooks::new(policies, cluster, steward::cluster::Backend::Snapshot);
+    steward::server::App::new(&config, hooks)
 }
 
 #[test]
 fn the_example_config_places_the_seed_cluster_with_quorum_and_local_pools() {
     let app = example_config_app();
-    let placements = simulate::run(&app.extender);
+    let placements = simulate::run(&app.hooks.extender);
     let report = simulate::render(&placements);
     assert!(report.contains("placed 6 of 6 pending pods"), "{report}");
     // k8s-10-6-163-52 has no HDD pool: local-pv keeps every pod off it,

@@ -21,7 +21,7 @@ pub mod filter;
 pub mod labels;
 #[cfg(any(feature = "admission", feature = "reconcile"))]
 pub mod pd;
-pub mod quantity;
+pub use steward_wit::quantity;
 pub mod settings;
 pub mod tidb;
 

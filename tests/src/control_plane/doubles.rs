@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::pd_double::PdDouble;
 
-/// The annotation kube-scheduler's volume binder puts on a
+/// The annotation kube-scheduler's volume backend puts on a
 /// WaitForFirstConsumer claim once it picked the pod's node.
 pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";

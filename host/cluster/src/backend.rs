@@ -1,0 +1,96 @@
+//! Where the cluster is: a live API server, or the snapshot the cache was
+//! loaded from. Hooks that write (bind, act) go through it.
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1 as k8s;
+use kube::api::PostParams;
+
+use crate::ClusterCache;
+
+/// A live cluster or an offline snapshot.
+#[derive(Clone)]
+pub enum Backend {
+    /// Offline: the snapshot in the cache is the cluster.
+    Snapshot,
+    /// A Kubernetes API server.
+    Kubernetes(kube::Client),
+}
+
+impl Backend {
+    /// A live cluster reached with `kubeconfig` (`""`: in-cluster, or the
+    /// default kubeconfig).
+    pub async fn connect(kubeconfig: &str) -> Result<Backend> {
+        let config = if kubeconfig.is_empty() {
+            kube::Config::infer()
+                .await
+                .context("no in-cluster service account and no kubeconfig")?
+        } else {
+            let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+                .with_context(|| format!("cannot read kubeconfig {kubeconfig}"))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .with_context(|| format!("kubeconfig {kubeconfig} is not usable"))?
+        };
+        let client = kube::Client::try_from(config).context("cannot build a Kubernetes client")?;
+        Ok(Backend::Kubernetes(client))
+    }
+
+    /// Binds a pod to a node — the `binding` subresource on a live cluster,
+    /// the cache itself offline — and records the placement in `cache` so
+    /// the next filter counts it before the watch shows it. The error says
+    /// which pod and node, and why.
+    pub async fn bind(
+        &self,
+        cache: &ClusterCache,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        node: &str,
+    ) -> Result<(), String> {
+        let client = match self {
+            Backend::Snapshot => {
+                return if cache.bind_in_place(namespace, name, node) {
+                    Ok(())
+                } else {
+                    Err(format!("pod {namespace}/{name} is not in the snapshot"))
+                };
+            }
+            Backend::Kubernetes(client) => client,
+        };
+        let api: kube::Api<k8s::Pod> = kube::Api::namespaced(client.clone(), namespace);
+        let binding = k8s::Binding {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(namespace.to_string()),
+                uid: Some(uid.to_string()),
+                ..Default::default()
+            },
+            target: k8s::ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(node.to_string()),
+                ..Default::default()
+            },
+        };
+        match api
+            .create_subresource::<_, serde_json::Value>(
+                "binding",
+                name,
+                &PostParams::default(),
+                &binding,
+            )
+            .await
+        {
+            Ok(_) => {
+                cache.record_binding(uid, namespace, name, node);
+                Ok(())
+            }
+            Err(e) => {
+                cache.abandon_placement(uid);
+                Err(format!(
+                    "binding pod {namespace}/{name} to node {node} failed: {e}"
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,619 @@
+//! The configuration file (YAML). Invalid configuration is refused at start
+//! with a message naming the field.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use steward_runtime::MAX_MEMORY_MIB;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Where cluster state comes from.
+    pub cluster: ClusterSource,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+    /// The HTTPS admission webhook server; needed by admission policies.
+    #[serde(default)]
+    pub admission: Option<AdmissionServerConfig>,
+    /// The reconcile controller (leader election, retry backoff).
+    #[serde(default)]
+    pub reconcile: ReconcileConfig,
+    /// Directory of precompiled components; default `~/.cache/steward/modules`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub registries: RegistriesConfig,
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
+    /// Directory the config file is in; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The config file itself (watched by `serve`), when loaded from one.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+}
+
+/// How policies are fetched from OCI registries.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RegistriesConfig {
+    /// Registries (`host:port`) reached over plain HTTP. Loopback
+    /// registries always are; `STEWARD_INSECURE_REGISTRIES` adds more.
+    pub insecure: Vec<String>,
+    /// How often a tag is checked for a new digest.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for RegistriesConfig {
+    fn default() -> Self {
+        RegistriesConfig {
+            insecure: Vec::new(),
+            poll_interval_ms: 60_000,
+        }
+    }
+}
+
+/// Where a policy's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum ModuleSource {
+    /// A local file, watched for changes.
+    File(PathBuf),
+    /// `oci://registry/repository:tag` (polled for a new digest) or
+    /// `oci://registry/repository@sha256:...` (pinned, never changes).
+    Oci(steward_oci::Reference),
+}
+
+impl TryFrom<String> for ModuleSource {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.starts_with("oci://") {
+            s.parse()
+                .map(ModuleSource::Oci)
+                .map_err(|e: anyhow::Error| e.to_string())
+        } else if s.is_empty() {
+            Err("empty: give a .wasm path or oci://registry/repository:tag".into())
+        } else {
+            Ok(ModuleSource::File(PathBuf::from(s)))
+        }
+    }
+}
+
+impl std::fmt::Display for ModuleSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModuleSource::File(path) => write!(f, "{}", path.display()),
+            ModuleSource::Oci(r) => write!(f, "oci://{r}"),
+        }
+    }
+}
+
+/// Exactly one of `snapshot` or `kubeconfig`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "ClusterFields")]
+pub enum ClusterSource {
+    /// A multi-document YAML of Kubernetes objects.
+    Snapshot(PathBuf),
+    /// A kubeconfig file; `""` uses the in-cluster service account or the
+    /// default kubeconfig (`$KUBECONFIG`, `~/.kube/config`).
+    Kubeconfig(String),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClusterFields {
+    snapshot: Option<PathBuf>,
+    kubeconfig: Option<String>,
+}
+
+impl TryFrom<ClusterFields> for ClusterSource {
+    type Error = String;
+
+    fn try_from(f: ClusterFields) -> Result<Self, String> {
+        match (f.snapshot, f.kubeconfig) {
+            (Some(s), None) => Ok(ClusterSource::Snapshot(s)),
+            (None, Some(k)) => Ok(ClusterSource::Kubeconfig(k)),
+            _ => Err(
+                "set exactly one of snapshot (a YAML file of objects) or kubeconfig \
+                      (a kubeconfig path, or \"\" for in-cluster)"
+                    .into(),
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the HTTP server (extender, health, metrics).
+    pub listen: SocketAddr,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8686)),
+            max_body_bytes: 32 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Path prefix of the extender verbs (kube-scheduler's `urlPrefix` path).
+    pub url_prefix: String,
+    /// How long a filtered pod counts as in flight without a binding.
+    pub in_flight_seconds: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            url_prefix: "/scheduler".into(),
+            in_flight_seconds: 30,
+        }
+    }
+}
+
+/// The admission webhook's HTTPS listener. The certificate and key files
+/// (PEM) are re-read when they change; open connections keep going.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdmissionServerConfig {
+    pub listen: SocketAddr,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Largest AdmissionReview accepted (kube-apiserver sends at most a few
+    /// MiB: an object and its old version).
+    #[serde(default = "default_admission_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+fn default_admission_body_bytes() -> usize {
+    8 << 20
+}
+
+/// The reconcile controller: only the holder of the Lease reconciles.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ReconcileConfig {
+    /// Namespace of the `coordination.k8s.io/v1` Lease.
+    pub lease_namespace: String,
+    pub lease_name: String,
+    /// Identity written into the Lease; default the host name.
+    pub identity: Option<String>,
+    /// client-go defaults: 15 s lease, 10 s renew deadline, 2 s retry.
+    pub lease_duration_seconds: u64,
+    pub renew_deadline_seconds: u64,
+    pub retry_period_seconds: u64,
+    /// Retry after a failed reconcile: doubles from the base to the cap.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            lease_namespace: "kube-system".into(),
+            lease_name: "steward-reconcile".into(),
+            identity: None,
+            lease_duration_seconds: 15,
+            renew_deadline_seconds: 10,
+            retry_period_seconds: 2,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 300_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hook {
+    Scheduler,
+    Admission,
+    Reconcile,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureMode {
+    /// Errors refuse: every node fails, every review is denied.
+    #[default]
+    FailClosed,
+    /// Errors are logged and the policy is skipped.
+    FailOpen,
+}
+
+/// What an admission policy's verdicts do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdmissionMode {
+    /// Denials deny, patches apply, actions run.
+    #[default]
+    Enforce,
+    /// Denials become warnings on an allowed request; patches apply;
+    /// actions are skipped (nothing was refused that they would resolve).
+    Warn,
+    /// Everything is allowed unchanged; what the policy would have done is
+    /// logged and counted.
+    Monitor,
+}
+
+impl AdmissionMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AdmissionMode::Enforce => "enforce",
+            AdmissionMode::Warn => "warn",
+            AdmissionMode::Monitor => "monitor",
+        }
+    }
+}
+
+/// How a policy reaches the PD of a TiDB cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PdConfig {
+    /// Base URL; `{cluster}` and `{namespace}` are replaced by the TiDB
+    /// cluster's name and namespace (tidb-operator's service naming).
+    pub url: String,
+    /// Timeout of one PD call. A guest's PD reads also stop at its deadline.
+    pub timeout_ms: u64,
+}
+
+impl Default for PdConfig {
+    fn default() -> Self {
+        PdConfig {
+            url: "http://{cluster}-pd.{namespace}:2379".into(),
+            timeout_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub id: String,
+    pub hook: Hook,
+    /// The component: a `.wasm` path, or an `oci://` reference.
+    pub module: ModuleSource,
+    /// Which pods the policy sees; empty selects every pod.
+    #[serde(default)]
+    pub select: PodSelectorConfig,
+    /// The policy's own settings, handed to it as JSON.
+    #[serde(default)]
+    pub settings: serde_json::Value,
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    #[serde(default = "default_memory_mib", rename = "memoryMiB")]
+    pub memory_mib: u64,
+    /// Admission policies: what a verdict does.
+    #[serde(default)]
+    pub mode: AdmissionMode,
+    /// Admission policies: whether the policy may return a JSONPatch.
+    #[serde(default)]
+    pub mutate: bool,
+    /// Where the policy's PD reads and PD actions go.
+    #[serde(default)]
+    pub pd: PdConfig,
+}
+
+fn default_deadline_ms() -> u64 {
+    100
+}
+
+fn default_memory_mib() -> u64 {
+    64
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodSelectorConfig {
+    #[serde(default)]
+    pub scheduler_names: Vec<String>,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub match_expressions: Vec<MatchExpression>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MatchExpression {
+    pub key: String,
+    pub operator: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config = Config::parse(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.file = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Config> {
+        let de = serde_norway::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // YAML errors may already start with the path.
+            if path == "." || inner.starts_with(&format!("{path}: ")) {
+                anyhow::anyhow!("{inner}")
+            } else {
+                anyhow::anyhow!("{path}: {inner}")
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !self.scheduler.url_prefix.starts_with('/') {
+            bail!("scheduler.urlPrefix: must start with `/`");
+        }
+        let r = &self.reconcile;
+        if !(r.retry_period_seconds < r.renew_deadline_seconds
+            && r.renew_deadline_seconds < r.lease_duration_seconds)
+        {
+            bail!(
+                "reconcile: retryPeriodSeconds ({}) < renewDeadlineSeconds ({}) < \
+                 leaseDurationSeconds ({}) must hold",
+                r.retry_period_seconds,
+                r.renew_deadline_seconds,
+                r.lease_duration_seconds
+            );
+        }
+        if r.backoff_base_ms == 0 || r.backoff_max_ms < r.backoff_base_ms {
+            bail!("reconcile: backoffBaseMs must be at least 1 and at most backoffMaxMs");
+        }
+        if !(100..=86_400_000).contains(&self.registries.poll_interval_ms) {
+            bail!(
+                "registries.pollIntervalMs: {} is outside 100..=86400000",
+                self.registries.poll_interval_ms
+            );
+        }
+        let mut ids = HashSet::new();
+        for (i, p) in self.policies.iter().enumerate() {
+            let at = format!("policies[{i}]");
+            if p.id.is_empty() || !p.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                bail!(
+                    "{at}.id: `{}` must be non-empty letters, digits and `-`",
+                    p.id
+                );
+            }
+            if !ids.insert(&p.id) {
+                bail!("{at}.id: `{}` is used by an earlier policy", p.id);
+            }
+            if !(1..=60_000).contains(&p.deadline_ms) {
+                bail!("{at}.deadlineMs: {} is outside 1..=60000", p.deadline_ms);
+            }
+            if !(1..=MAX_MEMORY_MIB).contains(&p.memory_mib) {
+                bail!(
+                    "{at}.memoryMiB: {} is outside 1..={MAX_MEMORY_MIB}",
+                    p.memory_mib
+                );
+            }
+            if p.hook != Hook::Admission && (p.mutate || p.mode != AdmissionMode::Enforce) {
+                bail!("{at}: mode and mutate apply to admission policies only");
+            }
+            if p.hook == Hook::Admission && self.admission.is_none() {
+                bail!(
+                    "{at}: an admission policy needs the admission section (listen, certFile, \
+                     keyFile) for the HTTPS webhook server"
+                );
+            }
+            if !p.pd.url.starts_with("http://") && !p.pd.url.starts_with("https://") {
+                bail!(
+                    "{at}.pd.url: `{}` must start with http:// or https://",
+                    p.pd.url
+                );
+            }
+            if !(1..=60_000).contains(&p.pd.timeout_ms) {
+                bail!(
+                    "{at}.pd.timeoutMs: {} is outside 1..=60000",
+                    p.pd.timeout_ms
+                );
+            }
+            for (j, e) in p.select.match_expressions.iter().enumerate() {
+                if !["In", "NotIn", "Exists", "DoesNotExist"].contains(&e.operator.as_str()) {
+                    bail!(
+                        "{at}.select.matchExpressions[{j}].operator: `{}` is not one of In, NotIn, \
+                         Exists, DoesNotExist",
+                        e.operator
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A configuration with one scheduler policy selecting every pod, over
+    /// a snapshot (for `steward run`).
+    pub fn single_policy(
+        snapshot: PathBuf,
+        module: PathBuf,
+        settings: serde_json::Value,
+    ) -> Config {
+        Config {
+            cluster: ClusterSource::Snapshot(snapshot),
+            server: ServerConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            admission: None,
+            reconcile: ReconcileConfig::default(),
+            cache_dir: None,
+            registries: RegistriesConfig::default(),
+            policies: vec![PolicyConfig {
+                id: module
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().replace('_', "-"))
+                    .unwrap_or_else(|| "policy".into()),
+                hook: Hook::Scheduler,
+                module: ModuleSource::File(module),
+                select: PodSelectorConfig::default(),
+                settings,
+                failure_mode: FailureMode::FailClosed,
+                deadline_ms: default_deadline_ms(),
+                memory_mib: default_memory_mib(),
+                mode: AdmissionMode::Enforce,
+                mutate: false,
+                pd: PdConfig::default(),
+            }],
+            base_dir: PathBuf::new(),
+            file: None,
+        }
+    }
+
+    /// A path from the config, resolved against the config file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// The precompiled-component cache directory.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        match &self.cache_dir {
+            Some(dir) => Some(self.resolve(dir)),
+            None => default_cache_dir(),
+        }
+    }
+}
+
+/// `~/.cache/steward/modules`: precompiled components when the config
+/// names no `cacheDir` (or there is no config).
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/steward/modules"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "cluster: {snapshot: s.yaml}\npolicies:\n- id: pd-quorum\n  hook: scheduler\n  module: p.wasm\n";
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8686");
+        assert_eq!(c.scheduler.url_prefix, "/scheduler");
+        let p = &c.policies[0];
+        assert_eq!((p.deadline_ms, p.memory_mib), (100, 64));
+        assert_eq!(p.failure_mode, FailureMode::FailClosed);
+        assert_eq!(p.module, ModuleSource::File("p.wasm".into()));
+        assert_eq!(c.registries, RegistriesConfig::default());
+    }
+
+    #[test]
+    fn modules_come_from_files_or_oci_references() {
+        let c =
+            Config::parse(&MINIMAL.replace("p.wasm", "oci://127.0.0.1:5000/steward/pd-quorum:1.0"))
+                .unwrap();
+        let ModuleSource::Oci(r) = &c.policies[0].module else {
+            panic!("an OCI source: {:?}", c.policies[0].module);
+        };
+        assert_eq!(
+            (r.repository.as_str(), r.tag.as_deref()),
+            ("steward/pd-quorum", Some("1.0"))
+        );
+        assert_eq!(
+            c.policies[0].module.to_string(),
+            "oci://127.0.0.1:5000/steward/pd-quorum:1.0"
+        );
+    }
+
+    #[test]
+    fn admission_policies_read_mode_mutation_and_pd() {
+        let c = Config::parse(
+            "cluster: {snapshot: s.yaml}\nadmission: {listen: 127.0.0.1:8443, certFile: c.pem, \
+             keyFile: k.pem}\npolicies:\n- id: guard\n  hook: admission\n  module: g.wasm\n  \
+             mode: warn\n  mutate: true\n  pd: {url: 'http://127.0.0.1:2379'}\n",
+        )
+        .unwrap();
+        let a = c.admission.as_ref().unwrap();
+        assert_eq!((a.listen.port(), a.max_body_bytes), (8443, 8 << 20));
+        let p = &c.policies[0];
+        assert_eq!((p.mode, p.mutate), (AdmissionMode::Warn, true));
+        assert_eq!(
+            (p.pd.url.as_str(), p.pd.timeout_ms),
+            ("http://127.0.0.1:2379", 1_000)
+        );
+        let e = Config::parse(
+            "cluster: {snapshot: s.yaml}\nadmission: {listen: 127.0.0.1:8443, certFile: c.pem, \
+             keyFile: k.pem}\npolicies:\n- id: guard\n  hook: admission\n  module: g.wasm\n  \
+             pd: {url: 'pd:2379'}\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("policies[0].pd.url: `pd:2379` must start"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = Config::parse(&format!("{MINIMAL}  deadline: 5\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("policies[0]: unknown field `deadline`"),
+            "{e}"
+        );
+        let e = Config::parse(&format!("{MINIMAL}  memoryMiB: 4096\n")).unwrap_err();
+        assert!(e.to_string().contains("policies[0].memoryMiB: 4096"), "{e}");
+        let e = Config::parse(&MINIMAL.replace("scheduler\n", "schedular\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("policies[0].hook: unknown variant `schedular`"),
+            "{e}"
+        );
+        let e = Config::parse("cluster: {}\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("cluster: set exactly one of snapshot"),
+            "{e}"
+        );
+        let e = Config::parse(&MINIMAL.replace("scheduler\n", "admission\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("policies[0]: an admission policy needs the admission section"),
+            "{e}"
+        );
+        let e = Config::parse(&format!("{MINIMAL}  mutate: true\n")).unwrap_err();
+        assert!(e.to_string().contains("admission policies only"), "{e}");
+        let e = Config::parse(&MINIMAL.replace("p.wasm", "oci://p:1")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("policies[0]: `oci://p:1` is not an OCI reference"),
+            "{e}"
+        );
+        let twice = format!("{MINIMAL}- id: pd-quorum\n  hook: scheduler\n  module: q.wasm\n");
+        let e = Config::parse(&twice).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("policies[1].id: `pd-quorum` is used"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! Every hook of one Steward process, built from its configuration: what
+//! the server routes requests to and what the CLI evaluates with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use steward_cluster::{Backend, ClusterCache, load_snapshot, watch_cluster};
+use steward_runtime::{MAX_CONCURRENT_INSTANCES, Runtime};
+use tokio::sync::Semaphore;
+
+use crate::actions::Executor;
+use crate::admission::AdmissionHook;
+use crate::config::{ClusterSource, Config};
+use crate::extender::Extender;
+use crate::metrics::Metrics;
+use crate::policy::{PolicySet, PolicyStore};
+use crate::reconcile::{Reconciler, SystemClock, controller};
+use crate::reload::Reloader;
+use crate::reload::status::Status;
+
+/// The hooks, their cluster cache, metrics and policy status.
+#[derive(Clone)]
+pub struct Hooks {
+    pub extender: Arc<Extender>,
+    pub admission: Arc<AdmissionHook>,
+    pub metrics: Arc<Metrics>,
+    pub cluster: Arc<ClusterCache>,
+    /// Bounds concurrent evaluations to the instances the pool holds.
+    pub permits: Arc<Semaphore>,
+    /// Every policy's source, serving version and last reload error.
+    pub status: Arc<Status>,
+}
+
+impl Hooks {
+    /// Builds the runtime, loads the policies, starts the cluster source,
+    /// the reloader that swaps in new policy versions and, with reconcile
+    /// policies on a live cluster, the reconcile controller.
+    pub async fn start(config: &Config) -> Result<Hooks> {
+        let runtime = Runtime::new(config.cache_dir())?;
+        let (reloader, policies) = Reloader::load(runtime, config.clone()).await?;
+        let cluster = Arc::new(ClusterCache::new(Duration::from_secs(
+            config.scheduler.in_flight_seconds,
+        )));
+        let backend = match &config.cluster {
+            ClusterSource::Snapshot(path) => {
+                let path = config.resolve(path);
+                let n = load_snapshot(&cluster, &path)?;
+                tracing::info!(objects = n, snapshot = %path.display(), "snapshot loaded");
+                Backend::Snapshot
+            }
+            ClusterSource::Kubeconfig(path) => {
+                let backend = Backend::connect(path).await?;
+                if let Backend::Kubernetes(client) = &backend {
+                    tokio::spawn(watch_cluster(client.clone(), cluster.clone()));
+                }
+                backend
+            }
+        };
+        let hooks = Hooks::new(policies, cluster, backend);
+        reloader.spawn(
+            hooks.extender.policies.clone(),
+            hooks.status.clone(),
+            hooks.metrics.clone(),
+        );
+        hooks.start_reconcile(config);
+        Ok(hooks)
+    }
+
+    /// Loads the configured policies over a snapshot, with no reloader or
+    /// controller: what the CLI's one-shot commands evaluate with.
+    pub async fn offline(config: &Config, cluster: Arc<ClusterCache>) -> Result<Hooks> {
+        let runtime = Runtime::new(config.cache_dir())?;
+        let policies = PolicySet::load(&runtime, config).await?;
+        Ok(Hooks::new(policies, cluster, Backend::Snapshot))
+    }
+
+    /// Starts the reconcile controller when there are reconcile policies
+    /// and a live cluster (it takes turns with other replicas by Lease).
+    fn start_reconcile(&self, config: &Config) {
+        let Backend::Kubernetes(client) = &self.extender.backend else {
+            return;
+        };
+        if self.extender.policies.current().reconcile.is_empty() {
+            return;
+        }
+        let reconciler = Arc::new(Reconciler::new(
+            self.extender.policies.clone(),
+            self.cluster.clone(),
+            Executor::new(&self.extender.backend, self.cluster.clone()),
+            Arc::new(SystemClock),
+            self.metrics.clone(),
+            &config.reconcile,
+        ));
+        tokio::spawn(controller::run(
+            client.clone(),
+            reconciler,
+            config.reconcile.clone(),
+        ));
+    }
+
+    pub fn new(policies: PolicySet, cluster: Arc<ClusterCache>, backend: Backend) -> Hooks {
+        let metrics = Arc::new(Metrics::default());
+        let policies = Arc::new(PolicyStore::new(policies));
+        let admission = Arc::new(AdmissionHook {
+            policies: policies.clone(),
+            cluster: cluster.clone(),
+            metrics: metrics.clone(),
+            executor: Executor::new(&backend, cluster.clone()),
+        });
+        let extender = Arc::new(Extender {
+            policies,
+            cluster: cluster.clone(),
+            metrics: metrics.clone(),
+            backend,
+        });
+        Hooks {
+            extender,
+            admission,
+            metrics,
+            cluster,
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_INSTANCES as usize)),
+            status: Arc::new(Status::default()),
+        }
+    }
+
+    /// Runs `work` on a blocking thread while holding one of the
+    /// evaluation permits.
+    pub async fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+    }
+}

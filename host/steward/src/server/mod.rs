@@ -1,0 +1,249 @@
+//! The HTTP servers. They carry requests to the hooks and answers back:
+//! the extender verbs under the configured prefix, `/healthz`, `/readyz`,
+//! `/metrics` and `/status` over HTTP, and the admission webhook over HTTPS
+//! ([`admission`], certificates in [`tls`]).
+
+pub mod admission;
+pub mod tls;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use steward_hooks::Hooks;
+use steward_hooks::config::Config;
+use steward_hooks::extender::{BadRequest, Verb};
+
+/// What the HTTP handlers carry requests to.
+#[derive(Clone)]
+pub struct App {
+    pub hooks: Hooks,
+    pub max_body_bytes: usize,
+}
+
+impl App {
+    /// Starts the hooks of `config` ([`Hooks::start`]).
+    pub async fn start(config: &Config) -> Result<App> {
+        let hooks = Hooks::start(config).await?;
+        Ok(App::new(config, hooks))
+    }
+
+    pub fn new(config: &Config, hooks: Hooks) -> App {
+        App {
+            hooks,
+            max_body_bytes: config.server.max_body_bytes,
+        }
+    }
+
+    pub fn router(self, url_prefix: &str) -> Router {
+        let prefix = url_prefix.trim_end_matches('/');
+        Router::new()
+            .route(&format!("{prefix}/filter"), post(filter))
+            .route(&format!("{prefix}/prioritize"), post(prioritize))
+            .route(&format!("{prefix}/preempt"), post(preempt))
+            .route(&format!("{prefix}/bind"), post(bind))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .route("/status", get(status))
+            .with_state(self)
+    }
+}
+
+/// Serves until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> Result<()> {
+    let app = App::start(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    tracing::info!(addr = %config.server.listen, prefix = %config.scheduler.url_prefix, "serving");
+    if let Some(webhook) = &config.admission {
+        let tls_listener = tokio::net::TcpListener::bind(webhook.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admission)", webhook.listen))?;
+        let https = serve_admission_on(
+            tls_listener,
+            app.clone(),
+            &config.resolve(&webhook.cert_file),
+            &config.resolve(&webhook.key_file),
+            webhook.max_body_bytes,
+        )?;
+        tracing::info!(addr = %webhook.listen, "serving the admission webhook over HTTPS");
+        let http = serve_on(listener, app, &config.scheduler.url_prefix);
+        let (https, http) = tokio::join!(https, http);
+        https?;
+        return http;
+    }
+    serve_on(listener, app, &config.scheduler.url_prefix).await
+}
+
+/// The admission webhook on a bound listener: the certificate and key
+/// files are loaded now (so a bad one fails the start), then the returned
+/// future serves HTTPS until SIGINT or SIGTERM.
+pub fn serve_admission_on(
+    listener: tokio::net::TcpListener,
+    app: App,
+    cert_file: &std::path::Path,
+    key_file: &std::path::Path,
+    max_body_bytes: usize,
+) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
+    let certs = tls::CertFiles::load(cert_file, key_file)?;
+    let router = admission::router(app, max_body_bytes);
+    Ok(admission::serve_tls(
+        listener,
+        router,
+        certs,
+        shutdown_signal(),
+    ))
+}
+
+/// Serves `app` on a bound listener until SIGINT or SIGTERM.
+pub async fn serve_on(listener: tokio::net::TcpListener, app: App, url_prefix: &str) -> Result<()> {
+    axum::serve(listener, app.router(url_prefix))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}
+
+pub(crate) fn text(code: StatusCode, message: String) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message,
+    )
+        .into_response()
+}
+
+/// A 200 answer with a JSON body.
+pub(crate) fn json(body: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// Carries one evaluating extender request to the hook, off the reactor.
+async fn evaluate(app: App, verb: Verb, body: Body) -> Response {
+    let response = match read_body(body, app.max_body_bytes).await {
+        Err(message) => text(StatusCode::BAD_REQUEST, message),
+        Ok(bytes) => {
+            let extender = app.hooks.extender.clone();
+            let outcome = app
+                .hooks
+                .run_blocking(move || extender.serve(verb, &bytes))
+                .await;
+            match outcome {
+                Ok(Ok(body)) => json(body),
+                Ok(Err(BadRequest(message))) => text(StatusCode::BAD_REQUEST, message),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("evaluation failed: {e}"),
+                ),
+            }
+        }
+    };
+    app.hooks
+        .metrics
+        .request(verb.name(), response.status().as_u16());
+    response
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, String> {
+    read_body_or_status(body, limit, "server.maxBodyBytes")
+        .await
+        .map_err(|(_, message)| message)
+}
+
+/// The body, or 413 when it is over `limit` (configured as `setting`) and
+/// 400 when it cannot be read.
+pub(crate) async fn read_body_or_status(
+    body: Body,
+    limit: usize,
+    setting: &str,
+) -> Result<Bytes, (StatusCode, String)> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(c) = cause {
+            if c.is::<http_body_util::LengthLimitError>() {
+                return (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is larger than {limit} bytes ({setting})"),
+                );
+            }
+            cause = c.source();
+        }
+        (
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the request body: {e}"),
+        )
+    })
+}
+
+async fn filter(State(app): State<App>, body: Body) -> Response {
+    evaluate(app, Verb::Filter, body).await
+}
+
+async fn prioritize(State(app): State<App>, body: Body) -> Response {
+    evaluate(app, Verb::Prioritize, body).await
+}
+
+async fn preempt(State(app): State<App>, body: Body) -> Response {
+    evaluate(app, Verb::Preempt, body).await
+}
+
+async fn bind(State(app): State<App>, body: Body) -> Response {
+    let response = match read_body(body, app.max_body_bytes).await {
+        Err(message) => text(StatusCode::BAD_REQUEST, message),
+        Ok(bytes) => match app.hooks.extender.serve_bind(&bytes).await {
+            Ok(body) => json(body),
+            Err(BadRequest(message)) => text(StatusCode::BAD_REQUEST, message),
+        },
+    };
+    app.hooks
+        .metrics
+        .request("bind", response.status().as_u16());
+    response
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    if app.hooks.cluster.is_synced() {
+        text(StatusCode::OK, "ready".into())
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster cache has not synced yet".into(),
+        )
+    }
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.hooks.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn status(State(app): State<App>) -> Response {
+    axum::Json(app.hooks.status.report()).into_response()
+}
