@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control plane used by Steward's end-to-end tests
 # (SPEC §7): kube-apiserver, kube-scheduler and kube-controller-manager from
-# Debian's `kubernetes` source package (1.20.2, bullseye) with Debian's Go,
-# plus `etcd` from Debian's `etcd-server` package. No kubelet. Also kubectl
+# Debian's `kubernetes` source package (1.20.2, bullseye) with Debian's Go
+# (bookworm's golang-1.19-go, called by its directory: a newer `go` earlier on
+# PATH rejects some of that tree's vendored code), plus `etcd` from Debian's
+# `etcd-server` package. No kubelet. Also kubectl
 # from the same tree: its `kubectl kustomize` (kustomize v2.0.3) checks that
 # deploy/ renders on the oldest kubectl the bundle supports.
 #
@@ -13,7 +15,7 @@
 set -euo pipefail
 
 # Bump when the build recipe changes: a different marker forces a rebuild.
-SCRIPT_VERSION=2
+SCRIPT_VERSION=3
 
 CACHE="${STEWARD_CACHE:-$HOME/.cache/steward}"
 ROOT="$CACHE/kubernetes-1.20"
@@ -25,6 +27,7 @@ K8S_CMDS=(kube-apiserver kube-scheduler kube-controller-manager kubectl)
 ALL_BINS=("${K8S_CMDS[@]}" etcd)
 SRC_PKG="kubernetes/bullseye"   # bookworm has no kubernetes source; bullseye has 1.20.x
 SOURCES_FILE=/etc/apt/sources.list.d/steward-kubernetes-src.sources
+DEBIAN_GO_PKG=golang-1.19-go    # bookworm's Go; builds 1.20.2 with the patch below
 
 say() { echo "kubernetes-binaries: $*" >&2; }
 
@@ -69,7 +72,7 @@ build() {
   # Build tools only (not the package's full build-deps: those want
   # golang-1.15-go, which bookworm doesn't have). dpkg-dev provides
   # dpkg-source for `apt-get source`; patch for the vendored-code fix below.
-  local pkgs=(golang-go make rsync dpkg-dev patch xz-utils ca-certificates) missing=() p
+  local pkgs=("$DEBIAN_GO_PKG" make rsync dpkg-dev patch xz-utils ca-certificates) missing=() p
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
   done
@@ -87,7 +90,20 @@ build() {
   if (( ${#missing[@]} )); then
     $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
   fi
-  go version
+
+  # Debian's Go by its directory (/usr/lib/go-1.19/bin), whatever `go` comes
+  # first on PATH (a machine's current Go in /usr/local/go/bin, say).
+  local debian_go
+  debian_go="$(dpkg-query -L "$DEBIAN_GO_PKG" 2>/dev/null | grep -E '^/usr/lib/go-[0-9.]+/bin/go$' | head -n1 || true)"
+  if [[ -z "$debian_go" || ! -x "$debian_go" ]]; then
+    echo "Debian's Go not found: package $DEBIAN_GO_PKG installs no /usr/lib/go-*/bin/go"
+    exit 1
+  fi
+  export PATH="$(dirname "$debian_go"):$PATH"
+  [[ "$(command -v go)" == "$debian_go" ]] || { echo "go on PATH is not $debian_go"; exit 1; }
+  local go_version
+  go_version="$(go version)"
+  echo "$go_version ($debian_go)"
 
   # --- kubernetes source -------------------------------------------------
   # apt verifies every file against the signed Sources index. This mirror
@@ -246,7 +262,7 @@ PATCH
   local t0=$SECONDS
   (
     cd "$tree"
-    unset GOFLAGS GOPATH GOROOT GOBIN GOCACHE
+    unset GOFLAGS GOPATH GOROOT GOBIN GOCACHE GOTOOLCHAIN
     export GOPROXY=off
     nice -n 19 make WHAT="${K8S_CMDS[*]/#/cmd/}"
   )
@@ -269,7 +285,7 @@ PATCH
   {
     echo "script=$SCRIPT_VERSION"
     apt-get source --print-uris "$SRC_PKG" 2>/dev/null | sed -n "s/^Selected version '\([^']*\)'.*/kubernetes-src=\1/p"
-    echo "go=$(go version)"
+    echo "go=$go_version ($debian_go)"
     echo "etcd-server=$(dpkg-deb -f "$edir"/etcd-server_*.deb Version)"
     echo "built=$(date -u +%FT%TZ)"
   } > "$MARKER"
