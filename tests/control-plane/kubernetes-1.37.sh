@@ -18,7 +18,7 @@
 # Never starts a server, never binds a port.
 #
 # Go's module and build caches stay where Go keeps them by default
-# ($GOMODCACHE, ~/go/pkg/mod; $GOCACHE, ~/.cache/go-build, about 2 GB after this
+# ($GOMODCACHE, ~/go/pkg/mod, about 1 GB; $GOCACHE, ~/.cache/go-build, about 4 GB after this
 # build): a rebuild after a recipe change then only relinks. A cold build
 # compiles about 3,000 packages: 20-40 min on 2 busy cores.
 set -euo pipefail

@@ -1,10 +1,13 @@
 //! A real Kubernetes control plane on 127.0.0.1 for end-to-end tests (SPEC §7):
 //! etcd, kube-apiserver (RBAC, token auth, default admission plugins),
 //! kube-controller-manager (no node lifecycle controller) and kube-scheduler
-//! whose extender is Steward. Binaries come from
-//! `tests/control-plane/kubernetes-binaries.sh` (built once, cached outside
-//! the clone). There is no kubelet: nodes are API objects and
-//! [`doubles`] play the kubelet and the CSI provisioner.
+//! whose extender is Steward, of one of the Kubernetes releases of
+//! [`KubeVersion`]. Binaries come from `tests/control-plane/` (built once per
+//! release, cached outside the clone): `kubernetes-binaries.sh` builds 1.20.2
+//! from Debian's sources, `kubernetes-1.37.sh` 1.37.2 from the Go module
+//! proxy. [`versions`] says which releases a test run covers. There is no
+//! kubelet: nodes are API objects and [`doubles`] play the kubelet and the
+//! CSI provisioner.
 //!
 //! Everything runs under one directory (certificates, configs, etcd data,
 //! logs). Dropping the [`ControlPlane`] kills every process by PID;
@@ -16,6 +19,7 @@ pub mod pki;
 pub mod process;
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -24,7 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use kube::Client;
 
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::PostParams;
 use pki::{Pki, ServiceAccountKey};
 use process::{Process, free_port, wait_until};
 
@@ -32,9 +38,123 @@ use process::{Process, free_port, wait_until};
 /// compiling on both cores).
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The cached Kubernetes 1.20.2 binaries and etcd.
+/// The environment variable choosing the Kubernetes releases of a test run:
+/// `1.20`, `1.37`, a comma-separated list of them, or unset (or `all`) for
+/// every release of [`KubeVersion::ALL`].
+pub const VERSIONS_ENV: &str = "STEWARD_E2E_KUBERNETES";
+
+/// A Kubernetes release the end-to-end tests run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KubeVersion {
+    /// 1.20.2: the seed's cluster; built from Debian's source package with
+    /// Debian's Go. KubeSchedulerConfiguration v1beta1.
+    V1_20,
+    /// 1.37.2: current Kubernetes; built from the Go module proxy.
+    /// KubeSchedulerConfiguration v1.
+    V1_37,
+}
+
+impl KubeVersion {
+    /// Every release the harness runs, oldest first.
+    pub const ALL: [KubeVersion; 2] = [KubeVersion::V1_20, KubeVersion::V1_37];
+
+    /// `1.20`, `1.37`: the spelling of [`VERSIONS_ENV`].
+    pub fn minor(self) -> &'static str {
+        match self {
+            KubeVersion::V1_20 => "1.20",
+            KubeVersion::V1_37 => "1.37",
+        }
+    }
+
+    /// The exact release, as `kubectl version` prints it.
+    pub fn release(self) -> &'static str {
+        match self {
+            KubeVersion::V1_20 => "v1.20.2",
+            KubeVersion::V1_37 => "v1.37.2",
+        }
+    }
+
+    /// The script that builds (or finds) this release's binaries.
+    fn script(self) -> PathBuf {
+        crate::root().join(match self {
+            KubeVersion::V1_20 => "tests/control-plane/kubernetes-binaries.sh",
+            KubeVersion::V1_37 => "tests/control-plane/kubernetes-1.37.sh",
+        })
+    }
+
+    /// What the script needs, for its failure message.
+    fn needs(self) -> &'static str {
+        match self {
+            KubeVersion::V1_20 => {
+                "built from Debian packages with apt (as root or with sudo) and network \
+                 access to deb.debian.org"
+            }
+            KubeVersion::V1_37 => {
+                "built with Go >= 1.26 from the Go module proxy (20-40 minutes on a cold \
+                 Go cache)"
+            }
+        }
+    }
+
+    /// The ServiceAccount token Secrets of the token controller: gone since
+    /// Kubernetes 1.24 (tokens come from the TokenRequest API).
+    fn has_legacy_tokens(self) -> bool {
+        self == KubeVersion::V1_20
+    }
+}
+
+impl fmt::Display for KubeVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.minor())
+    }
+}
+
+impl std::str::FromStr for KubeVersion {
+    type Err = anyhow::Error;
+
+    /// `1.20`, `v1.20` or `v1.20.2` (and the same for 1.37).
+    fn from_str(s: &str) -> Result<KubeVersion> {
+        let s = s.trim();
+        let bare = s.strip_prefix('v').unwrap_or(s);
+        KubeVersion::ALL
+            .into_iter()
+            .find(|v| bare == v.minor() || s == v.release())
+            .with_context(|| {
+                let known: Vec<&str> = KubeVersion::ALL.iter().map(|v| v.minor()).collect();
+                format!(
+                    "unknown Kubernetes release {s:?} (the harness runs {})",
+                    known.join(", ")
+                )
+            })
+    }
+}
+
+/// The releases this test run covers, from [`VERSIONS_ENV`] (every release
+/// when unset, empty or `all`). Panics on a release the harness does not
+/// know, so a typo never silently runs nothing.
+pub fn versions() -> Vec<KubeVersion> {
+    let wanted = std::env::var(VERSIONS_ENV).unwrap_or_default();
+    parse_versions(&wanted).unwrap_or_else(|e| panic!("{VERSIONS_ENV}={wanted:?}: {e:#}"))
+}
+
+fn parse_versions(wanted: &str) -> Result<Vec<KubeVersion>> {
+    if wanted.trim().is_empty() || wanted.trim() == "all" {
+        return Ok(KubeVersion::ALL.to_vec());
+    }
+    let mut versions = wanted
+        .split([',', ' '])
+        .filter(|s| !s.is_empty())
+        .map(str::parse)
+        .collect::<Result<Vec<KubeVersion>>>()?;
+    versions.sort();
+    versions.dedup();
+    Ok(versions)
+}
+
+/// The cached binaries of one Kubernetes release, and etcd.
 #[derive(Clone, Debug)]
 pub struct Binaries {
+    pub version: KubeVersion,
     pub etcd: PathBuf,
     pub kube_apiserver: PathBuf,
     pub kube_controller_manager: PathBuf,
@@ -43,19 +163,26 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// Runs `tests/control-plane/kubernetes-binaries.sh` once per process:
-    /// instant on a warm cache, a 7–10 minute build on a cold one (progress
-    /// on stderr). Fails, never skips, when they cannot be built.
+    /// Kubernetes 1.20's binaries: [`Binaries::ensure_version`] of
+    /// [`KubeVersion::V1_20`] (for callers that don't pass a release yet).
     pub fn ensure() -> Result<Binaries> {
-        static BINARIES: OnceLock<Result<Binaries, String>> = OnceLock::new();
-        BINARIES
-            .get_or_init(|| Binaries::build().map_err(|e| format!("{e:#}")))
+        Binaries::ensure_version(KubeVersion::V1_20)
+    }
+
+    /// Runs `version`'s build script once per process: instant on a warm
+    /// cache, a long build on a cold one (1.20: 7–10 minutes; 1.37: 20–40;
+    /// progress on stderr). Fails, never skips, when they cannot be built.
+    pub fn ensure_version(version: KubeVersion) -> Result<Binaries> {
+        static BINARIES: [OnceLock<Result<Binaries, String>>; KubeVersion::ALL.len()] =
+            [const { OnceLock::new() }; KubeVersion::ALL.len()];
+        BINARIES[version as usize]
+            .get_or_init(|| Binaries::build(version).map_err(|e| format!("{e:#}")))
             .clone()
             .map_err(anyhow::Error::msg)
     }
 
-    fn build() -> Result<Binaries> {
-        let script = crate::root().join("tests/control-plane/kubernetes-binaries.sh");
+    fn build(version: KubeVersion) -> Result<Binaries> {
+        let script = version.script();
         let out = std::process::Command::new("bash")
             .arg(&script)
             .stderr(std::process::Stdio::inherit())
@@ -64,11 +191,12 @@ impl Binaries {
         if !out.status.success() {
             bail!(
                 "{} failed ({}): the end-to-end tests need kube-apiserver, kube-scheduler, \
-                 kube-controller-manager, kubectl 1.20.2 and etcd, built from Debian packages \
-                 with apt (as root or with sudo) and network access to deb.debian.org; see its \
-                 output above and its log",
+                 kube-controller-manager, kubectl {} and etcd, {}; see its output above and \
+                 its log",
                 script.display(),
-                out.status
+                out.status,
+                version.release(),
+                version.needs()
             );
         }
         let paths: HashMap<String, PathBuf> = String::from_utf8_lossy(&out.stdout)
@@ -83,6 +211,7 @@ impl Binaries {
                 .with_context(|| format!("{} did not report a {name} binary", script.display()))
         };
         Ok(Binaries {
+            version,
             etcd: get("etcd")?,
             kube_apiserver: get("kube-apiserver")?,
             kube_controller_manager: get("kube-controller-manager")?,
@@ -101,6 +230,7 @@ struct User {
 
 /// The running control plane. See the module documentation.
 pub struct ControlPlane {
+    pub version: KubeVersion,
     pub dir: PathBuf,
     pub binaries: Binaries,
     pub pki: Pki,
@@ -115,14 +245,21 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Starts etcd, kube-apiserver and kube-controller-manager and waits
-    /// until the API serves and the controllers work (the `default`
-    /// ServiceAccount has its token). The scheduler comes later, once the
-    /// extender it calls is listening: [`ControlPlane::start_scheduler`].
-    /// On failure the servers started so far are stopped and the directory
-    /// with their logs is kept.
+    /// [`ControlPlane::start_version`] of Kubernetes 1.20 (for callers that
+    /// don't pass a release yet).
     pub async fn start() -> Result<ControlPlane> {
-        let binaries = tokio::task::spawn_blocking(Binaries::ensure).await??;
+        ControlPlane::start_version(KubeVersion::V1_20).await
+    }
+
+    /// Starts etcd, kube-apiserver and kube-controller-manager of `version`
+    /// and waits until the API serves and the controllers work (pods can be
+    /// created in `default`: see [`ControlPlane::wait_service_account`]).
+    /// The scheduler comes later, once the extender it calls is listening:
+    /// [`ControlPlane::start_scheduler`]. On failure the servers started so
+    /// far are stopped and the directory with their logs is kept.
+    pub async fn start_version(version: KubeVersion) -> Result<ControlPlane> {
+        let binaries =
+            tokio::task::spawn_blocking(move || Binaries::ensure_version(version)).await??;
         let dir = std::env::temp_dir().join(format!(
             "steward-e2e-{}-{}",
             std::process::id(),
@@ -136,7 +273,9 @@ impl ControlPlane {
         let mut processes = Vec::new();
         let started = Self::start_in(&dir, binaries, &mut processes).await?;
         eprintln!(
-            "control plane (etcd, kube-apiserver, kube-controller-manager) ready in {:?} under {}",
+            "control plane {} (etcd, kube-apiserver, kube-controller-manager) ready in {:?} \
+             under {}",
+            version.release(),
             began.elapsed(),
             dir.display()
         );
@@ -197,17 +336,19 @@ impl ControlPlane {
         processes.push(apiserver);
         let client = client_for(&admin_kubeconfig).await?;
         wait_apiserver_ready(processes.last_mut().expect("just pushed"), &client).await?;
-        let kcm = start_controller_manager(
-            dir,
-            &binaries,
-            &pki,
-            &admin_kubeconfig,
-            &service_accounts,
-            &client,
-        )
+        let mut kcm =
+            start_controller_manager(dir, &binaries, &pki, &admin_kubeconfig, &service_accounts)?;
+        // Pods need their namespace's `default` ServiceAccount (and on 1.20
+        // its token): both come from the controllers.
+        let version = binaries.version;
+        wait_until(&mut kcm, READY_TIMEOUT, || {
+            let client = client.clone();
+            async move { default_service_account(&client, version, "default").await }
+        })
         .await?;
         processes.push(kcm);
         Ok(ControlPlane {
+            version,
             dir: dir.to_path_buf(),
             binaries,
             pki,
@@ -224,8 +365,9 @@ impl ControlPlane {
     }
 
     /// Starts kube-scheduler with the KubeSchedulerConfiguration Steward
-    /// ships for Kubernetes 1.20 (`deploy/overlays/scheduler-v1beta1`),
-    /// pointed at the extender on `extender` and at this control plane.
+    /// ships for this release (1.20: `deploy/overlays/scheduler-v1beta1`'s
+    /// v1beta1; 1.37: `deploy/base`'s v1), pointed at the extender on
+    /// `extender` and at this control plane.
     pub async fn start_scheduler(&mut self, extender: SocketAddr) -> Result<()> {
         self.start_scheduler_with(Some(extender), None).await
     }
@@ -233,18 +375,20 @@ impl ControlPlane {
     /// [`ControlPlane::start_scheduler`], or without `extender` the same
     /// profile with kube-scheduler's default plugins only (the baseline
     /// the throughput benchmark compares with); `client_rate` is the
-    /// scheduler's API client (qps, burst) instead of 1.20's 50/100.
+    /// scheduler's API client (qps, burst) instead of the default 50/100.
     pub async fn start_scheduler_with(
         &mut self,
         extender: Option<SocketAddr>,
         client_rate: Option<(u32, u32)>,
     ) -> Result<()> {
-        let shipped = crate::root().join("deploy/overlays/scheduler-v1beta1/kube-scheduler.yaml");
+        let shipped = crate::root().join(match self.version {
+            KubeVersion::V1_20 => "deploy/overlays/scheduler-v1beta1/kube-scheduler.yaml",
+            KubeVersion::V1_37 => "deploy/base/kube-scheduler.yaml",
+        });
         let text = std::fs::read_to_string(&shipped)
             .with_context(|| format!("cannot read {}", shipped.display()))?;
         let mut config: serde_json::Value = serde_norway::from_str(&text)
             .with_context(|| format!("{} is not YAML", shipped.display()))?;
-        let health = format!("127.0.0.1:{}", free_port());
         config["clientConnection"] =
             serde_json::json!({"kubeconfig": self.scheduler_kubeconfig.display().to_string()});
         if let Some((qps, burst)) = client_rate {
@@ -252,8 +396,18 @@ impl ControlPlane {
             config["clientConnection"]["burst"] = burst.into();
         }
         config["leaderElection"] = serde_json::json!({"leaderElect": false});
-        config["healthzBindAddress"] = health.clone().into();
-        config["metricsBindAddress"] = health.clone().into();
+        // 1.20 serves /healthz over plain HTTP on an address of its own
+        // (v1beta1); v1 has no such field and 1.37 serves it on the secure
+        // port only, with a certificate of this control plane's CA.
+        let health = match self.version {
+            KubeVersion::V1_20 => {
+                let health = format!("127.0.0.1:{}", free_port());
+                config["healthzBindAddress"] = health.clone().into();
+                config["metricsBindAddress"] = health.clone().into();
+                health
+            }
+            KubeVersion::V1_37 => format!("127.0.0.1:{}", free_port()),
+        };
         let extenders = config["extenders"]
             .as_array_mut()
             .filter(|e| e.len() == 1)
@@ -278,27 +432,106 @@ impl ControlPlane {
         let config_path = self.dir.join("kube-scheduler.yaml");
         std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)?;
 
-        let args = vec![
+        let mut args = vec![
             format!("--config={}", config_path.display()),
             "--bind-address=127.0.0.1".into(),
-            format!("--secure-port={}", free_port()),
-            "--port=0".into(),
             format!("--cert-dir={}", self.dir.join("scheduler").display()),
             "--v=2".into(),
         ];
+        let addr: SocketAddr = health.parse()?;
+        let secure = match self.version {
+            KubeVersion::V1_20 => {
+                args.push(format!("--secure-port={}", free_port()));
+                args.push("--port=0".into());
+                None
+            }
+            KubeVersion::V1_37 => {
+                let serving = self.pki.serving("kube-scheduler", &["127.0.0.1"])?;
+                args.push(format!("--secure-port={}", addr.port()));
+                args.push(format!("--tls-cert-file={}", serving.cert.display()));
+                args.push(format!("--tls-private-key-file={}", serving.key.display()));
+                let mut config = kube::Config::new(format!("https://{addr}").parse()?);
+                config.root_cert_file = Some(self.pki.ca_cert.clone());
+                Some(Client::try_from(config)?)
+            }
+        };
         let mut scheduler = Process::start(
             "kube-scheduler",
             &self.binaries.kube_scheduler,
             &args,
             &self.logs(),
         )?;
-        let addr: SocketAddr = health.parse()?;
-        wait_until(&mut scheduler, READY_TIMEOUT, || async move {
-            crate::probe(addr, "/healthz").await.0 == 200
+        wait_until(&mut scheduler, READY_TIMEOUT, || {
+            let secure = secure.clone();
+            async move {
+                match secure {
+                    // /healthz is always allowed, even anonymously.
+                    Some(client) => {
+                        let req = http::Request::get("/healthz")
+                            .body(Vec::new())
+                            .expect("a valid request");
+                        matches!(client.request_text(req).await, Ok(body) if body == "ok")
+                    }
+                    None => crate::probe(addr, "/healthz").await.0 == 200,
+                }
+            }
         })
         .await?;
         self.processes.push(scheduler);
         Ok(())
+    }
+
+    /// A token of the ServiceAccount `namespace/name`, valid for a day, from
+    /// the TokenRequest API (every release; Kubernetes 1.24+ no longer
+    /// creates token Secrets). Waits up to a minute for the account.
+    pub async fn service_account_token(&self, namespace: &str, name: &str) -> Result<String> {
+        let accounts: kube::Api<ServiceAccount> =
+            kube::Api::namespaced(self.client.clone(), namespace);
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(24 * 3600),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let began = Instant::now();
+        loop {
+            match accounts
+                .create_token_request(name, &PostParams::default(), &request)
+                .await
+            {
+                Ok(answer) => match answer.status.and_then(|s| s.token) {
+                    Some(token) if !token.is_empty() => return Ok(token),
+                    _ => bail!("the TokenRequest of {namespace}/{name} returned no token"),
+                },
+                Err(kube::Error::Api(e)) if e.code == 404 && began.elapsed() < READY_TIMEOUT => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("requesting a token of ServiceAccount {namespace}/{name}")
+                    });
+                }
+            }
+        }
+    }
+
+    /// Waits until pods can be created in `namespace`: its `default`
+    /// ServiceAccount exists (the ServiceAccount admission plugin refuses
+    /// pods before) and, on 1.20, has its token Secret (which 1.20's
+    /// plugin mounts).
+    pub async fn wait_service_account(&mut self, namespace: &str) -> Result<()> {
+        let (client, version) = (self.client.clone(), self.version);
+        let kcm = self
+            .processes
+            .iter_mut()
+            .find(|p| p.name == "kube-controller-manager")
+            .context("kube-controller-manager is not running")?;
+        wait_until(kcm, READY_TIMEOUT, || {
+            let client = client.clone();
+            async move { default_service_account(&client, version, namespace).await }
+        })
+        .await
     }
 
     /// A kubeconfig for this control plane authenticating with `token`.
@@ -397,12 +630,11 @@ fn start_apiserver(
             "kubernetes.default.svc",
         ],
     )?;
-    let args = vec![
+    let mut args = vec![
         format!("--etcd-servers={etcd_url}"),
         "--bind-address=127.0.0.1".into(),
         "--advertise-address=127.0.0.1".into(),
         format!("--secure-port={port}"),
-        "--insecure-port=0".into(),
         format!("--cert-dir={}", dir.join("apiserver").display()),
         format!("--tls-cert-file={}", serving.cert.display()),
         format!("--tls-private-key-file={}", serving.key.display()),
@@ -421,6 +653,13 @@ fn start_apiserver(
         ),
         "--profiling=false".into(),
     ];
+    match binaries.version {
+        // Insecure serving was removed in 1.24.
+        KubeVersion::V1_20 => args.push("--insecure-port=0".into()),
+        // 1.37 refuses a loopback --advertise-address for the `kubernetes`
+        // Service's endpoints unless it keeps none.
+        KubeVersion::V1_37 => args.push("--endpoint-reconciler-type=none".into()),
+    }
     Process::start(
         "kube-apiserver",
         &binaries.kube_apiserver,
@@ -443,20 +682,18 @@ async fn wait_apiserver_ready(apiserver: &mut Process, client: &Client) -> Resul
     .await
 }
 
-async fn start_controller_manager(
+fn start_controller_manager(
     dir: &Path,
     binaries: &Binaries,
     pki: &Pki,
     kubeconfig: &Path,
     service_accounts: &ServiceAccountKey,
-    client: &Client,
 ) -> Result<Process> {
-    let args = vec![
+    let mut args = vec![
         format!("--kubeconfig={}", kubeconfig.display()),
         "--controllers=*,-nodelifecycle".into(),
         "--bind-address=127.0.0.1".into(),
         format!("--secure-port={}", free_port()),
-        "--port=0".into(),
         format!("--cert-dir={}", dir.join("controller-manager").display()),
         "--leader-elect=false".into(),
         format!(
@@ -466,23 +703,28 @@ async fn start_controller_manager(
         format!("--root-ca-file={}", pki.ca_cert.display()),
         "--profiling=false".into(),
     ];
-    let mut kcm = Process::start(
+    if binaries.version == KubeVersion::V1_20 {
+        // Insecure serving was removed in 1.24.
+        args.push("--port=0".into());
+    }
+    Process::start(
         "kube-controller-manager",
         &binaries.kube_controller_manager,
         &args,
         &dir.join("logs"),
-    )?;
-    // Pods need their namespace's `default` ServiceAccount and its token
-    // (ServiceAccount admission): both come from the controllers.
-    wait_until(&mut kcm, READY_TIMEOUT, || {
-        let api: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), "default");
-        async move {
-            matches!(api.get_opt("default").await,
-                Ok(Some(sa)) if sa.secrets.as_ref().is_some_and(|s| !s.is_empty()))
+    )
+}
+
+/// Whether `namespace`'s `default` ServiceAccount exists, with its token
+/// Secret on releases that still create one.
+async fn default_service_account(client: &Client, version: KubeVersion, namespace: &str) -> bool {
+    let api: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), namespace);
+    match api.get_opt("default").await {
+        Ok(Some(sa)) => {
+            !version.has_legacy_tokens() || sa.secrets.as_ref().is_some_and(|s| !s.is_empty())
         }
-    })
-    .await?;
-    Ok(kcm)
+        _ => false,
+    }
 }
 
 fn kubeconfig(server: &str, ca: &Path, user: &str, token: &str) -> String {
@@ -510,4 +752,22 @@ fn random_hex(bytes: usize) -> String {
         .and_then(|mut f| f.read_exact(&mut buf))
         .expect("/dev/urandom is readable");
     buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{KubeVersion, parse_versions};
+
+    #[test]
+    fn versions_come_from_the_environment_spelling() {
+        let all = KubeVersion::ALL.to_vec();
+        assert_eq!(parse_versions("").unwrap(), all);
+        assert_eq!(parse_versions(" all ").unwrap(), all);
+        assert_eq!(parse_versions("1.37").unwrap(), [KubeVersion::V1_37]);
+        assert_eq!(parse_versions("v1.20.2").unwrap(), [KubeVersion::V1_20]);
+        assert_eq!(parse_versions("1.37, 1.20,1.37").unwrap(), all);
+        let error = parse_versions("1.21").unwrap_err().to_string();
+        assert!(error.contains("1.20, 1.37"), "{error}");
+        assert_eq!(KubeVersion::V1_37.to_string(), "1.37");
+    }
 }
