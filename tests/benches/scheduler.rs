@@ -14,7 +14,7 @@ use steward::cluster::Backend;
 use steward::cluster::{ClusterCache, ClusterQuery};
 use steward::extender::CandidateNodes;
 use steward::server::App;
-use steward::wit::{Node, Owner, Pod, Workload};
+use steward::wit::{Node, Owner, Pod, build};
 use steward_sdk::cluster::ClusterView;
 
 const NODES: usize = 5_000;
@@ -357,26 +357,13 @@ fn app() -> App {
             }),
         ));
     }
-    cache.upsert_workload(Workload {
-        kind: "StatefulSet".into(),
-        namespace: "tidb-cluster".into(),
-        name: "basic-pd".into(),
-        uid: "sts-basic-pd".into(),
-        labels: tidb("pd"),
-        annotations: Vec::new(),
-        replicas: 3,
-        partition: Some(3),
-        update_strategy: "RollingUpdate".into(),
-        generation: 1,
-        observed_generation: 1,
-        status_replicas: 3,
-        ready_replicas: 2,
-        updated_replicas: 3,
-        current_revision: "basic-pd-1".into(),
-        update_revision: "basic-pd-1".into(),
-        selector: Vec::new(),
-        claim_templates: vec!["pd".into()],
-    });
+    cache.upsert_workload(
+        build::statefulset("tidb-cluster", "basic-pd", 3)
+            .labels(tidb("pd"))
+            .partition(3)
+            .ready(2)
+            .claim_templates(&["pd"]),
+    );
     cache.mark_synced();
     let config = steward_tests::config(steward_tests::PD_QUORUM);
     let policies =
@@ -391,20 +378,15 @@ fn pod(
     node: Option<String>,
     owner: Option<Owner>,
 ) -> Pod {
-    Pod {
-        namespace: ns.into(),
-        name: name.into(),
-        uid: format!("uid-{ns}-{name}"),
-        labels,
-        annotations: vec![("kubernetes.io/psp".into(), "restricted".into())],
-        owner,
-        phase: if node.is_some() { "Running" } else { "Pending" }.into(),
-        ready: node.is_some(),
-        node_name: node,
-        scheduler_name: "steward-scheduler".into(),
-        deleting: false,
-        claims: Vec::new(),
-        in_flight: false,
+    let pod = build::pod(ns, name)
+        .uid(&format!("uid-{ns}-{name}"))
+        .labels(labels)
+        .annotation("kubernetes.io/psp", "restricted")
+        .scheduled_by("steward-scheduler");
+    let pod = Pod { owner, ..pod };
+    match node {
+        Some(node) => pod.on(&node),
+        None => pod.pending(),
     }
 }
 

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use steward::cluster::{ClusterCache, ClusterQuery};
-use steward::wit::{Claim, Node, Owner, Pod, Workload};
+use steward::wit::{Claim, Node, Pod, Workload, build};
 
 use crate::pd_double::{DoubleMember, DoubleStore, PdDouble};
 
@@ -118,28 +118,19 @@ impl Cluster {
                 self.cache.upsert_claim(claim(c));
             }
         }
-        self.cache.upsert_pod(Pod {
-            namespace: NAMESPACE.into(),
-            name: name.clone(),
-            uid: format!("uid-{name}-{revision}-{}", self.next_member_id),
-            labels: vec![
-                ("app.kubernetes.io/instance".into(), CLUSTER.into()),
-                ("app.kubernetes.io/component".into(), component(w).into()),
-                ("controller-revision-hash".into(), revision.into()),
-            ],
-            annotations: vec![],
-            owner: Some(Owner {
-                kind: "StatefulSet".into(),
-                name: w.name.clone(),
-            }),
-            node_name: Some(format!("node-{}", ordinal % 6)),
-            scheduler_name: "default-scheduler".into(),
-            phase: if ready { "Running" } else { "Pending" }.into(),
-            ready,
-            deleting: false,
-            claims,
-            in_flight: false,
-        });
+        let mut pod = build::pod(NAMESPACE, &name)
+            .uid(&format!("uid-{name}-{revision}-{}", self.next_member_id))
+            .label("app.kubernetes.io/instance", CLUSTER)
+            .label("app.kubernetes.io/component", component(w))
+            .label("controller-revision-hash", revision)
+            .of_statefulset(&w.name)
+            .on(&format!("node-{}", ordinal % 6));
+        pod.claims = claims;
+        if !ready {
+            pod.phase = "Pending".into();
+            pod.ready = false;
+        }
+        self.cache.upsert_pod(pod);
         self.next_member_id += 1;
     }
 
@@ -328,31 +319,11 @@ pub fn revision(pod: &Pod) -> String {
 }
 
 fn statefulset(component: &str, replicas: u32, policy: &str) -> Workload {
-    let name = format!("{CLUSTER}-{component}");
-    Workload {
-        kind: "StatefulSet".into(),
-        namespace: NAMESPACE.into(),
-        name: name.clone(),
-        uid: format!("uid-{name}"),
-        labels: vec![
-            ("app.kubernetes.io/instance".into(), CLUSTER.into()),
-            ("app.kubernetes.io/component".into(), component.into()),
-            (steward::reconcile::OPT_IN_LABEL.into(), policy.into()),
-        ],
-        annotations: vec![],
-        replicas,
-        partition: None,
-        update_strategy: "RollingUpdate".into(),
-        generation: 1,
-        observed_generation: 1,
-        status_replicas: replicas,
-        ready_replicas: replicas,
-        updated_replicas: replicas,
-        current_revision: format!("{name}-r1"),
-        update_revision: format!("{name}-r1"),
-        selector: vec![],
-        claim_templates: vec![component.into()],
-    }
+    build::statefulset(NAMESPACE, &format!("{CLUSTER}-{component}"), replicas)
+        .label("app.kubernetes.io/instance", CLUSTER)
+        .label("app.kubernetes.io/component", component)
+        .label(steward::reconcile::OPT_IN_LABEL, policy)
+        .claim_templates(&[component])
 }
 
 fn claim(name: &str) -> Claim {

@@ -29,6 +29,8 @@ pub const GUESTS: &[(&str, &str)] = &[
     ("misbehave-admission", "misbehave_admission"),
     ("upgrade-gate", "upgrade_gate"),
     ("failover", "failover"),
+    ("foreign-wit", "foreign_wit"),
+    ("reads-files", "reads_files"),
 ];
 
 /// The workspace root: the nearest directory with a `[workspace]` manifest

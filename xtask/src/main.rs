@@ -22,7 +22,7 @@ Commands:
                  policy's unit tests inside Wasm (`cargo test --target
                  wasm32-wasip2 -p <policy>`) and its fixture suites
                  (`steward test <policy>.wasm guest-policies/<policy>/tests/*.yaml`);
-                 the end-to-end tests (tests/tests/e2e.rs) build Kubernetes
+                 the end-to-end tests (tests/tests/e2e/) build Kubernetes
                  1.20.2 on their first run (apt, 7-10 min, cached in
                  ~/.cache/steward)
   ci [args]      `cargo fmt --all --check`, `cargo clippy --workspace

@@ -14,4 +14,6 @@ pub const WIT_PACKAGE: &str = "steward:policy@0.1.0";
 #[cfg(feature = "host")]
 mod bindings;
 #[cfg(feature = "host")]
+pub mod build;
+#[cfg(feature = "host")]
 pub use bindings::*;

@@ -341,24 +341,12 @@ mod tests {
     use crate::config::MatchExpression;
 
     fn pod(scheduler: &str, labels: &[(&str, &str)]) -> Pod {
-        Pod {
-            namespace: "tidb-cluster".into(),
-            name: "basic-pd-0".into(),
-            uid: "u".into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            annotations: Vec::new(),
-            owner: None,
-            node_name: None,
-            scheduler_name: scheduler.into(),
-            phase: "Pending".into(),
-            ready: false,
-            deleting: false,
-            claims: Vec::new(),
-            in_flight: false,
-        }
+        labels.iter().fold(
+            steward_wit::build::pod("tidb-cluster", "basic-pd-0")
+                .scheduled_by(scheduler)
+                .pending(),
+            |pod, (k, v)| pod.label(k, v),
+        )
     }
 
     #[test]

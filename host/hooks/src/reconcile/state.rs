@@ -120,52 +120,20 @@ pub(super) mod tests {
 
     use super::*;
     use steward_cluster::ClusterCache;
-    use steward_wit::{Claim, Owner};
+    use steward_wit::{Claim, build};
 
     /// A settled three-replica TiKV StatefulSet held at its partition.
     pub(in crate::reconcile) fn workload() -> Workload {
-        Workload {
-            kind: "StatefulSet".into(),
-            namespace: "tidb".into(),
-            name: "basic-tikv".into(),
-            uid: "u".into(),
-            labels: vec![],
-            annotations: vec![],
-            replicas: 3,
-            partition: Some(3),
-            update_strategy: "RollingUpdate".into(),
-            generation: 1,
-            observed_generation: 1,
-            status_replicas: 3,
-            ready_replicas: 3,
-            updated_replicas: 3,
-            current_revision: "r1".into(),
-            update_revision: "r1".into(),
-            selector: vec![],
-            claim_templates: vec!["tikv".into()],
-        }
+        build::statefulset("tidb", "basic-tikv", 3)
+            .partition(3)
+            .claim_templates(&["tikv"])
     }
 
     fn pod(name: &str, owner: &str, revision: Option<&str>) -> Pod {
-        Pod {
-            namespace: "tidb".into(),
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            labels: revision
-                .map(|r| vec![(REVISION_LABEL.to_string(), r.to_string())])
-                .unwrap_or_default(),
-            annotations: vec![],
-            owner: Some(Owner {
-                kind: "StatefulSet".into(),
-                name: owner.into(),
-            }),
-            node_name: None,
-            scheduler_name: "default-scheduler".into(),
-            phase: "Running".into(),
-            ready: true,
-            deleting: false,
-            claims: vec![],
-            in_flight: false,
+        let pod = build::pod("tidb", name).of_statefulset(owner);
+        match revision {
+            Some(r) => pod.label(REVISION_LABEL, r),
+            None => pod,
         }
     }
 

@@ -215,13 +215,20 @@ impl Case {
             );
         }
         let check = checks.remove(0);
-        if let Check::Filter(f) = &check
-            && f.passes.is_none()
-            && f.fails.is_empty()
-        {
-            bail!("the filter case expects nothing: give passes and/or fails");
+        match &check {
+            Check::Filter(f) if f.passes.is_none() && f.fails.is_empty() => {
+                bail!("the filter case expects nothing: give passes and/or fails")
+            }
+            Check::Reconcile(r)
+                if r.actions.is_none() && r.described.is_none() && r.error.is_none() =>
+            {
+                bail!(
+                    "the reconcile case expects nothing: give actions, described and/or error \
+                     (actions: [] expects an empty plan)"
+                )
+            }
+            _ => Ok(check),
         }
-        Ok(check)
     }
 }
 
@@ -800,4 +807,40 @@ pub fn render(suite: &Path, reports: &[CaseReport]) -> String {
         reports.len() - failed
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Case;
+
+    fn check_error(case_yaml: &str) -> String {
+        let case: Case = serde_norway::from_str(case_yaml).expect("the case parses");
+        match case.check() {
+            Ok(_) => panic!("the case was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn cases_that_expect_nothing_are_refused() {
+        let filter = check_error("name: f\nfilter: {pod: ns/p}\n");
+        assert!(
+            filter.contains("the filter case expects nothing"),
+            "{filter}"
+        );
+        let reconcile = check_error("name: r\nreconcile: {statefulSet: ns/s, nowMs: 0}\n");
+        assert!(
+            reconcile.contains("the reconcile case expects nothing"),
+            "{reconcile}"
+        );
+    }
+
+    #[test]
+    fn an_empty_plan_is_an_expectation() {
+        let case: Case = serde_norway::from_str(
+            "name: r\nreconcile: {statefulSet: ns/s, nowMs: 0, actions: []}\n",
+        )
+        .expect("the case parses");
+        assert!(case.check().is_ok());
+    }
 }

@@ -277,10 +277,20 @@ async fn a_rolling_upgrade_restarts_one_pod_at_a_time_with_leaders_moved_first()
         h.partitions("basic-tikv")
     );
     h.assert_graceful();
-    assert!(
-        !h.events("PDLeaderTransfer").is_empty(),
-        "the PD leader (pd-0) was moved away first"
+    let log = h.log.lock();
+    let position = |wanted: &dyn Fn(&Performed) -> bool| log.iter().position(wanted);
+    let transfer = position(
+        &|p| matches!(&p.action, Action::EmitEvent((_, reason, _)) if reason == "PDLeaderTransfer"),
     );
+    let leader_restart = position(&|p| {
+        p.statefulset == format!("{CLUSTER}-pd") && matches!(p.action, Action::SetPartition(0))
+    });
+    assert!(
+        matches!((transfer, leader_restart), (Some(t), Some(r)) if t < r),
+        "the PD leader (pd-0) was moved away before its pod restarted: leader transfer at \
+         {transfer:?}, pd-0's partition step at {leader_restart:?}"
+    );
+    drop(log);
     let begins = h
         .log
         .lock()

@@ -66,3 +66,31 @@ fn what_is_not_a_policy_is_refused_with_a_reason() {
     truncated.truncate(truncated.len() / 2);
     assert!(text(runtime.load(&truncated)).contains("does not compile"));
 }
+
+#[test]
+fn a_component_built_against_another_wit_version_is_refused_naming_both() {
+    let wasm = std::fs::read(guest("foreign_wit")).unwrap();
+    let error = match steward_tests::runtime().load(&wasm) {
+        Ok(_) => panic!("a component of steward:policy@0.2.0 loaded"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        error.contains(
+            "built against steward:policy@0.2.0, but this host serves steward:policy@0.1.0"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_component_that_reads_files_is_refused_naming_the_import() {
+    let wasm = std::fs::read(guest("reads_files")).unwrap();
+    let error = match steward_tests::runtime().load(&wasm) {
+        Ok(_) => panic!("a component importing wasi:filesystem loaded"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        error.contains("imports wasi:filesystem/") && error.contains("does not grant"),
+        "{error}"
+    );
+}

@@ -398,9 +398,10 @@ fn an_image_change_restarts_tikv_pods_one_by_one_after_their_leaders_left() {
                 "evict-leader schedulers left in PD for stores {:?}",
                 pd.evicting
             );
+            let evictions = pd.count("POST /pd/api/v1/schedulers");
             ensure!(
-                pd.count("POST /pd/api/v1/schedulers") >= 3,
-                "one eviction per store"
+                evictions == 3,
+                "one eviction per store (3 stores), PD saw {evictions}"
             );
             ensure!(
                 pd.stores.iter().all(|s| s.state == "Up"),
@@ -557,8 +558,8 @@ fn a_down_store_on_a_not_ready_node_gets_one_extra_replica_after_the_period() {
         let extra = pods.get(&format!("{TIKV}-3")).await?;
         let extra_node = extra.spec.and_then(|s| s.node_name);
         ensure!(
-            extra_node.as_deref() != Some(node.as_str()),
-            "the extra replica runs elsewhere than the NotReady node {node}"
+            extra_node.as_deref().is_some_and(|n| n != node),
+            "the extra replica runs elsewhere than the NotReady node {node}, not on {extra_node:?}"
         );
         tidb.cluster.control_plane.check_running()
     });

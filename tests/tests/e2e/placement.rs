@@ -150,8 +150,8 @@ fn placement_respects_quorum_and_explains_refusals() {
             .steward
             .metric("steward_requests_total", &["endpoint=\"bind\""]);
         ensure!(
-            binds >= 6.0,
-            "Steward handled {binds} bind requests, expected 6"
+            binds == 6.0,
+            "Steward handled {binds} bind requests, expected exactly 6"
         );
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NAMESPACE);
         eventually(

@@ -1,0 +1,17 @@
+//! Steward's host-level tests, one binary with a module per area (a binary
+//! per area would link wasmtime, kube and axum fifteen times). They use
+//! real parts on loopback (the guest components, a registry, a PD double)
+//! but no Kubernetes control plane: those tests are in `tests/e2e/`.
+
+mod admission;
+mod extender_wire;
+mod hot_swap;
+mod http;
+mod local_pv;
+mod oci;
+mod pd;
+mod race;
+mod reconcile;
+mod runtime;
+mod sandbox;
+mod simulate;
