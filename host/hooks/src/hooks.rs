@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::Result;
 use steward_cluster::{Backend, ClusterCache, load_snapshot, watch_cluster};
-use steward_runtime::{MAX_CONCURRENT_INSTANCES, Runtime};
-use tokio::sync::Semaphore;
+use steward_runtime::Runtime;
 
 use crate::actions::Executor;
 use crate::admission::AdmissionHook;
+use crate::budget::Budgets;
 use crate::config::{ClusterSource, Config};
 use crate::extender::Extender;
 use crate::metrics::Metrics;
@@ -26,8 +26,8 @@ pub struct Hooks {
     pub admission: Arc<AdmissionHook>,
     pub metrics: Arc<Metrics>,
     pub cluster: Arc<ClusterCache>,
-    /// Bounds concurrent evaluations to the instances the pool holds.
-    pub permits: Arc<Semaphore>,
+    /// Each serving hook's evaluations at once.
+    pub budgets: Budgets,
     /// Every policy's source, serving version and last reload error.
     pub status: Arc<Status>,
 }
@@ -119,27 +119,8 @@ impl Hooks {
             admission,
             metrics,
             cluster,
-            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_INSTANCES as usize)),
+            budgets: Budgets::default(),
             status: Arc::new(Status::default()),
         }
-    }
-
-    /// Runs `work` on a blocking thread while holding one of the
-    /// evaluation permits.
-    pub async fn run_blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, tokio::task::JoinError> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work()
-        })
-        .await
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod actions;
 pub mod admission;
+pub mod budget;
 pub mod config;
 pub mod extender;
 mod hooks;

@@ -14,4 +14,5 @@ mod race;
 mod reconcile;
 mod runtime;
 mod sandbox;
+mod serving;
 mod simulate;

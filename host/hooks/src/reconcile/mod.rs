@@ -20,6 +20,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::actions::{self, ActionContext, Executor, Subject};
+use crate::budget::{Budget, RECONCILE_EVALUATIONS};
 use crate::config::ReconcileConfig;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyStore, ReconcilingPolicy};
@@ -83,6 +84,7 @@ pub struct Reconciler<E> {
     pub metrics: Arc<Metrics>,
     backoff_base: Duration,
     backoff_max: Duration,
+    budget: Budget,
     /// Failed reconciles in a row, per (namespace, name).
     failures: Mutex<HashMap<(String, String), u32>>,
 }
@@ -104,6 +106,7 @@ impl<E: Effects> Reconciler<E> {
             metrics,
             backoff_base: Duration::from_millis(config.backoff_base_ms),
             backoff_max: Duration::from_millis(config.backoff_max_ms),
+            budget: Budget::new(RECONCILE_EVALUATIONS),
             failures: Mutex::default(),
         }
     }
@@ -197,11 +200,11 @@ impl<E: Effects> Reconciler<E> {
         let policy = policy.clone();
         let query = query.clone();
         let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || {
-            policy.policy.reconcile(query, &state).map(|p| (p, policy))
-        })
-        .await
-        .map_err(|e| format!("the evaluation thread failed: {e}"))?;
+        let result = self
+            .budget
+            .run(move || policy.policy.reconcile(query, &state).map(|p| (p, policy)))
+            .await
+            .map_err(|e| format!("the evaluation thread failed: {e}"))?;
         match result {
             Ok((plan, policy)) => {
                 self.metrics

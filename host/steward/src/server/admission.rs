@@ -60,7 +60,9 @@ async fn review(
             let hook = app.hooks.admission.clone();
             let decided = app
                 .hooks
-                .run_blocking(move || hook.review(endpoint, &policy, &bytes))
+                .budgets
+                .admission
+                .run(move || hook.review(endpoint, &policy, &bytes))
                 .await;
             match decided {
                 Ok(Ok(reviewed)) => {

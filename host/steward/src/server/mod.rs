@@ -146,7 +146,9 @@ async fn evaluate(app: App, verb: Verb, body: Body) -> Response {
             let extender = app.hooks.extender.clone();
             let outcome = app
                 .hooks
-                .run_blocking(move || extender.serve(verb, &bytes))
+                .budgets
+                .extender
+                .run(move || extender.serve(verb, &bytes))
                 .await;
             match outcome {
                 Ok(Ok(body)) => json(body),
