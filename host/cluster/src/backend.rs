@@ -18,8 +18,8 @@ pub enum Backend {
 
 impl Backend {
     /// A live cluster reached with `kubeconfig` (`""`: in-cluster, or the
-    /// default kubeconfig).
-    pub async fn connect(kubeconfig: &str) -> Result<Backend> {
+    /// default kubeconfig), and the API server's URL, for messages.
+    pub async fn connect(kubeconfig: &str) -> Result<(Backend, String)> {
         let config = if kubeconfig.is_empty() {
             kube::Config::infer()
                 .await
@@ -31,8 +31,10 @@ impl Backend {
                 .await
                 .with_context(|| format!("kubeconfig {kubeconfig} is not usable"))?
         };
-        let client = kube::Client::try_from(config).context("cannot build a Kubernetes client")?;
-        Ok(Backend::Kubernetes(client))
+        let server = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config)
+            .with_context(|| format!("cannot build a client of the API server at {server}"))?;
+        Ok((Backend::Kubernetes(client), server))
     }
 
     /// Binds a pod to a node — the `binding` subresource on a live cluster,

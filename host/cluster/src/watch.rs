@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -38,12 +39,17 @@ fn json(obj: &DynamicObject) -> serde_json::Value {
     serde_json::to_value(obj).unwrap_or_default()
 }
 
+/// How often one kind's repeated watch failures are logged: the watcher
+/// retries with backoff, and the log should say what is wrong, not flood.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Watches every kind the cache holds; marks the cache synced once each
 /// watch has delivered its initial list (or found its kind not served).
-/// Runs until the process stops.
-pub async fn watch_cluster(client: Client, cache: Arc<ClusterCache>) {
+/// `server` names the API server in messages. Runs until the process stops.
+pub async fn watch_cluster(client: Client, server: String, cache: Arc<ClusterCache>) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(16);
-    let c = || (client.clone(), cache.clone(), tx.clone());
+    let server: Arc<str> = server.into();
+    let c = || (client.clone(), (cache.clone(), server.clone()), tx.clone());
     let dynamic = |c: &Client, r: &ApiResource| Api::<DynamicObject>::all_with(c.clone(), r);
     let (cl, ca, t) = c();
     let mut kinds = vec![tokio::spawn(watch::<Pod>(
@@ -214,7 +220,7 @@ fn not_served(e: &watcher::Error) -> bool {
 async fn watch<K>(
     api: Api<K>,
     kind: Kind<K>,
-    cache: Arc<ClusterCache>,
+    (cache, server): (Arc<ClusterCache>, Arc<str>),
     synced: tokio::sync::mpsc::Sender<&'static str>,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -227,6 +233,7 @@ async fn watch<K>(
     let mut relist: Option<Vec<K>> = None;
     let mut known: HashSet<(String, String)> = HashSet::new();
     let mut reported_absent = false;
+    let mut failures = FailureLog::default();
     while let Some(event) = stream.next().await {
         match event {
             Ok(watcher::Event::Apply(obj)) => {
@@ -271,9 +278,45 @@ async fn watch<K>(
                 }
             }
             Err(e) => {
-                tracing::warn!(kind = name, error = %e, "watch failed; retrying with backoff")
+                if let Some(repeats) = failures.record() {
+                    tracing::warn!(
+                        kind = name,
+                        %server,
+                        error = %e,
+                        repeats,
+                        "watching {name} on the API server at {server} failed; retrying with \
+                         backoff (further failures are logged once a minute)"
+                    )
+                }
             }
         }
+    }
+}
+
+/// Counts a watch's failures and says when to log one: the first, then at
+/// most once per [`FAILURE_LOG_INTERVAL`], with how many were not logged.
+#[derive(Default)]
+struct FailureLog {
+    logged_at: Option<Instant>,
+    unlogged: u64,
+}
+
+impl FailureLog {
+    /// `Some(failures since the last log)` when this one should be logged.
+    fn record(&mut self) -> Option<u64> {
+        self.record_at(Instant::now())
+    }
+
+    fn record_at(&mut self, now: Instant) -> Option<u64> {
+        self.unlogged += 1;
+        if self
+            .logged_at
+            .is_some_and(|at| now.duration_since(at) < FAILURE_LOG_INTERVAL)
+        {
+            return None;
+        }
+        self.logged_at = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
     }
 }
 
@@ -285,6 +328,21 @@ fn key<K: Resource>(obj: &K) -> (String, String) {
 mod tests {
     use super::*;
     use kube::core::Status;
+
+    #[test]
+    fn repeated_failures_are_logged_once_a_minute_with_their_count() {
+        let mut log = FailureLog::default();
+        let start = Instant::now();
+        assert_eq!(log.record_at(start), Some(1), "the first failure is logged");
+        for ms in (100..60_000).step_by(100) {
+            assert_eq!(log.record_at(start + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(
+            log.record_at(start + FAILURE_LOG_INTERVAL),
+            Some(600),
+            "a minute on, one line counts the 599 unlogged failures and this one"
+        );
+    }
 
     #[test]
     fn a_404_means_the_kind_is_not_served() {

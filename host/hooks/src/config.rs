@@ -184,6 +184,19 @@ fn default_admission_body_bytes() -> usize {
     8 << 20
 }
 
+/// Refuses a request-body limit no real request fits in.
+fn check_body_limit(field: &str, bytes: usize) -> Result<()> {
+    const RANGE: std::ops::RangeInclusive<usize> = 1024..=(1 << 30);
+    if !RANGE.contains(&bytes) {
+        bail!(
+            "{field}: {bytes} is outside {}..={} (bytes); every request would be refused",
+            RANGE.start(),
+            RANGE.end()
+        );
+    }
+    Ok(())
+}
+
 /// The reconcile controller: only the holder of the Lease reconciles.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -371,6 +384,22 @@ impl Config {
         if !self.scheduler.url_prefix.starts_with('/') {
             bail!("scheduler.urlPrefix: must start with `/`");
         }
+        check_body_limit("server.maxBodyBytes", self.server.max_body_bytes)?;
+        if let Some(admission) = &self.admission {
+            check_body_limit("admission.maxBodyBytes", admission.max_body_bytes)?;
+            if !self.policies.iter().any(|p| p.hook == Hook::Admission) {
+                bail!(
+                    "admission: the webhook server would serve no policy; add a policy with \
+                     hook: admission or remove the admission section"
+                );
+            }
+        }
+        if self.policies.is_empty() {
+            bail!(
+                "policies: none configured, so every request would pass unexamined; add at \
+                 least one policy"
+            );
+        }
         let r = &self.reconcile;
         if !(r.retry_period_seconds < r.renew_deadline_seconds
             && r.renew_deadline_seconds < r.lease_duration_seconds)
@@ -447,6 +476,19 @@ impl Config {
         Ok(())
     }
 
+    /// What is legal but probably not meant, as sentences to log loudly.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if !self.policies.iter().any(|p| p.hook == Hook::Scheduler) {
+            warnings.push(format!(
+                "no policy has hook: scheduler, so the extender under {} passes every pod to \
+                 every node; point kube-scheduler at it only if that is meant",
+                self.scheduler.url_prefix
+            ));
+        }
+        warnings
+    }
+
     /// A configuration with one scheduler policy selecting every pod, over
     /// a snapshot (for `steward run`).
     pub fn single_policy(
@@ -512,6 +554,45 @@ mod tests {
     use super::*;
 
     const MINIMAL: &str = "cluster: {snapshot: s.yaml}\npolicies:\n- id: pd-quorum\n  hook: scheduler\n  module: p.wasm\n";
+
+    fn refusal(text: &str) -> String {
+        match Config::parse(text) {
+            Ok(_) => panic!("the configuration was accepted"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn configurations_that_cannot_work_are_refused() {
+        let zero = refusal(&format!("{MINIMAL}server: {{maxBodyBytes: 0}}\n"));
+        assert!(
+            zero.starts_with("server.maxBodyBytes: 0 is outside 1024..="),
+            "{zero}"
+        );
+        let none = refusal("cluster: {snapshot: s.yaml}\npolicies: []\n");
+        assert!(none.starts_with("policies: none configured"), "{none}");
+        let idle = refusal(&format!(
+            "{MINIMAL}admission: {{listen: 127.0.0.1:8443, certFile: c, keyFile: k}}\n"
+        ));
+        assert!(
+            idle.starts_with("admission: the webhook server would serve no policy"),
+            "{idle}"
+        );
+    }
+
+    #[test]
+    fn no_scheduler_policy_is_legal_but_warned_about() {
+        let admission_only = "cluster: {snapshot: s.yaml}\nadmission: {listen: 127.0.0.1:8443, \
+             certFile: c, keyFile: k}\npolicies:\n- id: guard\n  hook: admission\n  module: g.wasm\n";
+        let c = Config::parse(admission_only).unwrap();
+        let warnings = c.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("passes every pod to every node"),
+            "{warnings:?}"
+        );
+        assert!(Config::parse(MINIMAL).unwrap().warnings().is_empty());
+    }
 
     #[test]
     fn defaults_fill_what_is_left_out() {

@@ -37,6 +37,9 @@ impl Hooks {
     /// the reloader that swaps in new policy versions and, with reconcile
     /// policies on a live cluster, the reconcile controller.
     pub async fn start(config: &Config) -> Result<Hooks> {
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
         let runtime = Runtime::new(config.cache_dir())?;
         let (reloader, policies) = Reloader::load(runtime, config.clone()).await?;
         let cluster = Arc::new(ClusterCache::new(Duration::from_secs(
@@ -50,9 +53,9 @@ impl Hooks {
                 Backend::Snapshot
             }
             ClusterSource::Kubeconfig(path) => {
-                let backend = Backend::connect(path).await?;
+                let (backend, server) = Backend::connect(path).await?;
                 if let Backend::Kubernetes(client) = &backend {
-                    tokio::spawn(watch_cluster(client.clone(), cluster.clone()));
+                    tokio::spawn(watch_cluster(client.clone(), server, cluster.clone()));
                 }
                 backend
             }
