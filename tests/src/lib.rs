@@ -117,9 +117,9 @@ pub fn runtime() -> &'static Runtime {
 /// does not read.
 pub fn config(policies_yaml: &str) -> Config {
     let yaml = format!(
-        "cluster: {{snapshot: {}}}\nadmission: {{listen: 127.0.0.1:0, certFile: tls.crt, keyFile: \
-         tls.key}}\npolicies:\n{}",
+        "cluster: {{snapshot: {}}}\n{}policies:\n{}",
         example_snapshot().display(),
+        admission_section(policies_yaml),
         expand_guests(policies_yaml)
     );
     Config::parse(&yaml).expect("test config is valid")
@@ -333,12 +333,23 @@ pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
+/// The admission webhook's section (HTTPS on an ephemeral port, `tls.crt`
+/// and `tls.key` beside the config) when `policies_yaml` has an admission
+/// policy: Steward refuses a webhook server with nothing to serve.
+fn admission_section(policies_yaml: &str) -> &'static str {
+    if policies_yaml.contains("hook: admission") {
+        "admission: {listen: 127.0.0.1:0, certFile: tls.crt, keyFile: tls.key}\n"
+    } else {
+        ""
+    }
+}
+
 /// A host started from a config file by [`serve_config`].
 pub struct Served {
     /// The extender, `/status` and `/metrics`.
     pub addr: SocketAddr,
-    /// The admission webhook (HTTPS).
-    pub webhook: Webhook,
+    /// The admission webhook (HTTPS), when an admission policy is configured.
+    pub webhook: Option<Webhook>,
     /// The watched config file.
     pub config_file: PathBuf,
 }
@@ -355,44 +366,43 @@ pub async fn serve_config(dir: &std::path::Path, policies_yaml: &str) -> Served 
     ca.issue("webhook-1").write(&cert_file, &key_file);
     let config = Config::load(&file).expect("config is valid");
     let app = App::start(&config).await.expect("host starts");
-    let admission = config
-        .admission
-        .as_ref()
-        .expect("config_yaml has an admission section");
-    let webhook_addr = serve_admission(
-        app.clone(),
-        admission.listen,
-        &config.resolve(&admission.cert_file),
-        &config.resolve(&admission.key_file),
-        admission.max_body_bytes,
-    )
-    .await
-    .expect("the webhook serves");
-    Served {
-        addr: serve(app).await,
-        webhook: Webhook {
-            addr: webhook_addr,
+    let webhook = match &config.admission {
+        None => None,
+        Some(admission) => Some(Webhook {
+            addr: serve_admission(
+                app.clone(),
+                admission.listen,
+                &config.resolve(&admission.cert_file),
+                &config.resolve(&admission.key_file),
+                admission.max_body_bytes,
+            )
+            .await
+            .expect("the webhook serves"),
             ca,
             cert_file,
             key_file,
-        },
+        }),
+    };
+    Served {
+        addr: serve(app).await,
+        webhook,
         config_file: file,
     }
 }
 
-/// A config file's text: the example snapshot, the admission webhook with
-/// `tls.crt` and `tls.key` beside the file (its port is the one the
-/// caller binds), then `rest` (policies and registries).
+/// A config file's text: the example snapshot, the admission webhook when
+/// `rest` has an admission policy (see [`admission_section`]), then `rest`
+/// (policies and registries).
 pub fn config_yaml(rest: &str) -> String {
     format!(
         "cluster: {{snapshot: {}}}
 cacheDir: {}
-admission: {{listen: 127.0.0.1:0, certFile: tls.crt, keyFile: tls.key}}
-{rest}",
+{}{rest}",
         example_snapshot().display(),
         std::env::temp_dir()
             .join(format!("steward-tests-{}", std::process::id()))
-            .display()
+            .display(),
+        admission_section(rest)
     )
 }
 

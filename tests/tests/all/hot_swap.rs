@@ -175,7 +175,13 @@ async fn swapping_under_load_drops_no_request_and_refuses_broken_versions() {
         &policy_yaml(&module, &admission, "{behaviour: reject-all}"),
     )
     .await;
-    let (addr, webhook) = (served.addr, &served.webhook);
+    let (addr, webhook) = (
+        served.addr,
+        served
+            .webhook
+            .as_ref()
+            .expect("the admission policy is served"),
+    );
     assert_eq!(probe(addr).await.unwrap(), "rejects");
     assert_eq!(review_once(webhook).await.unwrap(), "denies");
 
@@ -357,4 +363,85 @@ async fn swapping_under_load_drops_no_request_and_refuses_broken_versions() {
             "{digest} serves: {info:?}"
         );
     }
+}
+
+/// The state and last error of the scheduler policy, once `ready` holds.
+async fn status_when(
+    addr: SocketAddr,
+    what: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    wait_for(Duration::from_secs(5), || async {
+        let s = policy_status(addr, "misbehave").await;
+        ready(&s).then_some(s)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{what} within 5 s"))
+}
+
+/// Files are watched by content: a replacement of the same size that keeps
+/// the modification time (`cp -p`, `rsync -t`) is loaded, and a deleted
+/// module shows in `/status` while the last good version keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_files_are_watched_by_content_and_a_missing_one_is_reported() {
+    let dir = TempDir::new("watched-by-content");
+    let module = dir.path().join("policy.wasm");
+    let built = std::fs::read(guest("misbehave")).unwrap();
+    let variant = misbehave_variant();
+    assert_eq!(built.len(), variant.len(), "the variant has the same size");
+    steward_tests::runtime()
+        .load(&variant)
+        .expect("the variant loads");
+    std::fs::write(&module, &built).unwrap();
+    let served = serve_config(
+        dir.path(),
+        &format!(
+            "policies:\n- id: misbehave\n  hook: scheduler\n  module: {}\n  settings: {{behaviour: reject-all}}\n",
+            module.display()
+        ),
+    )
+    .await;
+    let addr = served.addr;
+    assert_eq!(probe(addr).await.unwrap(), "rejects");
+
+    // Same size, same modification time, new content, written in place.
+    let modified = std::fs::metadata(&module).unwrap().modified().unwrap();
+    std::fs::write(&module, &variant).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&module)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    let served_variant = wait_for(Duration::from_secs(5), || async {
+        (probe(addr).await.ok()? == "REJECTS").then_some(())
+    })
+    .await;
+    assert!(
+        served_variant.is_some(),
+        "a same-size replacement keeping the modification time was not loaded"
+    );
+
+    std::fs::remove_file(&module).unwrap();
+    let s = status_when(addr, "the missing module reported", |s| {
+        s["state"] == "degraded"
+    })
+    .await;
+    let error = s["lastError"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("cannot read the module file") && error.contains("keeps serving"),
+        "{s}"
+    );
+    assert_eq!(
+        probe(addr).await.unwrap(),
+        "REJECTS",
+        "the last good serves"
+    );
+
+    std::fs::write(&module, &variant).unwrap();
+    let s = status_when(addr, "the restored module serving", |s| {
+        s["state"] == "serving"
+    })
+    .await;
+    assert_eq!(s["lastError"], serde_json::Value::Null, "{s}");
 }

@@ -9,11 +9,13 @@
 
 pub mod status;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -54,6 +56,9 @@ struct Entry {
     refused: Option<String>,
     /// File sources: the file as last seen.
     stamp: Option<Stamp>,
+    /// File sources: what the file held when last read (its digest, or why
+    /// it could not be read); only a change of it is acted on.
+    observed: Option<String>,
     status: PolicyStatus,
 }
 
@@ -78,6 +83,7 @@ impl Entry {
             serving: None,
             refused: None,
             stamp: None,
+            observed: None,
             status,
         }
     }
@@ -162,16 +168,23 @@ impl Reloader {
         out.status.set(self.report());
         let (tx, mut rx) = mpsc::channel(64);
         self.start_pollers(&tx);
+        let (notified, mut changes) = mpsc::channel(1);
+        let mut _watcher = self.watch_files(&notified);
         let mut tick = tokio::time::interval(FILE_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Set by a file notification: the next check reads every module file
+        // whatever its size and modification time say.
+        let mut reread = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
                     if self.check_config(&out).await {
                         self.start_pollers(&tx);
+                        _watcher = self.watch_files(&notified);
                     }
-                    self.check_files(&out).await;
+                    self.check_files(&out, std::mem::take(&mut reread)).await;
                 }
+                Some(()) = changes.recv() => reread = true,
                 Some((id, resolved)) = rx.recv() => self.on_resolved(&out, id, resolved).await,
             }
         }
@@ -253,21 +266,70 @@ impl Reloader {
         }
     }
 
-    /// Checks every file source; a changed file with new content is loaded.
-    async fn check_files(&mut self, out: &Outputs) {
+    /// Watches the directories of the file sources (a file replaced by
+    /// rename, as editors and ConfigMaps do, is an event on its directory);
+    /// each event sends on `notified`. None when the platform cannot
+    /// notify: the size-and-time poll still runs.
+    fn watch_files(&self, notified: &mpsc::Sender<()>) -> Option<RecommendedWatcher> {
+        let notified = notified.clone();
+        let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+            let _ = notified.try_send(());
+        })
+        .map_err(|e| tracing::warn!("cannot watch module files for changes ({e}); polling them"))
+        .ok()?;
+        let dirs: HashSet<PathBuf> = self
+            .entries
+            .iter()
+            .filter_map(|e| file_path(&self.config, &e.config))
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        for dir in dirs {
+            if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %dir.display(), "cannot watch for changes ({e}); polling it");
+            }
+        }
+        Some(watcher)
+    }
+
+    /// Checks every file source; a file with new content is loaded, a
+    /// missing or unreadable one reported while the last good version
+    /// serves. Without `reread`, only files whose size or modification
+    /// time changed are read.
+    async fn check_files(&mut self, out: &Outputs, reread: bool) {
         for i in 0..self.entries.len() {
             let Some(path) = file_path(&self.config, &self.entries[i].config) else {
                 continue;
             };
             let seen = stamp(&path);
-            if seen.is_none() || seen == self.entries[i].stamp {
+            if !reread && seen == self.entries[i].stamp {
                 continue;
             }
             self.entries[i].stamp = seen;
-            let Ok(wasm) = tokio::fs::read(&path).await else {
-                continue;
+            let read = tokio::fs::read(&path).await;
+            let observed = match &read {
+                Ok(wasm) => steward_oci::digest(wasm),
+                Err(e) => format!("unreadable: {e}"),
             };
-            let digest = steward_oci::digest(&wasm);
+            let entry = &mut self.entries[i];
+            let first = entry.observed.is_none();
+            if entry.observed.as_deref() == Some(observed.as_str())
+                || (first && entry.serving.as_deref() == Some(observed.as_str()))
+            {
+                entry.observed = Some(observed);
+                continue;
+            }
+            entry.observed = Some(observed.clone());
+            if let Err(e) = read {
+                let e = LoadError::Fetch(anyhow::anyhow!(
+                    "cannot read the module file {} ({e}); the last good version keeps serving \
+                     until it is back",
+                    path.display()
+                ));
+                entry.refuse(out, &e, Some(observed));
+                out.status.set(self.report());
+                continue;
+            }
+            let digest = observed;
             if self.entries[i].is_current(&digest) {
                 out.status.set(self.report());
                 continue;
