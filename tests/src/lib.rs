@@ -235,8 +235,14 @@ pub async fn serve_admission(
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let https =
-        steward::server::serve_admission_on(listener, app, cert_file, key_file, max_body_bytes)?;
+    let https = steward::server::serve_admission_on(
+        listener,
+        app,
+        cert_file,
+        key_file,
+        max_body_bytes,
+        steward::config::ConnectionLimits::default(),
+    )?;
     tokio::spawn(async move { https.await.expect("webhook serves") });
     Ok(addr)
 }

@@ -137,6 +137,7 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    pub connections: ConnectionLimits,
 }
 
 impl Default for ServerConfig {
@@ -144,7 +145,57 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8686)),
             max_body_bytes: 32 << 20,
+            connections: ConnectionLimits::default(),
         }
+    }
+}
+
+/// What one listener grants its clients. A client past a limit is
+/// disconnected, so slow, idle or numerous clients cannot take the server
+/// away from the ones it is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ConnectionLimits {
+    /// A request's headers must arrive within this time.
+    pub header_read_timeout_ms: u64,
+    /// Its body must arrive within this time once the headers have.
+    pub body_read_timeout_ms: u64,
+    /// A keep-alive connection without a request for this long is closed
+    /// (kube-scheduler's and kube-apiserver's clients reconnect).
+    pub idle_timeout_ms: u64,
+    /// Open connections at most; further clients wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            idle_timeout_ms: 90_000,
+            max_connections: 4096,
+        }
+    }
+}
+
+impl ConnectionLimits {
+    fn check(&self, section: &str) -> Result<()> {
+        for (field, ms) in [
+            ("headerReadTimeoutMs", self.header_read_timeout_ms),
+            ("bodyReadTimeoutMs", self.body_read_timeout_ms),
+            ("idleTimeoutMs", self.idle_timeout_ms),
+        ] {
+            if !(100..=3_600_000).contains(&ms) {
+                bail!("{section}.connections.{field}: {ms} is outside 100..=3600000");
+            }
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            bail!(
+                "{section}.connections.maxConnections: {} is outside 1..=1000000",
+                self.max_connections
+            );
+        }
+        Ok(())
     }
 }
 
@@ -178,6 +229,8 @@ pub struct AdmissionServerConfig {
     /// MiB: an object and its old version).
     #[serde(default = "default_admission_body_bytes")]
     pub max_body_bytes: usize,
+    #[serde(default)]
+    pub connections: ConnectionLimits,
 }
 
 fn default_admission_body_bytes() -> usize {
@@ -385,8 +438,10 @@ impl Config {
             bail!("scheduler.urlPrefix: must start with `/`");
         }
         check_body_limit("server.maxBodyBytes", self.server.max_body_bytes)?;
+        self.server.connections.check("server")?;
         if let Some(admission) = &self.admission {
             check_body_limit("admission.maxBodyBytes", admission.max_body_bytes)?;
+            admission.connections.check("admission")?;
             if !self.policies.iter().any(|p| p.hook == Hook::Admission) {
                 bail!(
                     "admission: the webhook server would serve no policy; add a policy with \

@@ -156,9 +156,8 @@ impl Runtime {
     /// and capabilities Steward does not grant.
     fn check_contract(&self, component: &Component) -> Result<World> {
         let ty = component.component_type();
-        for (name, _) in ty.imports(&self.engine) {
-            check_import(name)?;
-        }
+        let imports: Vec<&str> = ty.imports(&self.engine).map(|(n, _)| n).collect();
+        check_imports(&imports)?;
         let exports: Vec<String> = ty
             .exports(&self.engine)
             .map(|(n, _)| n.to_string())
@@ -184,21 +183,30 @@ impl Runtime {
     }
 }
 
-/// Refuses an import from another version of Steward's WIT package, or of
-/// a capability Steward does not grant.
-fn check_import(name: &str) -> Result<()> {
-    if let Some(rest) = name.strip_prefix("steward:policy/") {
-        let version = rest.split_once('@').map_or("(none)", |(_, v)| v);
-        if format!("steward:policy@{version}") != WIT_PACKAGE {
-            bail!(
-                "the component was built against steward:policy@{version}, but this host serves \
-                 {WIT_PACKAGE}; rebuild the policy with the matching SDK"
-            );
+/// Refuses imports from another version of Steward's WIT package, and
+/// capabilities Steward does not grant (naming every one of them).
+fn check_imports(names: &[&str]) -> Result<()> {
+    for name in names {
+        if let Some(rest) = name.strip_prefix("steward:policy/") {
+            let version = rest.split_once('@').map_or("(none)", |(_, v)| v);
+            if format!("steward:policy@{version}") != WIT_PACKAGE {
+                bail!(
+                    "the component was built against steward:policy@{version}, but this host \
+                     serves {WIT_PACKAGE}; rebuild the policy with the matching SDK"
+                );
+            }
         }
-    } else if !sandbox::granted_import(name) {
+    }
+    let ungranted: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !n.starts_with("steward:policy/") && !sandbox::granted_import(n))
+        .collect();
+    if !ungranted.is_empty() {
         bail!(
-            "the component imports {name}, which Steward does not grant to policies (no \
-             filesystem, network or clock access); remove that use from the policy"
+            "the component imports {}, which Steward does not grant to policies (no \
+             filesystem, network or clock access); remove that use from the policy",
+            ungranted.join(", ")
         );
     }
     Ok(())
@@ -234,7 +242,11 @@ impl Drop for EpochTicker {
 
 #[cfg(test)]
 mod tests {
-    use super::check_import;
+    use super::check_imports;
+
+    fn check_import(name: &str) -> anyhow::Result<()> {
+        check_imports(&[name])
+    }
 
     #[test]
     fn imports_of_this_wit_version_and_std_plumbing_pass() {

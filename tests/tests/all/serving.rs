@@ -1,12 +1,17 @@
 //! Serving under pressure: no client, slow PD or careless edit can take the
 //! extender away from kube-scheduler.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use http::Request;
+use steward::config::ConnectionLimits;
+use steward::server::App;
 use steward_tests::pd_double::{Fault, PdDouble};
-use steward_tests::{admission_app, fixture, review_fixture};
+use steward_tests::{admission_app, filter_fixture, fixture, review_fixture, serve};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tower::ServiceExt;
 
 /// Reviews held on a PD that accepts connections and never answers.
@@ -27,7 +32,12 @@ async fn reviews_waiting_on_a_silent_pd_never_delay_a_filter() {
         pd.url()
     );
     let app = admission_app(&policies);
-    let webhook = steward::server::admission::router(app.clone(), 1 << 20);
+    let body = steward::server::BodyLimit {
+        max_bytes: 1 << 20,
+        read_timeout: Duration::from_secs(10),
+        setting: "admission.maxBodyBytes",
+    };
+    let webhook = steward::server::admission::router(app.clone(), body);
     let extender = app.clone().router("/scheduler");
 
     let review = review_fixture("pod-delete-basic-tikv-1").to_string();
@@ -65,4 +75,126 @@ async fn reviews_waiting_on_a_silent_pd_never_delay_a_filter() {
     for r in reviews {
         r.abort();
     }
+}
+
+/// Limits short enough for a test: 300 ms for headers, bodies and idling,
+/// 20 connections.
+fn tightly_limited() -> App {
+    let mut app = steward_tests::app(steward_tests::PD_QUORUM);
+    app.connections = ConnectionLimits {
+        header_read_timeout_ms: 300,
+        body_read_timeout_ms: 300,
+        idle_timeout_ms: 300,
+        max_connections: 20,
+    };
+    app.body.read_timeout = Duration::from_millis(300);
+    app
+}
+
+/// What the server sends on `stream` until it closes it, if it does
+/// within `limit`.
+async fn until_closed(stream: &mut TcpStream, limit: Duration) -> Option<String> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(String::from_utf8_lossy(&seen).into_owned()),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect(addr).await.expect("the server accepts")
+}
+
+/// Before the listeners had limits, idle keep-alive connections, clients
+/// that never finished their headers or body, and a 1 GiB Content-Length
+/// were all held open for as long as the client liked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_slow_and_oversized_clients_are_disconnected() {
+    let addr = serve(tightly_limited()).await;
+    let bound = Duration::from_secs(3);
+
+    // Idle keep-alive: one request answered, then the connection is closed.
+    let mut idle = connect(addr).await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let seen = until_closed(&mut idle, bound).await;
+    assert!(
+        seen.as_deref()
+            .is_some_and(|s| s.starts_with("HTTP/1.1 200")),
+        "an idle keep-alive connection was answered, then closed: {seen:?}"
+    );
+
+    // Slowloris: headers one byte at a time, never finished.
+    let mut slow = connect(addr).await;
+    slow.write_all(b"POST /scheduler/filter HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let closed = loop {
+        if slow.write_all(b"X").await.is_err() {
+            break true;
+        }
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(100), slow.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            _ if started.elapsed() > bound => break false,
+            _ => {}
+        }
+    };
+    assert!(closed, "a client trickling its headers is held open");
+
+    // A body that never finishes: 408.
+    let mut stalled = connect(addr).await;
+    stalled
+        .write_all(
+            b"POST /scheduler/filter HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"Pod\"",
+        )
+        .await
+        .unwrap();
+    let seen = until_closed(&mut stalled, bound).await.unwrap_or_default();
+    assert!(seen.starts_with("HTTP/1.1 408"), "{seen}");
+
+    // A 1 GiB Content-Length: 413 at once, like the webhook.
+    let mut huge = connect(addr).await;
+    huge.write_all(
+        b"POST /scheduler/filter HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let seen = until_closed(&mut huge, bound).await.unwrap_or_default();
+    assert!(seen.starts_with("HTTP/1.1 413"), "{seen}");
+    assert!(seen.contains("server.maxBodyBytes"), "{seen}");
+}
+
+/// Five times as many silent connections as the listener takes: each is
+/// dropped once idle, and a fresh client is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_client_is_served_while_silent_connections_fill_the_cap() {
+    let addr = serve(tightly_limited()).await;
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(connect(addr).await);
+    }
+    let started = Instant::now();
+    let answered = tokio::time::timeout(Duration::from_secs(10), filter_fixture(addr)).await;
+    let (status, _) = answered.expect("a fresh client was answered while the cap was full");
+    assert_eq!(status, 200);
+    eprintln!(
+        "answered after {:?} behind 100 silent connections",
+        started.elapsed()
+    );
+    let mut closed = 0;
+    for mut s in silent {
+        if until_closed(&mut s, Duration::from_secs(3)).await.is_some() {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 100, "every silent connection is closed");
 }

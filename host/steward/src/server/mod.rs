@@ -4,6 +4,7 @@
 //! ([`admission`], certificates in [`tls`]).
 
 pub mod admission;
+pub mod listener;
 pub mod tls;
 
 use anyhow::{Context, Result};
@@ -13,15 +14,30 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use std::time::Duration;
 use steward_hooks::Hooks;
-use steward_hooks::config::Config;
+
+use http_body::Body as _;
+use steward_hooks::config::{Config, ConnectionLimits};
 use steward_hooks::extender::{BadRequest, Verb};
+use tokio_rustls::TlsAcceptor;
 
 /// What the HTTP handlers carry requests to.
 #[derive(Clone)]
 pub struct App {
     pub hooks: Hooks,
-    pub max_body_bytes: usize,
+    /// The extender listener's request bodies.
+    pub body: BodyLimit,
+    pub connections: ConnectionLimits,
+}
+
+/// How large a request body may be and how long it may take to arrive.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit {
+    pub max_bytes: usize,
+    pub read_timeout: Duration,
+    /// The configuration field of `max_bytes`, for messages.
+    pub setting: &'static str,
 }
 
 impl App {
@@ -34,7 +50,12 @@ impl App {
     pub fn new(config: &Config, hooks: Hooks) -> App {
         App {
             hooks,
-            max_body_bytes: config.server.max_body_bytes,
+            body: BodyLimit {
+                max_bytes: config.server.max_body_bytes,
+                read_timeout: Duration::from_millis(config.server.connections.body_read_timeout_ms),
+                setting: "server.maxBodyBytes",
+            },
+            connections: config.server.connections,
         }
     }
 
@@ -55,6 +76,7 @@ impl App {
 
 /// Serves until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<()> {
+    raise_open_files_limit();
     let app = App::start(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -70,6 +92,7 @@ pub async fn serve(config: Config) -> Result<()> {
             &config.resolve(&webhook.cert_file),
             &config.resolve(&webhook.key_file),
             webhook.max_body_bytes,
+            webhook.connections,
         )?;
         tracing::info!(addr = %webhook.listen, "serving the admission webhook over HTTPS");
         let http = serve_on(listener, app, &config.scheduler.url_prefix);
@@ -78,6 +101,21 @@ pub async fn serve(config: Config) -> Result<()> {
         return http;
     }
     serve_on(listener, app, &config.scheduler.url_prefix).await
+}
+
+/// Raises the soft limit on open files to the hard one: every connection
+/// is a file, and the listeners' `maxConnections` should be what bites.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let was = limit.current;
+        limit.current = limit.maximum;
+        match setrlimit(Resource::Nofile, limit) {
+            Ok(()) => tracing::debug!(?was, now = ?limit.current, "open files limit raised"),
+            Err(e) => tracing::warn!("cannot raise the open files limit from {was:?}: {e}"),
+        }
+    }
 }
 
 /// The admission webhook on a bound listener: the certificate and key
@@ -89,23 +127,38 @@ pub fn serve_admission_on(
     cert_file: &std::path::Path,
     key_file: &std::path::Path,
     max_body_bytes: usize,
+    connections: ConnectionLimits,
 ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
     let certs = tls::CertFiles::load(cert_file, key_file)?;
-    let router = admission::router(app, max_body_bytes);
-    Ok(admission::serve_tls(
-        listener,
-        router,
-        certs,
-        shutdown_signal(),
-    ))
+    let acceptor = TlsAcceptor::from(certs.server_config()?);
+    let body = BodyLimit {
+        max_bytes: max_body_bytes,
+        read_timeout: Duration::from_millis(connections.body_read_timeout_ms),
+        setting: "admission.maxBodyBytes",
+    };
+    let router = admission::router(app, body);
+    Ok(async move {
+        let reloading = certs.watch();
+        let served = listener::serve(
+            listener,
+            router,
+            Some(acceptor),
+            connections,
+            shutdown_signal(),
+        )
+        .await;
+        reloading.abort();
+        served.context("the admission webhook server failed")
+    })
 }
 
 /// Serves `app` on a bound listener until SIGINT or SIGTERM.
 pub async fn serve_on(listener: tokio::net::TcpListener, app: App, url_prefix: &str) -> Result<()> {
-    axum::serve(listener, app.router(url_prefix))
-        .with_graceful_shutdown(shutdown_signal())
+    let connections = app.connections;
+    let router = app.router(url_prefix);
+    listener::serve(listener, router, None, connections, shutdown_signal())
         .await
-        .context("server failed")
+        .context("the extender server failed")
 }
 
 async fn shutdown_signal() {
@@ -140,8 +193,8 @@ pub(crate) fn json(body: Vec<u8>) -> Response {
 
 /// Carries one evaluating extender request to the hook, off the reactor.
 async fn evaluate(app: App, verb: Verb, body: Body) -> Response {
-    let response = match read_body(body, app.max_body_bytes).await {
-        Err(message) => text(StatusCode::BAD_REQUEST, message),
+    let response = match read_body(body, app.body).await {
+        Err((code, message)) => text(code, message),
         Ok(bytes) => {
             let extender = app.hooks.extender.clone();
             let outcome = app
@@ -166,35 +219,48 @@ async fn evaluate(app: App, verb: Verb, body: Body) -> Response {
     response
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, String> {
-    read_body_or_status(body, limit, "server.maxBodyBytes")
-        .await
-        .map_err(|(_, message)| message)
-}
-
-/// The body, or 413 when it is over `limit` (configured as `setting`) and
-/// 400 when it cannot be read.
-pub(crate) async fn read_body_or_status(
-    body: Body,
-    limit: usize,
-    setting: &str,
-) -> Result<Bytes, (StatusCode, String)> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(c) = cause {
-            if c.is::<http_body_util::LengthLimitError>() {
-                return (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the request body is larger than {limit} bytes ({setting})"),
-                );
-            }
-            cause = c.source();
-        }
+/// The body within `limit`: 413 when it is (or says it will be) larger,
+/// 408 when it does not arrive in time, 400 when it cannot be read.
+pub(crate) async fn read_body(body: Body, limit: BodyLimit) -> Result<Bytes, (StatusCode, String)> {
+    let too_large = || {
         (
-            StatusCode::BAD_REQUEST,
-            format!("cannot read the request body: {e}"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is larger than {} bytes ({})",
+                limit.max_bytes, limit.setting
+            ),
         )
-    })
+    };
+    if body.size_hint().lower() > limit.max_bytes as u64 {
+        return Err(too_large());
+    }
+    let read = tokio::time::timeout(
+        limit.read_timeout,
+        axum::body::to_bytes(body, limit.max_bytes),
+    );
+    match read.await {
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} ms",
+                limit.read_timeout.as_millis()
+            ),
+        )),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(c) = cause {
+                if c.is::<http_body_util::LengthLimitError>() {
+                    return Err(too_large());
+                }
+                cause = c.source();
+            }
+            Err((
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            ))
+        }
+    }
 }
 
 async fn filter(State(app): State<App>, body: Body) -> Response {
@@ -210,8 +276,8 @@ async fn preempt(State(app): State<App>, body: Body) -> Response {
 }
 
 async fn bind(State(app): State<App>, body: Body) -> Response {
-    let response = match read_body(body, app.max_body_bytes).await {
-        Err(message) => text(StatusCode::BAD_REQUEST, message),
+    let response = match read_body(body, app.body).await {
+        Err((code, message)) => text(code, message),
         Ok(bytes) => match app.hooks.extender.serve_bind(&bytes).await {
             Ok(body) => json(body),
             Err(BadRequest(message)) => text(StatusCode::BAD_REQUEST, message),
