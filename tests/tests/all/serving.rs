@@ -198,3 +198,69 @@ async fn a_fresh_client_is_served_while_silent_connections_fill_the_cap() {
     }
     assert_eq!(closed, 100, "every silent connection is closed");
 }
+
+/// Small protocol errors each get a status and a sentence: unknown paths,
+/// wrong methods, repeated node names, reviews without a kind or without
+/// the object a CREATE carries.
+#[tokio::test]
+async fn small_protocol_errors_get_clear_answers() {
+    let app = steward_tests::app(steward_tests::PD_QUORUM);
+    let addr = serve(app).await;
+    let (status, body) = steward_tests::get(addr, "/nope").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("nothing is served at /nope"), "{body}");
+    let (status, body) = steward_tests::get(addr, "/scheduler/filter").await;
+    assert_eq!(status, 405);
+    assert!(
+        body.contains("/scheduler/filter does not answer GET"),
+        "{body}"
+    );
+
+    // 100,000 repeats of the four nodes' names: each answered once.
+    let mut request: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("extender/filter-nodenames.json")).unwrap())
+            .unwrap();
+    let names = request["NodeNames"].as_array().unwrap().clone();
+    request["NodeNames"] = names.iter().cycle().take(100_000).cloned().collect();
+    let (status, body) =
+        steward_tests::post(addr, "/scheduler/filter", request.to_string().as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let answered = answer["NodeNames"].as_array().map_or(0, Vec::len)
+        + answer["FailedNodes"].as_object().map_or(0, |f| f.len());
+    assert_eq!(answered, names.len(), "{answer}");
+
+    let app = admission_app(
+        "- id: local-storage\n  hook: admission\n  module: {local_storage_admission}\n  mutate: true\n",
+    );
+    let body = steward::server::BodyLimit {
+        max_bytes: 1 << 20,
+        read_timeout: Duration::from_secs(10),
+        setting: "admission.maxBodyBytes",
+    };
+    let webhook = steward::server::admission::router(app, body);
+    let review = |body: serde_json::Value| {
+        let webhook = webhook.clone();
+        async move {
+            let request = Request::post("/admission/mutate/local-storage")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let answer = webhook.oneshot(request).await.unwrap();
+            let status = answer.status().as_u16();
+            let bytes = axum::body::to_bytes(answer.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    let mut create = review_fixture("pod-create-local-unbound");
+    create["request"]["object"] = serde_json::Value::Null;
+    let (status, message) = review(create).await;
+    assert_eq!(status, 400);
+    assert!(message.contains("request.object is missing"), "{message}");
+    let mut no_kind = review_fixture("pod-create-local-unbound");
+    no_kind["kind"] = "".into();
+    let (status, message) = review(no_kind).await;
+    assert_eq!(status, 400);
+    assert!(message.contains("the body has no kind"), "{message}");
+}

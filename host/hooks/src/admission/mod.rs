@@ -87,6 +87,11 @@ impl AdmissionHook {
     ) -> Result<Reviewed, Rejected> {
         let review: ReviewIn = serde_json::from_slice(body)
             .map_err(|e| bad_request(format!("the body is not an AdmissionReview: {e}")))?;
+        if review.kind.is_empty() {
+            return Err(bad_request(
+                "the body has no kind; kube-apiserver sends kind: AdmissionReview".into(),
+            ));
+        }
         if review.kind != wire::KIND {
             return Err(bad_request(format!(
                 "the body is a `{}`, not an AdmissionReview",
@@ -390,6 +395,12 @@ fn lower(r: wire::Request) -> Result<(AdmissionRequest, Subject), Rejected> {
     };
     let object = json(&r.object);
     let old_object = json(&r.old_object);
+    if object.is_none() && ["CREATE", "UPDATE"].contains(&r.operation.as_str()) {
+        return Err(bad_request(format!(
+            "request.object is missing; kube-apiserver sends the object of every {}",
+            r.operation
+        )));
+    }
     let mut pod = None;
     let (mut workload, mut old_workload) = (None, None);
     if is("", "Pod") && r.sub_resource.is_none() {

@@ -46,6 +46,11 @@ impl CandidateNodes {
         names: Option<Vec<String>>,
     ) -> Result<CandidateNodes, BadRequest> {
         match (names, nodes) {
+            // kube-scheduler names each node once; a list longer than the
+            // cluster has repeats, which are dropped rather than echoed.
+            (Some(names), _) if names.len() > cache.node_count() => {
+                Ok(CandidateNodes::Names(distinct(names)))
+            }
             (Some(names), _) => Ok(CandidateNodes::Names(names)),
             (None, Some(list)) => {
                 let mut names = Vec::with_capacity(list.items.len());
@@ -167,6 +172,18 @@ impl Alive {
 fn decode_pod(pod: Option<k8s::Pod>) -> Result<Pod, BadRequest> {
     let pod = pod.ok_or_else(|| BadRequest("the request has no Pod".into()))?;
     Ok(convert::pod(&pod))
+}
+
+/// `names` without repeats, first occurrence kept.
+fn distinct(names: Vec<String>) -> Vec<String> {
+    let mut seen = rustc_hash::FxHashSet::default();
+    let first: Vec<bool> = names.iter().map(|n| seen.insert(n.as_str())).collect();
+    drop(seen);
+    names
+        .into_iter()
+        .zip(first)
+        .filter_map(|(name, first)| first.then_some(name))
+        .collect()
 }
 
 /// Verdicts of the filter chain over some candidates.

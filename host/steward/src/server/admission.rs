@@ -10,7 +10,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use steward_hooks::admission::Endpoint;
 
-use crate::server::{App, BodyLimit, json, read_body, text};
+use crate::server::{App, BodyLimit, json, method_not_allowed, not_found, read_body, text};
 
 /// The webhook routes.
 pub fn router(app: App, body: BodyLimit) -> Router {
@@ -32,6 +32,8 @@ pub fn router(app: App, body: BodyLimit) -> Router {
             ),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
 }
 

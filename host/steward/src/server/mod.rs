@@ -70,6 +70,8 @@ impl App {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .route("/status", get(status))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
             .with_state(self)
     }
 }
@@ -287,6 +289,34 @@ async fn bind(State(app): State<App>, body: Body) -> Response {
         .metrics
         .request("bind", response.status().as_u16());
     response
+}
+
+/// An unknown path: the answer says what is served.
+pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
+    text(
+        StatusCode::NOT_FOUND,
+        format!(
+            "nothing is served at {}; Steward serves the extender verbs (POST <urlPrefix>/filter, \
+             /prioritize, /preempt, /bind), GET /healthz, /readyz, /metrics, /status, and the \
+             admission webhook (POST /admission/validate/<policy>, /admission/mutate/<policy>) \
+             on its HTTPS listener",
+            uri.path()
+        ),
+    )
+}
+
+/// A known path asked with the wrong method.
+pub(crate) async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> Response {
+    text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} does not answer {method}: the hooks take POST, health and metrics GET",
+            uri.path()
+        ),
+    )
 }
 
 async fn readyz(State(app): State<App>) -> Response {
