@@ -46,6 +46,38 @@ pub fn guest(stem: &str) -> PathBuf {
     xtask::guest_wasm(stem).expect("guest components build")
 }
 
+/// The `steward:policy` interfaces a component of `world` may import: its
+/// world's, never another's.
+pub fn world_interfaces(world: &str) -> &'static [&'static str] {
+    match world {
+        "scheduler" => &["types", "cluster", "log", "scheduling"],
+        "admission" => &["types", "cluster", "log", "pd", "actions", "reviewing"],
+        "reconcile" => &["types", "cluster", "log", "pd", "actions", "reconciling"],
+        other => panic!("{other} is not one of Steward's worlds"),
+    }
+}
+
+/// `steward inspect --json` of a component, checked to import only the
+/// interfaces of the world it implements; returns that world.
+pub fn inspect_world(wasm: &std::path::Path) -> String {
+    let (ok, stdout, stderr) = steward(&["inspect", wasm.to_str().unwrap(), "--json"]);
+    assert!(ok, "steward inspect {} failed: {stderr}", wasm.display());
+    let inspected: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let world = inspected["world"].as_str().unwrap().to_string();
+    for import in inspected["imports"].as_array().unwrap() {
+        let import = import.as_str().unwrap();
+        if let Some(rest) = import.strip_prefix("steward:policy/") {
+            let interface = rest.split('@').next().unwrap();
+            assert!(
+                world_interfaces(&world).contains(&interface),
+                "{} implements {world} but imports {import}",
+                wasm.display()
+            );
+        }
+    }
+    world
+}
+
 /// The `steward` binary (debug), built on first use.
 pub fn steward_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();

@@ -1,10 +1,6 @@
 //! Workspace automation for Steward, shared by the `cargo xtask` binary and by
 //! integration tests that need the guest components (`build_guests`,
 //! `guest_wasm`).
-//!
-//! Guests are built one cargo invocation per crate: building two policy crates
-//! together would unify the SDK's world features and merge both worlds into
-//! each component.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -160,8 +156,8 @@ pub fn guest_dir() -> PathBuf {
     target_dir().join(WASM_TARGET).join(GUEST_PROFILE)
 }
 
-/// Builds every guest in [`GUESTS`] (one cargo invocation each) and returns
-/// the directory of their `.wasm` files. Builds at most once per process on
+/// Builds every guest in [`GUESTS`] (one cargo invocation) and returns the
+/// directory of their `.wasm` files. Builds at most once per process on
 /// success; concurrent callers wait for the first build.
 pub fn build_guests() -> Result<PathBuf> {
     static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
@@ -170,18 +166,10 @@ pub fn build_guests() -> Result<PathBuf> {
         return Ok(dir.clone());
     }
     ensure_wasm_target()?;
-    for (package, _) in GUESTS {
-        run(cargo().args([
-            "build",
-            "-p",
-            package,
-            "--target",
-            WASM_TARGET,
-            "--profile",
-            GUEST_PROFILE,
-        ]))
-        .with_context(|| format!("building guest `{package}` failed"))?;
-    }
+    run(cargo()
+        .args(["build", "--target", WASM_TARGET, "--profile", GUEST_PROFILE])
+        .args(packages(GUESTS.iter().copied())))
+    .context("building the guests failed")?;
     let dir = guest_dir();
     *built = Some(dir.clone());
     Ok(dir)
@@ -263,18 +251,22 @@ pub fn policy_suites(package: &str) -> Result<Vec<PathBuf>> {
     Ok(suites)
 }
 
+/// `-p <package>` for each guest.
+fn packages<'a>(guests: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<&'a str> {
+    guests.flat_map(|(package, _)| ["-p", package]).collect()
+}
+
 /// Runs every policy crate's unit tests inside Wasm: `cargo test --target
-/// wasm32-wasip2 -p <policy>`, one crate per invocation (their worlds
-/// differ), through the runner set in `.cargo/config.toml`.
+/// wasm32-wasip2 -p <policy> -p ...`, through the runner set in
+/// `.cargo/config.toml`.
 pub fn policy_wasm_tests() -> Result<()> {
     ensure_wasm_target()?;
     // The runner is `cargo run -p steward`: build it here, with progress.
     run(cargo().args(["build", "-p", "steward"]))?;
-    for (package, _) in policy_crates() {
-        run(cargo().args(["test", "--target", WASM_TARGET, "-p", package]))
-            .with_context(|| format!("the unit tests of policy `{package}` failed inside Wasm"))?;
-    }
-    Ok(())
+    run(cargo()
+        .args(["test", "--target", WASM_TARGET])
+        .args(packages(policy_crates().into_iter())))
+    .context("the policies' unit tests failed inside Wasm")
 }
 
 /// Runs every policy crate's fixture suites with `steward test` against

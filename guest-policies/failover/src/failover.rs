@@ -40,6 +40,8 @@ impl Default for Settings {
     }
 }
 
+impl steward_sdk::Settings for Settings {}
+
 /// What failover remembers besides the failure store.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -25,20 +25,23 @@ pub use failover::{
     FAILOVER_ANNOTATION, FailoverState, RECOVER_ANNOTATION, ScaleIn, Settings, reconcile,
 };
 
-use steward_sdk::pd::HostPd;
-use steward_sdk::reconcile::{Guest, Plan, WorkloadState};
+use steward_sdk::cluster::ClusterView;
+use steward_sdk::pd::PdView;
+use steward_sdk::reconcile::{Plan, ReconcilePolicy, WorkloadState};
 
-struct Failover;
+pub struct Failover;
 
-impl Guest for Failover {
-    fn validate_settings(settings: String) -> Result<(), String> {
-        steward_sdk::settings::parse::<Settings>(&settings).map(|_| ())
-    }
+impl ReconcilePolicy for Failover {
+    type Settings = Settings;
 
-    fn reconcile(settings: String, state: WorkloadState) -> Result<Plan, String> {
-        let s: Settings = steward_sdk::settings::parse(&settings)?;
-        reconcile(&HostPd, &s, &state)
+    fn reconcile(
+        _: &impl ClusterView,
+        pd: &impl PdView,
+        s: &Settings,
+        state: &WorkloadState,
+    ) -> Result<Plan, String> {
+        reconcile(pd, s, state)
     }
 }
 
-steward_sdk::reconcile::export_reconcile_policy!(Failover with_types_in steward_sdk::reconcile);
+steward_sdk::export_reconcile_policy!(Failover);

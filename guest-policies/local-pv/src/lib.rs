@@ -55,43 +55,35 @@ pub use filter::filter;
 pub use score::{capacity_to_score, hwameistor_volume_score, prioritize};
 pub use settings::Settings;
 
-/// The component's exports. Only in Wasm: natively (unit tests, the
-/// benchmark linking several policies) the exported symbols would clash.
-#[cfg(target_arch = "wasm32")]
-mod guest {
-    use steward_sdk::Pod;
-    use steward_sdk::cluster::HostCluster;
-    use steward_sdk::scheduler::{Candidates, FilterResult, Guest, NodeScore, SchedulerNeeds};
+use steward_sdk::Pod;
+use steward_sdk::cluster::ClusterView;
+use steward_sdk::scheduler::{Candidates, FilterResult, NodeScore, SchedulerPolicy};
 
-    use super::{Settings, filter, prioritize};
+pub struct LocalPv;
 
-    struct LocalPv;
+impl SchedulerPolicy for LocalPv {
+    type Settings = Settings;
 
-    impl Guest for LocalPv {
-        fn validate_settings(settings: String) -> Result<SchedulerNeeds, String> {
-            Settings::parse(&settings)?;
-            Ok(SchedulerNeeds {
-                node_labels: Vec::new(),
-            })
-        }
-
-        fn filter(settings: String, pod: Pod, nodes: Candidates) -> Result<FilterResult, String> {
-            let s = Settings::parse(&settings)?;
-            Ok(filter(&HostCluster, &s, &pod, &nodes).into())
-        }
-
-        fn prioritize(
-            settings: String,
-            pod: Pod,
-            nodes: Candidates,
-        ) -> Result<Vec<NodeScore>, String> {
-            let s = Settings::parse(&settings)?;
-            Ok(prioritize(&HostCluster, &s, &pod, &nodes))
-        }
+    fn filter(
+        cluster: &impl ClusterView,
+        s: &Settings,
+        pod: &Pod,
+        nodes: &Candidates,
+    ) -> Result<FilterResult, String> {
+        Ok(filter(cluster, s, pod, nodes).into())
     }
 
-    steward_sdk::scheduler::export_scheduler_policy!(LocalPv with_types_in steward_sdk::scheduler);
+    fn prioritize(
+        cluster: &impl ClusterView,
+        s: &Settings,
+        pod: &Pod,
+        nodes: &Candidates,
+    ) -> Result<Vec<NodeScore>, String> {
+        Ok(prioritize(cluster, s, pod, nodes))
+    }
 }
+
+steward_sdk::export_scheduler_policy!(LocalPv);
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use steward_sdk::{CapacitySource, settings};
+use steward_sdk::CapacitySource;
 
 /// HwameiStor's LVM provisioner.
 pub const HWAMEISTOR_LVM: &str = "lvm.hwameistor.io";
@@ -72,33 +72,32 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
-    pub fn parse(json: &str) -> Result<Settings, String> {
-        let s: Settings = settings::parse(json)?;
-        let bad_divisor = std::iter::once(("divisor".to_string(), s.divisor))
+impl steward_sdk::Settings for Settings {
+    fn check(&self) -> Result<(), String> {
+        let bad_divisor = std::iter::once(("divisor".to_string(), self.divisor))
             .chain(
-                s.divisors
+                self.divisors
                     .iter()
                     .map(|(k, v)| (format!("divisors.{k}"), *v)),
             )
             .find(|(_, v)| !(v.is_finite() && *v > 0.0));
         if let Some((field, value)) = bad_divisor {
-            return Err(format!(
-                "invalid settings: {field} is {value}; divisors must be positive"
-            ));
+            return Err(format!("{field} is {value}; divisors must be positive"));
         }
-        if let Some(p) = s
+        if let Some(p) = self
             .lvm_provisioners
             .iter()
-            .find(|p| s.disk_provisioners.contains(p))
+            .find(|p| self.disk_provisioners.contains(p))
         {
             return Err(format!(
-                "invalid settings: provisioner {p} is listed as both an LVM and a disk provisioner"
+                "provisioner {p} is listed as both an LVM and a disk provisioner"
             ));
         }
-        Ok(s)
+        Ok(())
     }
+}
 
+impl Settings {
     pub fn divisor_of(&self, pool: &str) -> f64 {
         self.divisors.get(pool).copied().unwrap_or(self.divisor)
     }

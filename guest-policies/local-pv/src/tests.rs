@@ -426,12 +426,12 @@ fn bin_pack_prefers_the_fullest_pool_that_still_fits() {
 
 #[test]
 fn settings_are_checked() {
-    assert!(Settings::parse("").is_ok());
-    let e = Settings::parse(r#"{"divisor": 0}"#).unwrap_err();
+    assert!(steward_sdk::settings::parse::<Settings>("").is_ok());
+    let e = steward_sdk::settings::parse::<Settings>(r#"{"divisor": 0}"#).unwrap_err();
     assert!(e.contains("divisor is 0; divisors must be positive"), "{e}");
-    let e = Settings::parse(r#"{"capacitySource": "nfs"}"#).unwrap_err();
+    let e = steward_sdk::settings::parse::<Settings>(r#"{"capacitySource": "nfs"}"#).unwrap_err();
     assert!(e.contains("unknown variant `nfs`"), "{e}");
-    let s = Settings::parse(
+    let s = steward_sdk::settings::parse::<Settings>(
         r#"{"capacitySource": "csiStorageCapacity", "lvmProvisioners": ["topolvm.io"], "scoring": "binPack"}"#,
     )
     .unwrap();

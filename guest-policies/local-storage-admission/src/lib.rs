@@ -11,20 +11,23 @@ mod mutate;
 
 pub use mutate::{Settings, review};
 
-use steward_sdk::admission::{AdmissionRequest, Guest, Verdict};
-use steward_sdk::cluster::HostCluster;
+use steward_sdk::admission::{AdmissionPolicy, AdmissionRequest, Verdict};
+use steward_sdk::cluster::ClusterView;
+use steward_sdk::pd::PdView;
 
-struct LocalStorageAdmission;
+pub struct LocalStorageAdmission;
 
-impl Guest for LocalStorageAdmission {
-    fn validate_settings(settings: String) -> Result<(), String> {
-        Settings::parse(&settings).map(|_| ())
-    }
+impl AdmissionPolicy for LocalStorageAdmission {
+    type Settings = Settings;
 
-    fn review(settings: String, request: AdmissionRequest) -> Result<Verdict, String> {
-        let s = Settings::parse(&settings)?;
-        Ok(review(&HostCluster, &s, &request))
+    fn review(
+        cluster: &impl ClusterView,
+        _: &impl PdView,
+        s: &Settings,
+        request: &AdmissionRequest,
+    ) -> Result<Verdict, String> {
+        Ok(review(cluster, s, request))
     }
 }
 
-steward_sdk::admission::export_admission_policy!(LocalStorageAdmission with_types_in steward_sdk::admission);
+steward_sdk::export_admission_policy!(LocalStorageAdmission);

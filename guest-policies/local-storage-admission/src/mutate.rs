@@ -26,22 +26,21 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
-    pub fn parse(json: &str) -> Result<Settings, String> {
-        let s: Settings = settings::parse(json)?;
-        if s.scheduler_name.is_empty() {
-            return Err("invalid settings: schedulerName must name a scheduler profile".into());
+impl settings::Settings for Settings {
+    fn check(&self) -> Result<(), String> {
+        if self.scheduler_name.is_empty() {
+            return Err("schedulerName must name a scheduler profile".into());
         }
-        if s.local_provisioner_suffixes.iter().any(String::is_empty) {
-            return Err(
-                "invalid settings: localProvisionerSuffixes may not contain an empty suffix \
+        if self.local_provisioner_suffixes.iter().any(String::is_empty) {
+            return Err("localProvisionerSuffixes may not contain an empty suffix \
                  (it would make every provisioner local)"
-                    .into(),
-            );
+                .into());
         }
-        Ok(s)
+        Ok(())
     }
+}
 
+impl Settings {
     fn is_local(&self, provisioner: &str) -> bool {
         self.local_provisioners.iter().any(|p| p == provisioner)
             || self

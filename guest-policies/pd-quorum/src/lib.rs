@@ -16,27 +16,26 @@ mod quorum;
 pub use quorum::{Settings, filter};
 
 use steward_sdk::Pod;
-use steward_sdk::cluster::HostCluster;
-use steward_sdk::scheduler::{Candidates, FilterResult, Guest, NodeScore, SchedulerNeeds};
+use steward_sdk::cluster::ClusterView;
+use steward_sdk::scheduler::{Candidates, FilterResult, SchedulerPolicy};
 
-struct PdQuorum;
+pub struct PdQuorum;
 
-impl Guest for PdQuorum {
-    fn validate_settings(settings: String) -> Result<SchedulerNeeds, String> {
-        let s = Settings::parse(&settings)?;
-        Ok(SchedulerNeeds {
-            node_labels: vec![s.topology_key],
-        })
+impl SchedulerPolicy for PdQuorum {
+    type Settings = Settings;
+
+    fn node_labels(s: &Settings) -> Vec<String> {
+        vec![s.topology_key.clone()]
     }
 
-    fn filter(settings: String, pod: Pod, nodes: Candidates) -> Result<FilterResult, String> {
-        let s = Settings::parse(&settings)?;
-        Ok(filter(&HostCluster, &s, &pod, &nodes).into())
-    }
-
-    fn prioritize(_: String, _: Pod, _: Candidates) -> Result<Vec<NodeScore>, String> {
-        Ok(Vec::new())
+    fn filter(
+        cluster: &impl ClusterView,
+        s: &Settings,
+        pod: &Pod,
+        nodes: &Candidates,
+    ) -> Result<FilterResult, String> {
+        Ok(filter(cluster, s, pod, nodes).into())
     }
 }
 
-steward_sdk::scheduler::export_scheduler_policy!(PdQuorum with_types_in steward_sdk::scheduler);
+steward_sdk::export_scheduler_policy!(PdQuorum);

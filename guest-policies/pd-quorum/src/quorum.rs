@@ -26,13 +26,12 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
-    pub fn parse(json: &str) -> Result<Settings, String> {
-        let s: Settings = settings::parse(json)?;
-        if s.topology_key.is_empty() {
-            return Err("invalid settings: topologyKey must name a node label".into());
+impl settings::Settings for Settings {
+    fn check(&self) -> Result<(), String> {
+        if self.topology_key.is_empty() {
+            return Err("topologyKey must name a node label".into());
         }
-        Ok(s)
+        Ok(())
     }
 }
 

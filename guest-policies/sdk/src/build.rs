@@ -196,10 +196,8 @@ impl Workload {
     }
 }
 
-#[cfg(feature = "reconcile")]
 pub use states::*;
 
-#[cfg(feature = "reconcile")]
 mod states {
     use crate::reconcile::{Replica, WorkloadState};
     use crate::{Pod, Workload};
@@ -262,10 +260,8 @@ mod states {
     }
 }
 
-#[cfg(feature = "admission")]
 pub use review::*;
 
-#[cfg(feature = "admission")]
 mod review {
     use crate::admission::{AdmissionRequest, UserInfo};
     use crate::{Pod, Workload};

@@ -1,7 +1,7 @@
 //! Cluster queries behind one trait, so policy logic runs the same on the
 //! host's cache (inside Wasm) and on in-memory fixtures (in tests).
 
-use crate::common::steward::policy::cluster as host;
+use crate::bindings::steward::policy::cluster as host;
 use crate::{
     CapacitySource, Claim, LocalVolume, Node, NodeDisks, NodeSelectorTerm, Pod, PoolColumns,
     PoolState, SelectorRequirement, StorageClass, Volume, Workload, labels,
@@ -476,7 +476,6 @@ impl ClusterView for FakeCluster {
     }
 }
 
-#[cfg(feature = "scheduler")]
 impl FakeCluster {
     /// The `candidates` of a scheduler call over the named nodes (which
     /// must be in `nodes`), with columns for `label_keys`.

@@ -59,7 +59,6 @@ impl Rejections {
     }
 }
 
-#[cfg(feature = "scheduler")]
 impl From<Rejections> for crate::scheduler::FilterResult {
     fn from(r: Rejections) -> Self {
         let (reasons, rejected) = r.into_parts();

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use crate::pd_common::steward::policy::pd as host;
+use crate::bindings::steward::policy::pd as host;
 use crate::{Member, PdCluster, Store, Workload, tidb};
 
 /// Read access to the PD of a TiDB cluster. Errors are the host's

@@ -26,13 +26,12 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
-    pub fn parse(json: &str) -> Result<Settings, String> {
-        let s: Settings = settings::parse(json)?;
-        if s.evict_leader_timeout_seconds == 0 {
-            return Err("invalid settings: evictLeaderTimeoutSeconds must be at least 1".into());
+impl settings::Settings for Settings {
+    fn check(&self) -> Result<(), String> {
+        if self.evict_leader_timeout_seconds == 0 {
+            return Err("evictLeaderTimeoutSeconds must be at least 1".into());
         }
-        Ok(s)
+        Ok(())
     }
 }
 

@@ -19,21 +19,23 @@ mod guard;
 
 pub use guard::{Settings, review};
 
-use steward_sdk::admission::{AdmissionRequest, Guest, Verdict};
-use steward_sdk::cluster::HostCluster;
-use steward_sdk::pd::HostPd;
+use steward_sdk::admission::{AdmissionPolicy, AdmissionRequest, Verdict};
+use steward_sdk::cluster::ClusterView;
+use steward_sdk::pd::PdView;
 
-struct TidbGuard;
+pub struct TidbGuard;
 
-impl Guest for TidbGuard {
-    fn validate_settings(settings: String) -> Result<(), String> {
-        Settings::parse(&settings).map(|_| ())
-    }
+impl AdmissionPolicy for TidbGuard {
+    type Settings = Settings;
 
-    fn review(settings: String, request: AdmissionRequest) -> Result<Verdict, String> {
-        let s = Settings::parse(&settings)?;
-        review(&HostCluster, &HostPd, &s, &request)
+    fn review(
+        cluster: &impl ClusterView,
+        pd: &impl PdView,
+        s: &Settings,
+        request: &AdmissionRequest,
+    ) -> Result<Verdict, String> {
+        review(cluster, pd, s, request)
     }
 }
 
-steward_sdk::admission::export_admission_policy!(TidbGuard with_types_in steward_sdk::admission);
+steward_sdk::export_admission_policy!(TidbGuard);

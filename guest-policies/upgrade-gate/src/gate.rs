@@ -37,6 +37,8 @@ impl Default for Settings {
     }
 }
 
+impl steward_sdk::Settings for Settings {}
+
 /// What the gate remembers while an upgrade runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -22,21 +22,23 @@ mod gate;
 
 pub use gate::{GATE_ANNOTATION, GateState, Settings, reconcile};
 
-use steward_sdk::cluster::HostCluster;
-use steward_sdk::pd::HostPd;
-use steward_sdk::reconcile::{Guest, Plan, WorkloadState};
+use steward_sdk::cluster::ClusterView;
+use steward_sdk::pd::PdView;
+use steward_sdk::reconcile::{Plan, ReconcilePolicy, WorkloadState};
 
-struct UpgradeGate;
+pub struct UpgradeGate;
 
-impl Guest for UpgradeGate {
-    fn validate_settings(settings: String) -> Result<(), String> {
-        steward_sdk::settings::parse::<Settings>(&settings).map(|_| ())
-    }
+impl ReconcilePolicy for UpgradeGate {
+    type Settings = Settings;
 
-    fn reconcile(settings: String, state: WorkloadState) -> Result<Plan, String> {
-        let s: Settings = steward_sdk::settings::parse(&settings)?;
-        reconcile(&HostCluster, &HostPd, &s, &state)
+    fn reconcile(
+        cluster: &impl ClusterView,
+        pd: &impl PdView,
+        s: &Settings,
+        state: &WorkloadState,
+    ) -> Result<Plan, String> {
+        reconcile(cluster, pd, s, state)
     }
 }
 
-steward_sdk::reconcile::export_reconcile_policy!(UpgradeGate with_types_in steward_sdk::reconcile);
+steward_sdk::export_reconcile_policy!(UpgradeGate);

@@ -225,7 +225,15 @@ fn help_lists_the_commands() {
     let out = steward(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for command in ["serve", "run", "simulate", "bench", "test", "test-runner"] {
+    for command in [
+        "serve",
+        "new",
+        "run",
+        "simulate",
+        "bench",
+        "test",
+        "test-runner",
+    ] {
         assert!(text.contains(command), "{text}");
     }
 }

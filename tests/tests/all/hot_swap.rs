@@ -281,7 +281,11 @@ async fn swapping_under_load_drops_no_request_and_refuses_broken_versions() {
         )),
     )
     .unwrap();
-    let s = refused(addr, "settings rejected: misbehave: settings rejected").await;
+    let s = refused(
+        addr,
+        "settings rejected: invalid settings: misbehave: settings rejected",
+    )
+    .await;
     assert_eq!(s["state"], "degraded");
     assert_eq!(probe(addr).await.unwrap(), "rejects");
 

@@ -138,7 +138,7 @@ fn rejected_settings_refuse_the_policy_at_load() {
     let text = load_error(&picky);
     assert!(text.contains("policy picky"), "{text}");
     assert!(
-        text.contains("settings rejected: misbehave: settings rejected"),
+        text.contains("settings rejected: invalid settings: misbehave: settings rejected"),
         "{text}"
     );
     let typo = config(

@@ -96,7 +96,7 @@ fn only_pod_creation_is_mutated() {
 
 #[test]
 fn settings_name_the_profile_and_the_local_provisioners() {
-    let s = Settings::parse(
+    let s = settings::parse::<Settings>(
         r#"{"schedulerName": "local", "localProvisionerSuffixes": [], "localProvisioners": ["rbd.csi.ceph.com"]}"#,
     )
     .unwrap();
@@ -104,8 +104,8 @@ fn settings_name_the_profile_and_the_local_provisioners() {
     assert_eq!(ops(&v)[0].2.as_deref(), Some("\"local\""));
     let v = review(&cluster(), &s, &create_pod(pod("db-0").claim("new-local")));
     assert!(v.patch.is_empty());
-    assert!(Settings::parse(r#"{"schedulerName": ""}"#).is_err());
-    assert!(Settings::parse(r#"{"localProvisionerSuffixes": [""]}"#).is_err());
-    let e = Settings::parse(r#"{"scheduler": "x"}"#).unwrap_err();
+    assert!(settings::parse::<Settings>(r#"{"schedulerName": ""}"#).is_err());
+    assert!(settings::parse::<Settings>(r#"{"localProvisionerSuffixes": [""]}"#).is_err());
+    let e = settings::parse::<Settings>(r#"{"scheduler": "x"}"#).unwrap_err();
     assert!(e.contains("unknown field `scheduler`"), "{e}");
 }

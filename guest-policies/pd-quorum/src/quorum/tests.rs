@@ -263,10 +263,10 @@ fn a_member_without_a_statefulset_is_refused_with_a_reason() {
 #[test]
 fn settings_are_checked() {
     assert_eq!(
-        Settings::parse("").unwrap().topology_key,
+        settings::parse::<Settings>("").unwrap().topology_key,
         "kubernetes.io/hostname"
     );
-    assert!(Settings::parse(r#"{"topologyKey": ""}"#).is_err());
-    let e = Settings::parse(r#"{"topologyKye": "zone"}"#).unwrap_err();
+    assert!(settings::parse::<Settings>(r#"{"topologyKey": ""}"#).is_err());
+    let e = settings::parse::<Settings>(r#"{"topologyKye": "zone"}"#).unwrap_err();
     assert!(e.contains("unknown field `topologyKye`"), "{e}");
 }

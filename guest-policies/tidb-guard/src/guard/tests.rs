@@ -120,7 +120,7 @@ fn tikv_removal_waits_for_zero_leaders_or_the_timeout() {
     let v = run(&stores(0, "Up"), &delete_pod(evicting.clone()).at(61_000));
     assert!(v.allowed && v.actions.is_empty());
 
-    let s = Settings::parse(r#"{"evictLeaderTimeoutSeconds": 60}"#).unwrap();
+    let s = settings::parse::<Settings>(r#"{"evictLeaderTimeoutSeconds": 60}"#).unwrap();
     let v = review(
         &FakeCluster::default(),
         &pd,

@@ -1,8 +1,10 @@
 //! The `steward` command: `serve`, and the one-shot commands that evaluate
 //! with the same hooks without a server ([`simulate`], [`bench`], `run`),
-//! test policies ([`testing`]) and move them through registries ([`oci`]).
+//! start policies ([`new`]), test them ([`testing`]) and move them through
+//! registries ([`oci`]).
 
 pub mod bench;
+pub mod new;
 pub mod oci;
 pub mod simulate;
 pub mod testing;
@@ -90,6 +92,19 @@ enum Command {
         /// Untimed evaluations before the timed ones.
         #[arg(long, default_value_t = 100)]
         warmup: usize,
+    },
+    /// Create a policy crate: Cargo.toml, src/lib.rs with a unit test,
+    /// tests/suite.yaml and the cargo config that builds and tests it in
+    /// Wasm.
+    New {
+        /// The crate's name (lowercase letters, digits, `-`, `_`).
+        name: String,
+        /// The hook the policy serves.
+        #[arg(long, value_enum)]
+        hook: new::Hook,
+        /// The directory to create (default: ./NAME).
+        #[arg(long)]
+        path: Option<PathBuf>,
     },
     /// Run a fixture suite (cases of request, settings and cluster with the
     /// expected verdict) against a policy; exits 1 if any case fails.
@@ -272,6 +287,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let timings = bench::run(&hooks, &config, &snapshot_path(&config)?, &options)?;
             print!("{}", bench::render(&timings));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::New { name, hook, path } => {
+            print!("{}", new::create(&name, hook, path.as_deref())?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { policy, suite } => {

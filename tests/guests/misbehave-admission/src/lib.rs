@@ -13,7 +13,9 @@
 use std::hint::black_box;
 
 use serde::Deserialize;
-use steward_sdk::admission::{AdmissionRequest, Guest, Verdict};
+use steward_sdk::admission::{AdmissionPolicy, AdmissionRequest, Verdict};
+use steward_sdk::cluster::ClusterView;
+use steward_sdk::pd::PdView;
 use steward_sdk::{Action, Annotation, Target};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -32,21 +34,20 @@ struct Settings {
     behaviour: Behaviour,
 }
 
-fn parse(settings: &str) -> Result<Behaviour, String> {
-    serde_json::from_str::<Settings>(settings)
-        .map(|s| s.behaviour)
-        .map_err(|e| format!("invalid settings: {e}"))
-}
+impl steward_sdk::Settings for Settings {}
 
 struct Misbehave;
 
-impl Guest for Misbehave {
-    fn validate_settings(settings: String) -> Result<(), String> {
-        parse(&settings).map(|_| ())
-    }
+impl AdmissionPolicy for Misbehave {
+    type Settings = Settings;
 
-    fn review(settings: String, request: AdmissionRequest) -> Result<Verdict, String> {
-        match parse(&settings)? {
+    fn review(
+        _: &impl ClusterView,
+        _: &impl PdView,
+        s: &Settings,
+        request: &AdmissionRequest,
+    ) -> Result<Verdict, String> {
+        match s.behaviour {
             Behaviour::Trap => panic!("misbehave: deliberate trap"),
             Behaviour::Spin => {
                 let mut n = 0u64;
@@ -72,4 +73,4 @@ impl Guest for Misbehave {
     }
 }
 
-steward_sdk::admission::export_admission_policy!(Misbehave with_types_in steward_sdk::admission);
+steward_sdk::export_admission_policy!(Misbehave);

@@ -15,7 +15,7 @@
 //! - `bad-index`: `filter` rejects node index 999999 (out of range): the
 //!   host must validate guest output;
 //! - `sleepy-settings`: `validate-settings` fails with
-//!   `misbehave: settings rejected`.
+//!   `invalid settings: misbehave: settings rejected`.
 //!
 //! `prioritize` returns no scores except for `pass`.
 
@@ -23,14 +23,13 @@ use std::hint::black_box;
 
 use serde::Deserialize;
 use steward_sdk::Pod;
-use steward_sdk::cluster::{ClusterView, HostCluster};
+use steward_sdk::cluster::ClusterView;
 use steward_sdk::filter::Rejections;
-use steward_sdk::scheduler::{
-    Candidates, FilterResult, Guest, NodeScore, Rejection, SchedulerNeeds,
-};
+use steward_sdk::scheduler::{Candidates, FilterResult, NodeScore, Rejection, SchedulerPolicy};
 
 /// What the policy does, chosen by its settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Behaviour {
     Trap,
     Spin,
@@ -42,49 +41,19 @@ pub enum Behaviour {
     SleepySettings,
 }
 
-impl Behaviour {
-    /// Every behaviour with its settings name.
-    pub const ALL: &[(&str, Behaviour)] = &[
-        ("trap", Behaviour::Trap),
-        ("spin", Behaviour::Spin),
-        ("hog", Behaviour::Hog),
-        ("error", Behaviour::Error),
-        ("pass", Behaviour::Pass),
-        ("reject-all", Behaviour::RejectAll),
-        ("bad-index", Behaviour::BadIndex),
-        ("sleepy-settings", Behaviour::SleepySettings),
-    ];
+/// Settings JSON `{"behaviour": "<b>"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub behaviour: Behaviour,
+}
 
-    /// Parses settings JSON `{"behaviour": "<b>"}`.
-    pub fn parse(settings: &str) -> Result<Behaviour, String> {
-        #[derive(Deserialize)]
-        struct Raw {
-            behaviour: String,
+impl steward_sdk::Settings for Settings {
+    fn check(&self) -> Result<(), String> {
+        match self.behaviour {
+            Behaviour::SleepySettings => Err("misbehave: settings rejected".into()),
+            _ => Ok(()),
         }
-        let allowed = || {
-            Self::ALL
-                .iter()
-                .map(|(name, _)| *name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let raw: Raw = serde_json::from_str(settings).map_err(|e| {
-            format!(
-                "misbehave: settings must be {{\"behaviour\": \"<b>\"}} with <b> one of {}: {e}",
-                allowed()
-            )
-        })?;
-        Self::ALL
-            .iter()
-            .find(|(name, _)| *name == raw.behaviour)
-            .map(|&(_, b)| b)
-            .ok_or_else(|| {
-                format!(
-                    "misbehave: unknown behaviour {:?}; allowed: {}",
-                    raw.behaviour,
-                    allowed()
-                )
-            })
     }
 }
 
@@ -154,52 +123,48 @@ pub fn prioritize(behaviour: Behaviour, nodes: &Candidates) -> Vec<NodeScore> {
     }
 }
 
-struct Misbehave;
+pub struct Misbehave;
 
-impl Guest for Misbehave {
-    fn validate_settings(settings: String) -> Result<SchedulerNeeds, String> {
-        match Behaviour::parse(&settings)? {
-            Behaviour::SleepySettings => Err("misbehave: settings rejected".to_string()),
-            _ => Ok(SchedulerNeeds {
-                node_labels: vec![],
-            }),
-        }
-    }
+impl SchedulerPolicy for Misbehave {
+    type Settings = Settings;
 
-    fn filter(settings: String, _pod: Pod, nodes: Candidates) -> Result<FilterResult, String> {
-        filter(Behaviour::parse(&settings)?, &HostCluster, &nodes)
+    fn filter(
+        cluster: &impl ClusterView,
+        s: &Settings,
+        _: &Pod,
+        nodes: &Candidates,
+    ) -> Result<FilterResult, String> {
+        filter(s.behaviour, cluster, nodes)
     }
 
     fn prioritize(
-        settings: String,
-        _pod: Pod,
-        nodes: Candidates,
+        _: &impl ClusterView,
+        s: &Settings,
+        _: &Pod,
+        nodes: &Candidates,
     ) -> Result<Vec<NodeScore>, String> {
-        Ok(prioritize(Behaviour::parse(&settings)?, &nodes))
+        Ok(prioritize(s.behaviour, nodes))
     }
 }
 
-steward_sdk::scheduler::export_scheduler_policy!(Misbehave with_types_in steward_sdk::scheduler);
+steward_sdk::export_scheduler_policy!(Misbehave);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use steward_sdk::build::node;
     use steward_sdk::cluster::FakeCluster;
+    use steward_sdk::settings;
 
     #[test]
-    fn parses_every_behaviour() {
-        for &(name, b) in Behaviour::ALL {
-            let json = format!("{{\"behaviour\": \"{name}\"}}");
-            assert_eq!(Behaviour::parse(&json), Ok(b));
-        }
-    }
-
-    #[test]
-    fn unknown_behaviour_names_the_allowed_ones() {
-        let err = Behaviour::parse(r#"{"behaviour": "dance"}"#).unwrap_err();
+    fn settings_name_the_behaviour() {
+        let s: Settings = settings::parse(r#"{"behaviour": "reject-all"}"#).unwrap();
+        assert_eq!(s.behaviour, Behaviour::RejectAll);
+        let err = settings::parse::<Settings>(r#"{"behaviour": "dance"}"#).unwrap_err();
         assert!(err.contains("dance") && err.contains("reject-all"), "{err}");
-        assert!(Behaviour::parse("not json").is_err());
+        let err = settings::parse::<Settings>(r#"{"behaviour": "sleepy-settings"}"#).unwrap_err();
+        assert!(err.ends_with("misbehave: settings rejected"), "{err}");
+        assert!(settings::parse::<Settings>("not json").is_err());
     }
 
     #[test]
