@@ -649,11 +649,6 @@ impl ClusterQuery {
         }
     }
 
-    /// A view of an empty cluster (settings validation has nothing to ask).
-    pub fn empty() -> ClusterQuery {
-        ClusterQuery::new(Arc::new(ClusterCache::default()))
-    }
-
     /// The same view without the pods of the given uids.
     pub fn hiding(&self, uids: HashSet<String>) -> ClusterQuery {
         ClusterQuery {

@@ -90,7 +90,7 @@ fn a_component_that_reads_files_is_refused_naming_the_import() {
         Err(e) => format!("{e:#}"),
     };
     assert!(
-        error.contains("imports wasi:filesystem/") && error.contains("does not grant"),
+        error.contains("wasi:filesystem/preopens") && error.contains("does not grant"),
         "{error}"
     );
 }

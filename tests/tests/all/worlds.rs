@@ -1,6 +1,7 @@
 //! The guests build in one cargo invocation (`xtask::build_guests`) and
 //! each component still implements one world and imports only its
-//! interfaces.
+//! interfaces. (`foreign_wit` and `reads_files` exist to be refused: see
+//! the runtime tests.)
 
 use steward_tests::{guest, inspect_world};
 
@@ -8,6 +9,7 @@ use steward_tests::{guest, inspect_world};
 fn every_guest_imports_only_its_own_world() {
     let worlds: Vec<(&str, String)> = xtask::GUESTS
         .iter()
+        .filter(|(_, stem)| !["foreign_wit", "reads_files"].contains(stem))
         .map(|&(_, stem)| (stem, inspect_world(&guest(stem))))
         .collect();
     for (stem, world) in &worlds {
