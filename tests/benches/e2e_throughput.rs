@@ -21,10 +21,9 @@ use kube::api::PostParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use steward_tests::control_plane::{ControlPlane, finish_runs};
+use steward_tests::control_plane::{ControlPlane, KubeVersion, finish_runs};
 use steward_tests::e2e::{
     SCHEDULER_NAME, Steward, create, deploy_service_account, install_crds, untaint,
-    wait_service_account,
 };
 
 const NODES: usize = 100;
@@ -103,7 +102,7 @@ fn main() {
 /// Steward or not), then measures from the first pod created until every
 /// pod has a node.
 async fn run(with_steward: bool) -> Result<Run> {
-    let mut control_plane = ControlPlane::start().await?;
+    let mut control_plane = ControlPlane::start(KubeVersion::V1_20).await?;
     let client = control_plane.client.clone();
     futures::stream::iter(0..NODES)
         .map(|i| add_node(&client, i))
@@ -115,7 +114,7 @@ async fn run(with_steward: bool) -> Result<Run> {
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
     )
     .await?;
-    wait_service_account(&client, NAMESPACE).await?;
+    control_plane.wait_service_account(NAMESPACE).await?;
     let steward = if with_steward {
         // Steward is ready once it has listed HwameiStor's objects too.
         install_crds(
