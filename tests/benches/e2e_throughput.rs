@@ -199,7 +199,7 @@ async fn run(version: KubeVersion, counts: Counts, with_steward: bool) -> Result
     let finished = tokio::time::timeout(Duration::from_secs(600), bound)
         .await
         .context("the pods were not all bound within 600 s")???;
-    control_plane.check_running()?;
+    control_plane.check().await?;
     let evaluations = match &steward {
         Some(steward) => ["pd-quorum", "local-pv"]
             .into_iter()

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use kube::Client;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -582,11 +582,86 @@ impl ControlPlane {
         kubeconfig(&self.server, &self.pki.ca_cert, user, token)
     }
 
+    /// The deprecated APIs requested of kube-apiserver since it started
+    /// (its `apiserver_requested_deprecated_apis` metric), each as
+    /// `group/version resource[/subresource] (removed in <release>)`.
+    pub async fn deprecated_apis_requested(&self) -> Result<Vec<String>> {
+        let req = http::Request::get("/metrics")
+            .body(Vec::new())
+            .expect("a valid request");
+        let text = self
+            .client
+            .request_text(req)
+            .await
+            .context("reading kube-apiserver's /metrics")?;
+        let label = |line: &str, name: &str| -> String {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let mut apis: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("apiserver_requested_deprecated_apis{"))
+            .filter(|l| l.rsplit(' ').next().is_some_and(|v| v != "0"))
+            .map(|l| {
+                let (group, version) = (label(l, "group"), label(l, "version"));
+                let mut resource = label(l, "resource");
+                let sub = label(l, "subresource");
+                if !sub.is_empty() {
+                    resource = format!("{resource}/{sub}");
+                }
+                let removed = label(l, "removed_release");
+                let gv = if group.is_empty() {
+                    version
+                } else {
+                    format!("{group}/{version}")
+                };
+                if removed.is_empty() {
+                    format!("{gv} {resource}")
+                } else {
+                    format!("{gv} {resource} (removed in {removed})")
+                }
+            })
+            .collect();
+        apis.sort();
+        apis.dedup();
+        Ok(apis)
+    }
+
     /// Fails with the end of its log if any server has exited.
     pub fn check_running(&mut self) -> Result<()> {
         self.processes
             .iter_mut()
             .try_for_each(Process::check_running)
+    }
+
+    /// [`ControlPlane::check_running`], and fails if a client (Steward,
+    /// kube-scheduler, kubectl, the test) asked for an API this release
+    /// calls deprecated: see [`ControlPlane::deprecated_apis_requested`].
+    /// What kube-controller-manager requests itself is left out: 1.20's
+    /// garbage collector watches `extensions/v1beta1` Ingresses, 1.37's
+    /// endpoints controller writes `v1` Endpoints of Services.
+    pub async fn check(&mut self) -> Result<()> {
+        self.check_running()?;
+        let controllers = match self.version {
+            KubeVersion::V1_20 => "extensions/v1beta1 ingresses",
+            KubeVersion::V1_37 => "v1 endpoints",
+        };
+        let deprecated: Vec<String> = self
+            .deprecated_apis_requested()
+            .await?
+            .into_iter()
+            .filter(|api| !api.starts_with(&format!("{controllers} ")) && api != controllers)
+            .collect();
+        ensure!(
+            deprecated.is_empty(),
+            "deprecated APIs of Kubernetes {} were requested: {}",
+            self.version.release(),
+            deprecated.join(", ")
+        );
+        Ok(())
     }
 }
 

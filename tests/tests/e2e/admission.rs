@@ -408,7 +408,7 @@ fn admission_webhooks_on_a_real_apiserver() {
             sets.patch_scale("basic-pd", &PatchParams::default(), &to_two)
                 .await
                 .context("scaling PD down once every member is healthy")?;
-            Ok(())
+            cluster.control_plane.check().await
         },
     );
 }

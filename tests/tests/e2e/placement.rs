@@ -269,7 +269,7 @@ fn placement_respects_quorum_and_explains_refusals() {
             )
             .await?;
             eprintln!("placement: scenario took {:?}", started.elapsed());
-            cluster.control_plane.check_running()?;
+            cluster.control_plane.check().await?;
             Ok(())
         },
     );
@@ -710,7 +710,7 @@ fn deploy_bundle_renders_and_installs() {
             log.display(),
             forbidden.join("\n")
         );
-        control_plane.check_running()
+        control_plane.check().await
     });
 }
 
@@ -724,7 +724,7 @@ fn lease_elects_exactly_one_replica() {
     use steward::reconcile::SystemClock;
     use steward::reconcile::lease::{Elector, KubeLease, Timing};
     scenario("lease_elects_exactly_one_replica", |version| async move {
-        let control_plane = ControlPlane::start(version).await?;
+        let mut control_plane = ControlPlane::start(version).await?;
         let kubeconfig = deploy_service_account(&control_plane).await?;
         let client = steward_tests::control_plane::client_for(&kubeconfig).await?;
         let timing = Timing {
@@ -777,6 +777,6 @@ fn lease_elects_exactly_one_replica() {
             taken_after >= Duration::from_millis(2_500),
             "the Lease was taken {taken_after:?} after its last renewal, before it expired"
         );
-        Ok(())
+        control_plane.check().await
     });
 }

@@ -433,7 +433,7 @@ fn an_image_change_restarts_tikv_pods_one_by_one_after_their_leaders_left() {
                 partition(&pd_set) == Some(3),
                 "basic-pd, unchanged, stays held at partition 3"
             );
-            tidb.cluster.control_plane.check_running()
+            tidb.cluster.control_plane.check().await
         },
     );
 }
@@ -577,7 +577,7 @@ fn a_down_store_on_a_not_ready_node_gets_one_extra_replica_after_the_period() {
                 extra_node.as_deref().is_some_and(|n| n != node),
                 "the extra replica runs elsewhere than the NotReady node {node}, not on {extra_node:?}"
             );
-            tidb.cluster.control_plane.check_running()
+            tidb.cluster.control_plane.check().await
         },
     );
 }
