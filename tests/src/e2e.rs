@@ -40,6 +40,7 @@ where
     F: Fn(KubeVersion) -> Fut,
     Fut: Future<Output = Result<()>>,
 {
+    log_steward();
     let mut failures = Vec::new();
     for version in crate::control_plane::versions() {
         if let Err(e) = scenario_on(name, version, body(version)) {
@@ -49,6 +50,20 @@ where
     if !failures.is_empty() {
         panic!("{}", failures.join("\n\n"));
     }
+}
+
+/// With `STEWARD_LOG` set (`warn`, `steward_hooks=debug`, ...), Steward's
+/// log in this process goes to stderr, as `steward serve` writes it.
+fn log_steward() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("STEWARD_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+    });
 }
 
 fn scenario_on(
