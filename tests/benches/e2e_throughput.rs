@@ -1,13 +1,17 @@
-//! Scheduling throughput on a real Kubernetes 1.20.2 control plane (issue 7):
+//! Scheduling throughput on a real Kubernetes control plane (issue 7), on
+//! each release of `STEWARD_E2E_KUBERNETES` (unset: 1.20.2 and 1.37.2):
 //! pods/s the real kube-scheduler places with Steward as its extender
 //! against the same scheduler profile without an extender, 100 nodes and
-//! 500 pods, measured in one run, each on a fresh control plane.
+//! 500 pods, measured in one run, each on a fresh control plane. The last
+//! lines say `with / without (v1.20.2): <ratio>`, one per release.
+//! `STEWARD_BENCH_NODES` and `STEWARD_BENCH_PODS` change the counts (a
+//! quick check of the bench itself, not a figure to record).
 //!
 //! The pods are TiDB server pods of a TidbCluster (no volumes): both
 //! placement policies of `deploy/base` select them and are evaluated for
 //! every pod. Both runs raise kube-scheduler's API client rate to the same
-//! 500 qps / 1,000 burst (1.20 defaults to 50/100, which would cap binding
-//! in both runs and hide the extender's cost).
+//! 500 qps / 1,000 burst (the default 50/100 would cap binding in both
+//! runs and hide the extender's cost).
 //!
 //! `cargo bench -p steward-tests --bench e2e_throughput`
 
@@ -21,12 +25,12 @@ use kube::api::PostParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use steward_tests::control_plane::{ControlPlane, finish_runs};
+use steward_tests::control_plane::{ControlPlane, KubeVersion, finish_runs, versions};
 use steward_tests::e2e::{
     SCHEDULER_NAME, Steward, create, deploy_service_account, install_crds, untaint,
-    wait_service_account,
 };
 
+/// Nodes and pods of a run, unless `STEWARD_BENCH_NODES`/`_PODS` say otherwise.
 const NODES: usize = 100;
 const PODS: usize = 500;
 const NAMESPACE: &str = "bench";
@@ -46,66 +50,115 @@ const POLICIES: &[&str] = &[
      settings: {capacitySource: hwameistor, scoring: spread}}",
 ];
 
+/// How many nodes and pods each run has.
+#[derive(Clone, Copy)]
+struct Counts {
+    nodes: usize,
+    pods: usize,
+}
+
+impl Counts {
+    fn from_env() -> Counts {
+        let get = |name: &str, default: usize| match std::env::var(name) {
+            Ok(value) => value
+                .parse()
+                .unwrap_or_else(|e| panic!("{name}={value:?}: {e}")),
+            Err(_) => default,
+        };
+        Counts {
+            nodes: get("STEWARD_BENCH_NODES", NODES),
+            pods: get("STEWARD_BENCH_PODS", PODS),
+        }
+    }
+}
+
 /// One run's outcome.
 struct Run {
     took: Duration,
+    pods: usize,
     /// Evaluations per policy (with Steward only).
     evaluations: Vec<(&'static str, f64)>,
 }
 
 impl Run {
     fn pods_per_second(&self) -> f64 {
-        PODS as f64 / self.took.as_secs_f64()
+        self.pods as f64 / self.took.as_secs_f64()
     }
 }
 
 fn main() {
+    let counts = Counts::from_env();
+    let mut ratios = Vec::new();
+    for version in versions() {
+        let (without, with) = measure(version, counts);
+        println!(
+            "Kubernetes {} (scheduler profile of {}): {} nodes, {} pods, client {} qps / {} burst",
+            version.release(),
+            version.deploy_flavour(),
+            counts.nodes,
+            counts.pods,
+            CLIENT_RATE.0,
+            CLIENT_RATE.1
+        );
+        println!(
+            "without extender: {} pods bound in {:.2} s = {:.0} pods/s",
+            counts.pods,
+            without.took.as_secs_f64(),
+            without.pods_per_second()
+        );
+        println!(
+            "with Steward:     {} pods bound in {:.2} s = {:.0} pods/s",
+            counts.pods,
+            with.took.as_secs_f64(),
+            with.pods_per_second()
+        );
+        for (policy, count) in &with.evaluations {
+            println!("  {policy}: {count} evaluations");
+        }
+        let ratio = with.pods_per_second() / without.pods_per_second();
+        println!("with / without ({}): {ratio:.2}", version.release());
+        ratios.push((version, ratio));
+    }
+    // The ratios last, one line per release.
+    if ratios.len() > 1 {
+        println!();
+        for (version, ratio) in ratios {
+            println!("with / without ({}): {ratio:.2}", version.release());
+        }
+    }
+}
+
+/// The runs without and with Steward on `version`.
+fn measure(version: KubeVersion, counts: Counts) -> (Run, Run) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
     let outcome = runtime.block_on(async {
         // Without Steward first: Steward's tasks outlive their run.
-        let without = run(false).await.context("the run without the extender")?;
-        let with = run(true).await.context("the run with Steward")?;
+        let without = run(version, counts, false)
+            .await
+            .context("the run without the extender")?;
+        let with = run(version, counts, true)
+            .await
+            .context("the run with Steward")?;
         anyhow::Ok((without, with))
     });
     drop(runtime);
     finish_runs(outcome.is_ok());
-    let (without, with) = match outcome {
+    match outcome {
         Ok(runs) => runs,
-        Err(e) => panic!("{e:#}"),
-    };
-    println!(
-        "{NODES} nodes, {PODS} pods, kube-scheduler 1.20.2, client {} qps / {} burst",
-        CLIENT_RATE.0, CLIENT_RATE.1
-    );
-    println!(
-        "without extender: {PODS} pods bound in {:.2} s = {:.0} pods/s",
-        without.took.as_secs_f64(),
-        without.pods_per_second()
-    );
-    println!(
-        "with Steward:     {PODS} pods bound in {:.2} s = {:.0} pods/s",
-        with.took.as_secs_f64(),
-        with.pods_per_second()
-    );
-    for (policy, count) in &with.evaluations {
-        println!("  {policy}: {count} evaluations");
+        Err(e) => panic!("on Kubernetes {}: {e:#}", version.release()),
     }
-    println!(
-        "with / without: {:.2}",
-        with.pods_per_second() / without.pods_per_second()
-    );
 }
 
-/// Starts a control plane with [`NODES`] nodes and kube-scheduler (calling
-/// Steward or not), then measures from the first pod created until every
-/// pod has a node.
-async fn run(with_steward: bool) -> Result<Run> {
-    let mut control_plane = ControlPlane::start().await?;
+/// Starts a control plane of `version` with `counts.nodes` nodes and
+/// kube-scheduler (calling Steward or not), then measures from the first
+/// pod created until every pod has a node.
+async fn run(version: KubeVersion, counts: Counts, with_steward: bool) -> Result<Run> {
+    let mut control_plane = ControlPlane::start(version).await?;
     let client = control_plane.client.clone();
-    futures::stream::iter(0..NODES)
+    futures::stream::iter(0..counts.nodes)
         .map(|i| add_node(&client, i))
         .buffer_unordered(CREATE_CONCURRENCY)
         .try_collect::<Vec<()>>()
@@ -115,7 +168,7 @@ async fn run(with_steward: bool) -> Result<Run> {
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
     )
     .await?;
-    wait_service_account(&client, NAMESPACE).await?;
+    control_plane.wait_service_account(NAMESPACE).await?;
     let steward = if with_steward {
         // Steward is ready once it has listed HwameiStor's objects too.
         install_crds(
@@ -136,9 +189,9 @@ async fn run(with_steward: bool) -> Result<Run> {
         None
     };
 
-    let bound = tokio::spawn(all_bound(client.clone()));
+    let bound = tokio::spawn(all_bound(client.clone(), counts.pods));
     let started = Instant::now();
-    futures::stream::iter(0..PODS)
+    futures::stream::iter(0..counts.pods)
         .map(|i| add_pod(&client, i))
         .buffer_unordered(CREATE_CONCURRENCY)
         .try_collect::<Vec<()>>()
@@ -146,7 +199,7 @@ async fn run(with_steward: bool) -> Result<Run> {
     let finished = tokio::time::timeout(Duration::from_secs(600), bound)
         .await
         .context("the pods were not all bound within 600 s")???;
-    control_plane.check_running()?;
+    control_plane.check().await?;
     let evaluations = match &steward {
         Some(steward) => ["pd-quorum", "local-pv"]
             .into_iter()
@@ -161,6 +214,7 @@ async fn run(with_steward: bool) -> Result<Run> {
     };
     Ok(Run {
         took: finished.duration_since(started),
+        pods: counts.pods,
         evaluations,
     })
 }
@@ -208,8 +262,8 @@ async fn add_pod(client: &Client, i: usize) -> Result<()> {
     Ok(())
 }
 
-/// Watches the namespace's pods; returns when [`PODS`] of them have a node.
-async fn all_bound(client: Client) -> Result<Instant> {
+/// Watches the namespace's pods; returns when `count` of them have a node.
+async fn all_bound(client: Client, count: usize) -> Result<Instant> {
     let pods: Api<Pod> = Api::namespaced(client, NAMESPACE);
     let mut events = watcher(pods, watcher::Config::default())
         .applied_objects()
@@ -218,7 +272,7 @@ async fn all_bound(client: Client) -> Result<Instant> {
     while let Some(pod) = events.try_next().await? {
         if pod.spec.as_ref().is_some_and(|s| s.node_name.is_some()) {
             bound.insert(pod.name_any());
-            if bound.len() == PODS {
+            if bound.len() == count {
                 return Ok(Instant::now());
             }
         }

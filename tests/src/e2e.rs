@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{Event, Node, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Event, Node};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersion;
@@ -19,8 +19,8 @@ use serde_json::json;
 use steward::config::Config;
 use steward::server::App;
 
-use crate::control_plane::ControlPlane;
 use crate::control_plane::doubles::Doubles;
+use crate::control_plane::{ControlPlane, KubeVersion};
 
 /// The scheduler profile Steward's pods name (`deploy/`, the snapshot).
 pub const SCHEDULER_NAME: &str = "steward-scheduler";
@@ -28,11 +28,53 @@ pub const SCHEDULER_NAME: &str = "steward-scheduler";
 /// Where `deploy/` installs Steward.
 pub const DEPLOY_NAMESPACE: &str = "steward-system";
 
-/// Runs one scenario on its own runtime. Scenarios run one at a time: each
-/// starts a whole control plane, and the machine has few cores.
-pub fn scenario(body: impl Future<Output = Result<()>>) {
+/// Runs a scenario once on each Kubernetes release of
+/// [`crate::control_plane::versions`], `body` getting the release. Each
+/// run has its own runtime; runs (of every test) go one at a time: each
+/// starts a whole control plane, and the machine has few cores. Every run
+/// says on stderr which release it is on and how long it took; a failure on
+/// one release does not skip the next, and the test then fails naming each
+/// release that failed.
+pub fn scenario<F, Fut>(name: &str, body: F)
+where
+    F: Fn(KubeVersion) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    log_steward();
+    let mut failures = Vec::new();
+    for version in crate::control_plane::versions() {
+        if let Err(e) = scenario_on(name, version, body(version)) {
+            failures.push(format!("{name} on Kubernetes {}: {e:#}", version.release()));
+        }
+    }
+    if !failures.is_empty() {
+        panic!("{}", failures.join("\n\n"));
+    }
+}
+
+/// With `STEWARD_LOG` set (`warn`, `steward_hooks=debug`, ...), Steward's
+/// log in this process goes to stderr, as `steward serve` writes it.
+fn log_steward() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("STEWARD_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+    });
+}
+
+fn scenario_on(
+    name: &str,
+    version: KubeVersion,
+    body: impl Future<Output = Result<()>>,
+) -> Result<()> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    eprintln!("{name}: on Kubernetes {}", version.release());
+    let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -41,9 +83,13 @@ pub fn scenario(body: impl Future<Output = Result<()>>) {
     // Stops Steward and the doubles; the servers stopped with the body.
     drop(runtime);
     crate::control_plane::finish_runs(outcome.is_ok());
-    if let Err(e) = outcome {
-        panic!("{e:#}");
-    }
+    eprintln!(
+        "{name}: on Kubernetes {} {} in {:.1} s",
+        version.release(),
+        if outcome.is_ok() { "passed" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    outcome
 }
 
 /// Steward serving the extender from the test process, its cluster source
@@ -69,7 +115,13 @@ impl Steward {
             kubeconfig.display(),
             crate::expand_guests(&list.join("\n"))
         );
-        let config = Config::parse(&yaml).context("the scenario's Steward config")?;
+        Steward::start_config(&yaml).await
+    }
+
+    /// Starts with a whole configuration (its `server.listen` is not used:
+    /// the extender listens on a free loopback port under `/scheduler`).
+    pub async fn start_config(yaml: &str) -> Result<Steward> {
+        let config = Config::parse(yaml).context("the scenario's Steward config")?;
         let app = App::start(&config).await?;
         let addr = crate::serve_under(app.clone(), "/scheduler").await;
         let webhook = match &config.admission {
@@ -116,23 +168,29 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts the control plane, installs the HwameiStor CRDs, creates the
-    /// snapshot's objects of `kinds` (nodes come up Ready and untainted),
-    /// then Steward with `policies` as the ServiceAccount of `deploy/`
-    /// (its RBAC, not an admin), then kube-scheduler calling it.
-    pub async fn start(snapshot: &Path, kinds: &[&str], policies: &[&str]) -> Result<Cluster> {
-        Cluster::start_with(snapshot, kinds, policies, "").await
+    /// Starts the control plane of `version`, installs the HwameiStor CRDs,
+    /// creates the snapshot's objects of `kinds` (nodes come up Ready and
+    /// untainted), then Steward with `policies` as the ServiceAccount of
+    /// `deploy/` (its RBAC, not an admin), then kube-scheduler calling it.
+    pub async fn start(
+        version: KubeVersion,
+        snapshot: &Path,
+        kinds: &[&str],
+        policies: &[&str],
+    ) -> Result<Cluster> {
+        Cluster::start_with(version, snapshot, kinds, policies, "").await
     }
 
     /// [`Cluster::start`] with `sections` of Steward's config besides its
     /// policies (see [`Steward::start`]).
     pub async fn start_with(
+        version: KubeVersion,
         snapshot: &Path,
         kinds: &[&str],
         policies: &[&str],
         sections: &str,
     ) -> Result<Cluster> {
-        let mut control_plane = ControlPlane::start().await?;
+        let mut control_plane = ControlPlane::start(version).await?;
         let client = control_plane.client.clone();
         install_crds(
             &client,
@@ -168,7 +226,7 @@ impl Cluster {
 }
 
 /// Creates `deploy/base`'s namespace, ServiceAccount and RBAC and returns
-/// a kubeconfig with that ServiceAccount's token.
+/// [`steward_kubeconfig`].
 pub async fn deploy_service_account(control_plane: &ControlPlane) -> Result<PathBuf> {
     let client = &control_plane.client;
     let base = crate::root().join("deploy/base");
@@ -177,42 +235,34 @@ pub async fn deploy_service_account(control_plane: &ControlPlane) -> Result<Path
             create(client, object).await?;
         }
     }
-    let token = service_account_token(client, DEPLOY_NAMESPACE, "steward").await?;
+    steward_kubeconfig(control_plane).await
+}
+
+/// A kubeconfig authenticating as `deploy/`'s ServiceAccount, with a token
+/// from the TokenRequest API (as a pod of the Deployment gets it).
+pub async fn steward_kubeconfig(control_plane: &ControlPlane) -> Result<PathBuf> {
+    let token = control_plane
+        .service_account_token(DEPLOY_NAMESPACE, "steward")
+        .await?;
     let path = control_plane.dir.join("steward.kubeconfig");
     std::fs::write(&path, control_plane.kubeconfig("steward", &token))?;
     Ok(path)
-}
-
-/// The token of a ServiceAccount, once the token controller created it.
-pub async fn service_account_token(client: &Client, namespace: &str, name: &str) -> Result<String> {
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let what = format!("the token of ServiceAccount {namespace}/{name}");
-    eventually(Duration::from_secs(60), &what, || async {
-        let Some(account) = accounts.get_opt(name).await? else {
-            return Ok(None);
-        };
-        for reference in account.secrets.unwrap_or_default() {
-            let Some(secret) = secrets.get_opt(&reference.name.unwrap_or_default()).await? else {
-                continue;
-            };
-            if let Some(token) = secret.data.as_ref().and_then(|d| d.get("token")) {
-                return Ok(Some(String::from_utf8(token.0.clone())?));
-            }
-        }
-        Ok(None)
-    })
-    .await
 }
 
 /// The documents of a multi-document YAML file, as JSON, empty ones left out.
 pub fn read_objects(path: &Path) -> Result<Vec<serde_json::Value>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_objects(&text, &path.display().to_string())
+}
+
+/// The documents of multi-document YAML text (`origin` names it in
+/// errors), as JSON, empty ones left out.
+pub fn parse_objects(text: &str, origin: &str) -> Result<Vec<serde_json::Value>> {
     let mut objects = Vec::new();
-    for (i, document) in serde_norway::Deserializer::from_str(&text).enumerate() {
+    for (i, document) in serde_norway::Deserializer::from_str(text).enumerate() {
         let value = serde_json::Value::deserialize(document)
-            .with_context(|| format!("{}: document {} is not YAML", path.display(), i + 1))?;
+            .with_context(|| format!("{origin}: document {} is not YAML", i + 1))?;
         if !value.is_null() {
             objects.push(value);
         }
@@ -341,22 +391,6 @@ pub async fn cordon(client: &Client, node: &str, cordoned: bool) -> Result<()> {
         )
         .await
         .with_context(|| format!("cordoning node {node}"))?;
-    Ok(())
-}
-
-/// Waits until a namespace's `default` ServiceAccount has its token: pods
-/// created earlier are refused by the ServiceAccount admission plugin.
-pub async fn wait_service_account(client: &Client, namespace: &str) -> Result<()> {
-    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    eventually(
-        Duration::from_secs(60),
-        &format!("the default ServiceAccount of {namespace}"),
-        || async {
-            let sa = api.get_opt("default").await?;
-            Ok(sa.filter(|sa| sa.secrets.as_ref().is_some_and(|s| !s.is_empty())))
-        },
-    )
-    .await?;
     Ok(())
 }
 

@@ -22,8 +22,10 @@ Commands:
                  policy's unit tests inside Wasm (`cargo test --target
                  wasm32-wasip2 -p <policy>`) and its fixture suites
                  (`steward test <policy>.wasm guest-policies/<policy>/tests/*.yaml`);
-                 the end-to-end tests (tests/tests/e2e/) build Kubernetes
-                 1.20.2 on their first run (apt, 7-10 min, cached in
+                 the end-to-end tests (tests/tests/e2e/) run on Kubernetes
+                 1.20.2 and 1.37.2 (STEWARD_E2E_KUBERNETES=1.20 or 1.37
+                 for one) and build each on their first run (1.20: apt,
+                 7-10 min; 1.37: Go module proxy, 20-40 min; cached in
                  ~/.cache/steward)
   ci [args]      `cargo fmt --all --check`, `cargo clippy --workspace
                  --all-targets -- -D warnings`, then the same as `test`

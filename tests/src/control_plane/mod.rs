@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use kube::Client;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -71,6 +71,16 @@ impl KubeVersion {
         match self {
             KubeVersion::V1_20 => "v1.20.2",
             KubeVersion::V1_37 => "v1.37.2",
+        }
+    }
+
+    /// The flavour of `deploy/` for this release, relative to the
+    /// repository: the one whose KubeSchedulerConfiguration API version
+    /// its kube-scheduler reads (v1beta1 up to 1.22, v1 from 1.25).
+    pub fn deploy_flavour(self) -> &'static str {
+        match self {
+            KubeVersion::V1_20 => "deploy/overlays/scheduler-v1beta1",
+            KubeVersion::V1_37 => "deploy/base",
         }
     }
 
@@ -163,16 +173,10 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// Kubernetes 1.20's binaries: [`Binaries::ensure_version`] of
-    /// [`KubeVersion::V1_20`] (for callers that don't pass a release yet).
-    pub fn ensure() -> Result<Binaries> {
-        Binaries::ensure_version(KubeVersion::V1_20)
-    }
-
     /// Runs `version`'s build script once per process: instant on a warm
     /// cache, a long build on a cold one (1.20: 7–10 minutes; 1.37: 20–40;
     /// progress on stderr). Fails, never skips, when they cannot be built.
-    pub fn ensure_version(version: KubeVersion) -> Result<Binaries> {
+    pub fn ensure(version: KubeVersion) -> Result<Binaries> {
         static BINARIES: [OnceLock<Result<Binaries, String>>; KubeVersion::ALL.len()] =
             [const { OnceLock::new() }; KubeVersion::ALL.len()];
         BINARIES[version as usize]
@@ -245,21 +249,14 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// [`ControlPlane::start_version`] of Kubernetes 1.20 (for callers that
-    /// don't pass a release yet).
-    pub async fn start() -> Result<ControlPlane> {
-        ControlPlane::start_version(KubeVersion::V1_20).await
-    }
-
     /// Starts etcd, kube-apiserver and kube-controller-manager of `version`
     /// and waits until the API serves and the controllers work (pods can be
     /// created in `default`: see [`ControlPlane::wait_service_account`]).
     /// The scheduler comes later, once the extender it calls is listening:
     /// [`ControlPlane::start_scheduler`]. On failure the servers started so
     /// far are stopped and the directory with their logs is kept.
-    pub async fn start_version(version: KubeVersion) -> Result<ControlPlane> {
-        let binaries =
-            tokio::task::spawn_blocking(move || Binaries::ensure_version(version)).await??;
+    pub async fn start(version: KubeVersion) -> Result<ControlPlane> {
+        let binaries = tokio::task::spawn_blocking(move || Binaries::ensure(version)).await??;
         let dir = std::env::temp_dir().join(format!(
             "steward-e2e-{}-{}",
             std::process::id(),
@@ -364,6 +361,12 @@ impl ControlPlane {
         self.dir.join("logs")
     }
 
+    /// The log (stdout and stderr) of server `name`: `etcd`,
+    /// `kube-apiserver`, `kube-controller-manager` or `kube-scheduler`.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.logs().join(format!("{name}.log"))
+    }
+
     /// Starts kube-scheduler with the KubeSchedulerConfiguration Steward
     /// ships for this release (1.20: `deploy/overlays/scheduler-v1beta1`'s
     /// v1beta1; 1.37: `deploy/base`'s v1), pointed at the extender on
@@ -381,21 +384,54 @@ impl ControlPlane {
         extender: Option<SocketAddr>,
         client_rate: Option<(u32, u32)>,
     ) -> Result<()> {
-        let shipped = crate::root().join(match self.version {
-            KubeVersion::V1_20 => "deploy/overlays/scheduler-v1beta1/kube-scheduler.yaml",
-            KubeVersion::V1_37 => "deploy/base/kube-scheduler.yaml",
-        });
+        let shipped = crate::root()
+            .join(self.version.deploy_flavour())
+            .join("kube-scheduler.yaml");
         let text = std::fs::read_to_string(&shipped)
             .with_context(|| format!("cannot read {}", shipped.display()))?;
         let mut config: serde_json::Value = serde_norway::from_str(&text)
             .with_context(|| format!("{} is not YAML", shipped.display()))?;
+        config["leaderElection"] = serde_json::json!({"leaderElect": false});
+        let kubeconfig = self.scheduler_kubeconfig.clone();
+        let origin = shipped.display().to_string();
+        self.run_scheduler(config, &origin, &kubeconfig, extender, client_rate, false)
+            .await
+    }
+
+    /// Runs kube-scheduler as `deploy/`'s sidecar runs it: `config` (a
+    /// KubeSchedulerConfiguration of this release's API version, as the
+    /// bundle's ConfigMap holds it; `origin` names it in errors), its
+    /// leader election kept, authenticating with `kubeconfig` (the
+    /// ServiceAccount's) also for the delegated authentication and
+    /// authorization of its secure port (in a pod, the in-cluster
+    /// configuration), its extender at `extender`. Its log:
+    /// [`ControlPlane::log`] of `kube-scheduler`.
+    pub async fn start_sidecar_scheduler(
+        &mut self,
+        config: serde_json::Value,
+        origin: &str,
+        kubeconfig: &Path,
+        extender: SocketAddr,
+    ) -> Result<()> {
+        self.run_scheduler(config, origin, kubeconfig, Some(extender), None, true)
+            .await
+    }
+
+    async fn run_scheduler(
+        &mut self,
+        mut config: serde_json::Value,
+        origin: &str,
+        kubeconfig: &Path,
+        extender: Option<SocketAddr>,
+        client_rate: Option<(u32, u32)>,
+        delegate: bool,
+    ) -> Result<()> {
         config["clientConnection"] =
-            serde_json::json!({"kubeconfig": self.scheduler_kubeconfig.display().to_string()});
+            serde_json::json!({"kubeconfig": kubeconfig.display().to_string()});
         if let Some((qps, burst)) = client_rate {
             config["clientConnection"]["qps"] = qps.into();
             config["clientConnection"]["burst"] = burst.into();
         }
-        config["leaderElection"] = serde_json::json!({"leaderElect": false});
         // 1.20 serves /healthz over plain HTTP on an address of its own
         // (v1beta1); v1 has no such field and 1.37 serves it on the secure
         // port only, with a certificate of this control plane's CA.
@@ -411,17 +447,14 @@ impl ControlPlane {
         let extenders = config["extenders"]
             .as_array_mut()
             .filter(|e| e.len() == 1)
-            .with_context(|| format!("{} should configure one extender", shipped.display()))?;
+            .with_context(|| format!("{origin} should configure one extender"))?;
         let url = extenders[0]["urlPrefix"].as_str().unwrap_or_default();
         let path = url
             .strip_prefix("http://127.0.0.1:")
             .and_then(|rest| rest.split_once('/'))
             .map(|(_, path)| path.to_string())
             .with_context(|| {
-                format!(
-                    "{}: urlPrefix {url} is not http://127.0.0.1:<port>/<path>",
-                    shipped.display()
-                )
+                format!("{origin}: urlPrefix {url} is not http://127.0.0.1:<port>/<path>")
             })?;
         match extender {
             Some(extender) => {
@@ -438,6 +471,16 @@ impl ControlPlane {
             format!("--cert-dir={}", self.dir.join("scheduler").display()),
             "--v=2".into(),
         ];
+        if delegate {
+            args.push(format!(
+                "--authentication-kubeconfig={}",
+                kubeconfig.display()
+            ));
+            args.push(format!(
+                "--authorization-kubeconfig={}",
+                kubeconfig.display()
+            ));
+        }
         let addr: SocketAddr = health.parse()?;
         let secure = match self.version {
             KubeVersion::V1_20 => {
@@ -539,11 +582,86 @@ impl ControlPlane {
         kubeconfig(&self.server, &self.pki.ca_cert, user, token)
     }
 
+    /// The deprecated APIs requested of kube-apiserver since it started
+    /// (its `apiserver_requested_deprecated_apis` metric), each as
+    /// `group/version resource[/subresource] (removed in <release>)`.
+    pub async fn deprecated_apis_requested(&self) -> Result<Vec<String>> {
+        let req = http::Request::get("/metrics")
+            .body(Vec::new())
+            .expect("a valid request");
+        let text = self
+            .client
+            .request_text(req)
+            .await
+            .context("reading kube-apiserver's /metrics")?;
+        let label = |line: &str, name: &str| -> String {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let mut apis: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("apiserver_requested_deprecated_apis{"))
+            .filter(|l| l.rsplit(' ').next().is_some_and(|v| v != "0"))
+            .map(|l| {
+                let (group, version) = (label(l, "group"), label(l, "version"));
+                let mut resource = label(l, "resource");
+                let sub = label(l, "subresource");
+                if !sub.is_empty() {
+                    resource = format!("{resource}/{sub}");
+                }
+                let removed = label(l, "removed_release");
+                let gv = if group.is_empty() {
+                    version
+                } else {
+                    format!("{group}/{version}")
+                };
+                if removed.is_empty() {
+                    format!("{gv} {resource}")
+                } else {
+                    format!("{gv} {resource} (removed in {removed})")
+                }
+            })
+            .collect();
+        apis.sort();
+        apis.dedup();
+        Ok(apis)
+    }
+
     /// Fails with the end of its log if any server has exited.
     pub fn check_running(&mut self) -> Result<()> {
         self.processes
             .iter_mut()
             .try_for_each(Process::check_running)
+    }
+
+    /// [`ControlPlane::check_running`], and fails if a client (Steward,
+    /// kube-scheduler, kubectl, the test) asked for an API this release
+    /// calls deprecated: see [`ControlPlane::deprecated_apis_requested`].
+    /// What kube-controller-manager requests itself is left out: 1.20's
+    /// garbage collector watches `extensions/v1beta1` Ingresses, 1.37's
+    /// endpoints controller writes `v1` Endpoints of Services.
+    pub async fn check(&mut self) -> Result<()> {
+        self.check_running()?;
+        let controllers = match self.version {
+            KubeVersion::V1_20 => "extensions/v1beta1 ingresses",
+            KubeVersion::V1_37 => "v1 endpoints",
+        };
+        let deprecated: Vec<String> = self
+            .deprecated_apis_requested()
+            .await?
+            .into_iter()
+            .filter(|api| !api.starts_with(&format!("{controllers} ")) && api != controllers)
+            .collect();
+        ensure!(
+            deprecated.is_empty(),
+            "deprecated APIs of Kubernetes {} were requested: {}",
+            self.version.release(),
+            deprecated.join(", ")
+        );
+        Ok(())
     }
 }
 

@@ -1,7 +1,8 @@
-//! Admission on a real Kubernetes 1.20.2 control plane: kube-apiserver calls
-//! Steward's webhooks, configured as `deploy/base/webhooks.yaml` configures
-//! them but reaching Steward in this process by `clientConfig.url` and
-//! `caBundle`. Steward runs as the ServiceAccount of `deploy/` (its RBAC).
+//! Admission on real Kubernetes control planes (every release the harness
+//! runs): kube-apiserver calls Steward's webhooks, configured as
+//! `deploy/base/webhooks.yaml` configures them but reaching Steward in this
+//! process by `clientConfig.url` and `caBundle`. Steward runs as the
+//! ServiceAccount of `deploy/` (its RBAC).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,7 +17,6 @@ use serde_json::json;
 use steward_sdk::tidb::EVICT_LEADER_BEGIN_ANNOTATION;
 use steward_tests::e2e::{
     Cluster, SCHEDULER_NAME, create, events_about, eventually, read_objects, scenario,
-    wait_service_account,
 };
 use steward_tests::pd_double::{Fault, PdDouble};
 use steward_tests::tls::TestCa;
@@ -117,291 +117,298 @@ fn refusal<T>(result: kube::Result<T>) -> Result<String> {
 /// a member is unhealthy.
 #[test]
 fn admission_webhooks_on_a_real_apiserver() {
-    scenario(async {
-        let pd = PdDouble::start(NAMESPACE, TIDB_CLUSTER).await;
-        let tls = TempDir::new("e2e-admission-tls");
-        let (cert, key) = (tls.path().join("tls.crt"), tls.path().join("tls.key"));
-        let ca = TestCa::new();
-        ca.issue("steward-webhook").write(&cert, &key);
-        let sections = format!(
-            "admission: {{listen: '127.0.0.1:0', certFile: {}, keyFile: {}}}",
-            cert.display(),
-            key.display()
-        );
-        let policies = policies(&pd.url());
-        let policies: Vec<&str> = policies.iter().map(String::as_str).collect();
-        let cluster = Cluster::start_with(
-            &example_snapshot(),
-            &["Node", "Namespace", "StorageClass"],
-            &policies,
-            &sections,
-        )
-        .await?;
-        let client = cluster.client();
-        let webhook = cluster
-            .steward
-            .webhook
-            .context("Steward serves no admission webhook")?;
-        register_webhooks(&client, webhook, &ca).await?;
-        wait_service_account(&client, NAMESPACE).await?;
-        let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-
-        // (a) A pod with a claim of HwameiStor's class gets Steward's
-        // scheduler. The claim must be in Steward's cache and the webhook
-        // configuration in the apiserver's: wait with dry runs.
-        let class = local_storage_class()?;
-        create(
-            &client,
-            json!({
-                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                "metadata": {"name": "data-local", "namespace": NAMESPACE},
-                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
-                         "resources": {"requests": {"storage": "1Gi"}}},
-            }),
-        )
-        .await?;
-        let with_claim = pod(
-            "with-local-claim",
-            json!({}),
-            json!({"volumes": [{"name": "data",
-                                "persistentVolumeClaim": {"claimName": "data-local"}}]}),
-        )?;
-        let dry_run = PostParams {
-            dry_run: true,
-            ..Default::default()
-        };
-        eventually(
-            Duration::from_secs(60),
-            "a dry-run pod with a HwameiStor claim to get Steward's scheduler",
-            || async {
-                let created = pods.create(&dry_run, &with_claim).await?;
-                Ok((scheduler_name(&created) == SCHEDULER_NAME).then_some(()))
-            },
-        )
-        .await?;
-        let created = pods.create(&PostParams::default(), &with_claim).await?;
-        ensure!(
-            scheduler_name(&created) == SCHEDULER_NAME,
-            "with-local-claim got scheduler {:?}",
-            scheduler_name(&created)
-        );
-
-        // A pod without such claims is reviewed and left alone.
-        let allowed = |steward: &steward_tests::e2e::Steward| {
-            steward.metric(
-                "steward_admission_verdicts_total",
-                &["policy=\"local-storage-admission\"", "verdict=\"allowed\""],
+    scenario(
+        "admission_webhooks_on_a_real_apiserver",
+        |version| async move {
+            let pd = PdDouble::start(NAMESPACE, TIDB_CLUSTER).await;
+            let tls = TempDir::new("e2e-admission-tls");
+            let (cert, key) = (tls.path().join("tls.crt"), tls.path().join("tls.key"));
+            let ca = TestCa::new();
+            ca.issue("steward-webhook").write(&cert, &key);
+            let sections = format!(
+                "admission: {{listen: '127.0.0.1:0', certFile: {}, keyFile: {}}}",
+                cert.display(),
+                key.display()
+            );
+            let policies = policies(&pd.url());
+            let policies: Vec<&str> = policies.iter().map(String::as_str).collect();
+            let mut cluster = Cluster::start_with(
+                version,
+                &example_snapshot(),
+                &["Node", "Namespace", "StorageClass"],
+                &policies,
+                &sections,
             )
-        };
-        let before = allowed(&cluster.steward);
-        let plain = pod(
-            "without-claims",
-            json!({}),
-            json!({"volumes": [{"name": "scratch", "emptyDir": {}}]}),
-        )?;
-        let created = pods.create(&PostParams::default(), &plain).await?;
-        ensure!(
-            scheduler_name(&created) == "default-scheduler",
-            "without-claims got scheduler {:?}",
-            scheduler_name(&created)
-        );
-        ensure!(
-            allowed(&cluster.steward) == before + 1.0,
-            "local-storage-admission reviewed without-claims and allowed it unchanged"
-        );
+            .await?;
+            let client = cluster.client();
+            let webhook = cluster
+                .steward
+                .webhook
+                .context("Steward serves no admission webhook")?;
+            register_webhooks(&client, webhook, &ca).await?;
+            cluster
+                .control_plane
+                .wait_service_account(NAMESPACE)
+                .await?;
+            let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
 
-        // (b) A TiKV pod of `basic`, running on a node, whose store holds
-        // leaders. A dry-run delete is denied without side effects.
-        let tikv = pod(
-            TIKV_POD,
-            json!({
-                "app.kubernetes.io/component": "tikv",
-                "app.kubernetes.io/instance": TIDB_CLUSTER,
-                "app.kubernetes.io/managed-by": "tidb-operator",
-                "app.kubernetes.io/name": "tidb-cluster",
-            }),
-            json!({"nodeName": "k8s-10-6-163-51", "hostname": TIKV_POD,
-                   "subdomain": format!("{TIDB_CLUSTER}-tikv-peer")}),
-        )?;
-        pods.create(&PostParams::default(), &tikv).await?;
-        let leaders = pd.state().leaders(TIKV_STORE);
-        ensure!(leaders > 0, "store {TIKV_STORE} starts with leaders");
-        let dry_delete = DeleteParams {
-            dry_run: true,
-            ..Default::default()
-        };
-        let dry_refusal = eventually(
-            Duration::from_secs(60),
-            "a dry-run delete of the TiKV pod to be denied",
-            || async { Ok(refusal(pods.delete(TIKV_POD, &dry_delete).await).ok()) },
-        )
-        .await?;
-        ensure!(
-            dry_refusal.contains(&format!(
-                "store {TIKV_STORE} still holds {leaders} Raft leader(s); Steward would begin \
-                 evicting them"
-            )),
-            "the dry run is denied with tidb-guard's message: {dry_refusal}"
-        );
-        ensure!(
-            pd.state().evicting.is_empty(),
-            "a dry run begins no leader eviction"
-        );
+            // (a) A pod with a claim of HwameiStor's class gets Steward's
+            // scheduler. The claim must be in Steward's cache and the webhook
+            // configuration in the apiserver's: wait with dry runs.
+            let class = local_storage_class()?;
+            create(
+                &client,
+                json!({
+                    "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": "data-local", "namespace": NAMESPACE},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                             "resources": {"requests": {"storage": "1Gi"}}},
+                }),
+            )
+            .await?;
+            let with_claim = pod(
+                "with-local-claim",
+                json!({}),
+                json!({"volumes": [{"name": "data",
+                                "persistentVolumeClaim": {"claimName": "data-local"}}]}),
+            )?;
+            let dry_run = PostParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            eventually(
+                Duration::from_secs(60),
+                "a dry-run pod with a HwameiStor claim to get Steward's scheduler",
+                || async {
+                    let created = pods.create(&dry_run, &with_claim).await?;
+                    Ok((scheduler_name(&created) == SCHEDULER_NAME).then_some(()))
+                },
+            )
+            .await?;
+            let created = pods.create(&PostParams::default(), &with_claim).await?;
+            ensure!(
+                scheduler_name(&created) == SCHEDULER_NAME,
+                "with-local-claim got scheduler {:?}",
+                scheduler_name(&created)
+            );
 
-        // The real delete is denied and begins the eviction. PD is stuck,
-        // so leaders stay until it recovers. The apiserver validates a
-        // graceful delete against its cached pod first and, once denied,
-        // again against etcd's: the second review already sees the
-        // annotation Steward wrote in the first, so either refusal may come
-        // back.
-        pd.set_fault(Fault::LeadersStuck);
-        let denied = refusal(pods.delete(TIKV_POD, &DeleteParams::default()).await)?;
-        eprintln!("admission: delete denied: {denied}");
-        let began = format!(
-            "TiKV pod {NAMESPACE}/{TIKV_POD}: store {TIKV_STORE} still holds {leaders} Raft \
-             leader(s); Steward began evicting them through PD"
-        );
-        let evicting = format!(
-            "TiKV pod {NAMESPACE}/{TIKV_POD}: evicting Raft leaders from store {TIKV_STORE}: \
-             {leaders} left after"
-        );
-        ensure!(
-            denied.contains("admission webhook \"tidb-guard.steward.io\" denied the request")
-                && (denied.contains(&began) || denied.contains(&evicting))
-                && !denied.contains("could not"),
-            "the delete is denied with tidb-guard's message: {denied}"
-        );
-        ensure!(
-            pd.state().evicting.contains(&TIKV_STORE)
-                && pd.state().count("POST /pd/api/v1/schedulers") == 1,
-            "PD got one evict-leader scheduler for store {TIKV_STORE}"
-        );
-        // Steward recorded when the eviction began on the pod and said so
-        // in an Event (its RBAC allows both).
-        eventually(
-            Duration::from_secs(30),
-            "the evict-leader annotation and Event on the TiKV pod",
-            || async {
-                let annotated = pods
-                    .get(TIKV_POD)
-                    .await?
-                    .annotations()
-                    .contains_key(EVICT_LEADER_BEGIN_ANNOTATION);
-                let events = events_about(&client, NAMESPACE, TIKV_POD).await?;
-                let evented = events.iter().any(|e| {
-                    e.reason.as_deref() == Some("EvictingLeaders")
-                        && e.message.as_deref().is_some_and(|m| m.contains(&began))
-                });
-                Ok((annotated && evented).then_some(()))
-            },
-        )
-        .await?;
-        // Once Steward's cache has the annotation, the refusal says how the
-        // eviction is going.
-        let waiting = eventually(
-            Duration::from_secs(30),
-            "a refusal that reports the eviction's progress",
-            || async {
-                let message = refusal(pods.delete(TIKV_POD, &DeleteParams::default()).await)?;
-                Ok(message.contains("evicting Raft leaders").then_some(message))
-            },
-        )
-        .await?;
-        ensure!(
-            waiting.contains(&evicting),
-            "the delete stays denied while leaders remain: {waiting}"
-        );
-        // A node drain evicts instead of deleting: the eviction webhook
-        // sends it to tidb-guard, which refuses it the same way.
-        let evicted = refusal(pods.evict(TIKV_POD, &EvictParams::default()).await)?;
-        ensure!(
-            evicted.contains(
-                "admission webhook \"tidb-guard-subresources.steward.io\" denied the request"
-            ) && evicted.contains(&evicting),
-            "the eviction is denied with tidb-guard's message: {evicted}"
-        );
+            // A pod without such claims is reviewed and left alone.
+            let allowed = |steward: &steward_tests::e2e::Steward| {
+                steward.metric(
+                    "steward_admission_verdicts_total",
+                    &["policy=\"local-storage-admission\"", "verdict=\"allowed\""],
+                )
+            };
+            let before = allowed(&cluster.steward);
+            let plain = pod(
+                "without-claims",
+                json!({}),
+                json!({"volumes": [{"name": "scratch", "emptyDir": {}}]}),
+            )?;
+            let created = pods.create(&PostParams::default(), &plain).await?;
+            ensure!(
+                scheduler_name(&created) == "default-scheduler",
+                "without-claims got scheduler {:?}",
+                scheduler_name(&created)
+            );
+            ensure!(
+                allowed(&cluster.steward) == before + 1.0,
+                "local-storage-admission reviewed without-claims and allowed it unchanged"
+            );
 
-        // PD moves the leaders away; then the same delete is allowed and
-        // the kubelet double finishes it.
-        pd.set_fault(Fault::None);
-        eventually(
-            Duration::from_secs(30),
-            "the PD double to drain the store's leaders",
-            || async { Ok((pd.state().leaders(TIKV_STORE) == 0).then_some(())) },
-        )
-        .await?;
-        pods.delete(TIKV_POD, &DeleteParams::default())
-            .await
-            .context("deleting the TiKV pod once its store has no leaders")?;
-        eventually(
-            Duration::from_secs(60),
-            "the TiKV pod to be gone",
-            || async { Ok(pods.get_opt(TIKV_POD).await?.is_none().then_some(())) },
-        )
-        .await?;
-
-        // Created again (as its StatefulSet would), the pod ends the
-        // eviction: PD gives the store its leaders back.
-        pods.create(&PostParams::default(), &tikv).await?;
-        eventually(
-            Duration::from_secs(30),
-            "the evict-leader scheduler of the store to end",
-            || async {
-                let state = pd.state();
-                let ended = state.count(&format!(
-                    "DELETE /pd/api/v1/schedulers/evict-leader-scheduler-{TIKV_STORE}"
-                )) == 1;
-                Ok((ended && !state.evicting.contains(&TIKV_STORE)).then_some(()))
-            },
-        )
-        .await?;
-
-        // `kubectl scale` of the PD StatefulSet goes through the `scale`
-        // subresource: refused while a PD member is unhealthy, allowed once
-        // every member is healthy. Its pods stay pending (no node matches).
-        create(
-            &client,
-            json!({
-                "apiVersion": "apps/v1", "kind": "StatefulSet",
-                "metadata": {"name": "basic-pd", "namespace": NAMESPACE, "labels": {
-                    "app.kubernetes.io/component": "pd",
+            // (b) A TiKV pod of `basic`, running on a node, whose store holds
+            // leaders. A dry-run delete is denied without side effects.
+            let tikv = pod(
+                TIKV_POD,
+                json!({
+                    "app.kubernetes.io/component": "tikv",
                     "app.kubernetes.io/instance": TIDB_CLUSTER,
-                    "app.kubernetes.io/managed-by": "tidb-operator"}},
-                "spec": {
-                    "replicas": 3, "serviceName": "basic-pd-peer",
-                    "selector": {"matchLabels": {"app.kubernetes.io/component": "pd"}},
-                    "template": {
-                        "metadata": {"labels": {"app.kubernetes.io/component": "pd"}},
-                        "spec": {"nodeSelector": {"steward.io/no-such-node": "true"},
-                                 "containers": [{"name": "pd",
-                                                 "image": "registry.k8s.io/pause:3.2"}]}}},
-            }),
-        )
-        .await?;
-        pd.state().member("basic-pd-0").healthy = false;
-        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
-        let to_two = Patch::Merge(json!({"spec": {"replicas": 2}}));
-        let scale_refusal = eventually(
-            Duration::from_secs(60),
-            "a dry-run scale-down of PD to be refused",
-            || async {
-                let dry = PatchParams::default().dry_run();
-                Ok(refusal(sets.patch_scale("basic-pd", &dry, &to_two).await).ok())
-            },
-        )
-        .await?;
-        ensure!(
-            scale_refusal.contains(
-                "admission webhook \"tidb-guard-subresources.steward.io\" denied the request"
-            ) && scale_refusal.contains(
-                "scaling PD from 3 to 2 replicas while member(s) basic-pd-0 are unhealthy"
-            ),
-            "kubectl scale is refused with tidb-guard's message: {scale_refusal}"
-        );
-        pd.state().member("basic-pd-0").healthy = true;
-        sets.patch_scale("basic-pd", &PatchParams::default(), &to_two)
-            .await
-            .context("scaling PD down once every member is healthy")?;
-        Ok(())
-    });
+                    "app.kubernetes.io/managed-by": "tidb-operator",
+                    "app.kubernetes.io/name": "tidb-cluster",
+                }),
+                json!({"nodeName": "k8s-10-6-163-51", "hostname": TIKV_POD,
+                   "subdomain": format!("{TIDB_CLUSTER}-tikv-peer")}),
+            )?;
+            pods.create(&PostParams::default(), &tikv).await?;
+            let leaders = pd.state().leaders(TIKV_STORE);
+            ensure!(leaders > 0, "store {TIKV_STORE} starts with leaders");
+            let dry_delete = DeleteParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            let dry_refusal = eventually(
+                Duration::from_secs(60),
+                "a dry-run delete of the TiKV pod to be denied",
+                || async { Ok(refusal(pods.delete(TIKV_POD, &dry_delete).await).ok()) },
+            )
+            .await?;
+            ensure!(
+                dry_refusal.contains(&format!(
+                    "store {TIKV_STORE} still holds {leaders} Raft leader(s); Steward would begin \
+                 evicting them"
+                )),
+                "the dry run is denied with tidb-guard's message: {dry_refusal}"
+            );
+            ensure!(
+                pd.state().evicting.is_empty(),
+                "a dry run begins no leader eviction"
+            );
+
+            // The real delete is denied and begins the eviction. PD is stuck,
+            // so leaders stay until it recovers. The apiserver validates a
+            // graceful delete against its cached pod first and, once denied,
+            // again against etcd's: the second review already sees the
+            // annotation Steward wrote in the first, so either refusal may come
+            // back.
+            pd.set_fault(Fault::LeadersStuck);
+            let denied = refusal(pods.delete(TIKV_POD, &DeleteParams::default()).await)?;
+            eprintln!("admission: delete denied: {denied}");
+            let began = format!(
+                "TiKV pod {NAMESPACE}/{TIKV_POD}: store {TIKV_STORE} still holds {leaders} Raft \
+             leader(s); Steward began evicting them through PD"
+            );
+            let evicting = format!(
+                "TiKV pod {NAMESPACE}/{TIKV_POD}: evicting Raft leaders from store {TIKV_STORE}: \
+             {leaders} left after"
+            );
+            ensure!(
+                denied.contains("admission webhook \"tidb-guard.steward.io\" denied the request")
+                    && (denied.contains(&began) || denied.contains(&evicting))
+                    && !denied.contains("could not"),
+                "the delete is denied with tidb-guard's message: {denied}"
+            );
+            ensure!(
+                pd.state().evicting.contains(&TIKV_STORE)
+                    && pd.state().count("POST /pd/api/v1/schedulers") == 1,
+                "PD got one evict-leader scheduler for store {TIKV_STORE}"
+            );
+            // Steward recorded when the eviction began on the pod and said so
+            // in an Event (its RBAC allows both).
+            eventually(
+                Duration::from_secs(30),
+                "the evict-leader annotation and Event on the TiKV pod",
+                || async {
+                    let annotated = pods
+                        .get(TIKV_POD)
+                        .await?
+                        .annotations()
+                        .contains_key(EVICT_LEADER_BEGIN_ANNOTATION);
+                    let events = events_about(&client, NAMESPACE, TIKV_POD).await?;
+                    let evented = events.iter().any(|e| {
+                        e.reason.as_deref() == Some("EvictingLeaders")
+                            && e.message.as_deref().is_some_and(|m| m.contains(&began))
+                    });
+                    Ok((annotated && evented).then_some(()))
+                },
+            )
+            .await?;
+            // Once Steward's cache has the annotation, the refusal says how the
+            // eviction is going.
+            let waiting = eventually(
+                Duration::from_secs(30),
+                "a refusal that reports the eviction's progress",
+                || async {
+                    let message = refusal(pods.delete(TIKV_POD, &DeleteParams::default()).await)?;
+                    Ok(message.contains("evicting Raft leaders").then_some(message))
+                },
+            )
+            .await?;
+            ensure!(
+                waiting.contains(&evicting),
+                "the delete stays denied while leaders remain: {waiting}"
+            );
+            // A node drain evicts instead of deleting: the eviction webhook
+            // sends it to tidb-guard, which refuses it the same way.
+            let evicted = refusal(pods.evict(TIKV_POD, &EvictParams::default()).await)?;
+            ensure!(
+                evicted.contains(
+                    "admission webhook \"tidb-guard-subresources.steward.io\" denied the request"
+                ) && evicted.contains(&evicting),
+                "the eviction is denied with tidb-guard's message: {evicted}"
+            );
+
+            // PD moves the leaders away; then the same delete is allowed and
+            // the kubelet double finishes it.
+            pd.set_fault(Fault::None);
+            eventually(
+                Duration::from_secs(30),
+                "the PD double to drain the store's leaders",
+                || async { Ok((pd.state().leaders(TIKV_STORE) == 0).then_some(())) },
+            )
+            .await?;
+            pods.delete(TIKV_POD, &DeleteParams::default())
+                .await
+                .context("deleting the TiKV pod once its store has no leaders")?;
+            eventually(
+                Duration::from_secs(60),
+                "the TiKV pod to be gone",
+                || async { Ok(pods.get_opt(TIKV_POD).await?.is_none().then_some(())) },
+            )
+            .await?;
+
+            // Created again (as its StatefulSet would), the pod ends the
+            // eviction: PD gives the store its leaders back.
+            pods.create(&PostParams::default(), &tikv).await?;
+            eventually(
+                Duration::from_secs(30),
+                "the evict-leader scheduler of the store to end",
+                || async {
+                    let state = pd.state();
+                    let ended = state.count(&format!(
+                        "DELETE /pd/api/v1/schedulers/evict-leader-scheduler-{TIKV_STORE}"
+                    )) == 1;
+                    Ok((ended && !state.evicting.contains(&TIKV_STORE)).then_some(()))
+                },
+            )
+            .await?;
+
+            // `kubectl scale` of the PD StatefulSet goes through the `scale`
+            // subresource: refused while a PD member is unhealthy, allowed once
+            // every member is healthy. Its pods stay pending (no node matches).
+            create(
+                &client,
+                json!({
+                    "apiVersion": "apps/v1", "kind": "StatefulSet",
+                    "metadata": {"name": "basic-pd", "namespace": NAMESPACE, "labels": {
+                        "app.kubernetes.io/component": "pd",
+                        "app.kubernetes.io/instance": TIDB_CLUSTER,
+                        "app.kubernetes.io/managed-by": "tidb-operator"}},
+                    "spec": {
+                        "replicas": 3, "serviceName": "basic-pd-peer",
+                        "selector": {"matchLabels": {"app.kubernetes.io/component": "pd"}},
+                        "template": {
+                            "metadata": {"labels": {"app.kubernetes.io/component": "pd"}},
+                            "spec": {"nodeSelector": {"steward.io/no-such-node": "true"},
+                                     "containers": [{"name": "pd",
+                                                     "image": "registry.k8s.io/pause:3.2"}]}}},
+                }),
+            )
+            .await?;
+            pd.state().member("basic-pd-0").healthy = false;
+            let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
+            let to_two = Patch::Merge(json!({"spec": {"replicas": 2}}));
+            let scale_refusal = eventually(
+                Duration::from_secs(60),
+                "a dry-run scale-down of PD to be refused",
+                || async {
+                    let dry = PatchParams::default().dry_run();
+                    Ok(refusal(sets.patch_scale("basic-pd", &dry, &to_two).await).ok())
+                },
+            )
+            .await?;
+            ensure!(
+                scale_refusal.contains(
+                    "admission webhook \"tidb-guard-subresources.steward.io\" denied the request"
+                ) && scale_refusal.contains(
+                    "scaling PD from 3 to 2 replicas while member(s) basic-pd-0 are unhealthy"
+                ),
+                "kubectl scale is refused with tidb-guard's message: {scale_refusal}"
+            );
+            pd.state().member("basic-pd-0").healthy = true;
+            sets.patch_scale("basic-pd", &PatchParams::default(), &to_two)
+                .await
+                .context("scaling PD down once every member is healthy")?;
+            cluster.control_plane.check().await
+        },
+    );
 }

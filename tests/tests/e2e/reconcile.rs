@@ -1,8 +1,9 @@
-//! The reconcile hooks end to end on a real Kubernetes 1.20.2 control plane
-//! (`steward_tests::control_plane`): Steward, as the ServiceAccount of
-//! `deploy/`, reconciles the seed's `basic` TiDB cluster; the real
-//! StatefulSet controller carries out what it decides; the kubelet and
-//! TiKV's heartbeats are played by the doubles and PD by the PD double.
+//! The reconcile hooks end to end on real Kubernetes control planes, each
+//! release the harness runs (`steward_tests::control_plane`): Steward, as
+//! the ServiceAccount of `deploy/`, reconciles the seed's `basic` TiDB
+//! cluster; the real StatefulSet controller carries out what it decides;
+//! the kubelet and TiKV's heartbeats are played by the doubles and PD by
+//! the PD double.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -18,9 +19,9 @@ use kube::{Api, Client, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::json;
 use steward::reconcile::OPT_IN_LABEL;
+use steward_tests::control_plane::KubeVersion;
 use steward_tests::e2e::{
     Cluster, DEPLOY_NAMESPACE, create, events_about, eventually, read_objects, scenario,
-    wait_service_account,
 };
 use steward_tests::example_snapshot;
 use steward_tests::pd_double::PdDouble;
@@ -45,12 +46,17 @@ struct Tidb {
     client: Client,
 }
 
-/// Starts the control plane and Steward with reconcile policy `policy`
-/// (module `{module}`, `settings`) asking the PD double, creates basic's PD
-/// and TiKV StatefulSets opted in to it (TiKV pods on distinct nodes, so a
-/// node is one store), and waits until the six pods are ready and every
-/// store heartbeats.
-async fn tidb_cluster(policy: &str, module: &str, settings: &str) -> Result<Tidb> {
+/// Starts the control plane of `version` and Steward with reconcile policy
+/// `policy` (module `{module}`, `settings`) asking the PD double, creates
+/// basic's PD and TiKV StatefulSets opted in to it (TiKV pods on distinct
+/// nodes, so a node is one store), and waits until the six pods are ready
+/// and every store heartbeats.
+async fn tidb_cluster(
+    version: KubeVersion,
+    policy: &str,
+    module: &str,
+    settings: &str,
+) -> Result<Tidb> {
     let pd = Arc::new(PdDouble::start(NAMESPACE, CLUSTER).await);
     let spec = format!(
         "{{id: {policy}, hook: reconcile, module: '{{{module}}}', deadlineMs: 5000, \
@@ -63,10 +69,13 @@ async fn tidb_cluster(policy: &str, module: &str, settings: &str) -> Result<Tidb
         "reconcile: {{leaseNamespace: {DEPLOY_NAMESPACE}, backoffBaseMs: 500, backoffMaxMs: 5000}}"
     );
     let snapshot = example_snapshot();
-    let mut cluster = Cluster::start_with(&snapshot, KINDS, &[&spec], &sections).await?;
+    let mut cluster = Cluster::start_with(version, &snapshot, KINDS, &[&spec], &sections).await?;
     let client = cluster.client();
     cluster.doubles.play_tikv(&client, pd.clone(), NAMESPACE);
-    wait_service_account(&client, NAMESPACE).await?;
+    cluster
+        .control_plane
+        .wait_service_account(NAMESPACE)
+        .await?;
     for mut set in read_objects(&snapshot)?
         .into_iter()
         .filter(|o| o["kind"] == "StatefulSet")
@@ -314,115 +323,119 @@ async fn upgraded(client: &Client) -> Result<Option<()>> {
 /// partition at 3 again and no evict-leader scheduler is left in PD.
 #[test]
 fn an_image_change_restarts_tikv_pods_one_by_one_after_their_leaders_left() {
-    scenario(async {
-        let mut tidb = tidb_cluster(
-            "upgrade-gate",
-            "upgrade_gate",
-            "{evictLeaderTimeoutSeconds: 600, leaderReturnTimeoutSeconds: 120, \
+    scenario(
+        "an_image_change_restarts_tikv_pods_one_by_one_after_their_leaders_left",
+        |version| async move {
+            let mut tidb = tidb_cluster(
+                version,
+                "upgrade-gate",
+                "upgrade_gate",
+                "{evictLeaderTimeoutSeconds: 600, leaderReturnTimeoutSeconds: 120, \
              leaderReturnMinimum: 1, pollMs: 500}",
-        )
-        .await?;
-        let client = tidb.client.clone();
-        {
-            // Leaders take 2 s to drain (10 at 5/s): a partition lowered
-            // before they left would be seen with leaders on the store. A
-            // restarting store is Disconnected after 1 s without heartbeats.
-            let mut pd = tidb.pd.state();
-            pd.drain_per_second = 5.0;
-            pd.disconnect_after = Duration::from_secs(1);
-        }
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let _watches = watch_upgrade(&client, &tidb.pd, &seen);
-        let started = Instant::now();
-        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
-        sets.patch(
-            TIKV,
-            &PatchParams::default(),
-            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
-                {"name": "tikv", "image": NEW_TIKV_IMAGE},
-            ]}}}})),
-        )
-        .await?;
-        eventually(
-            Duration::from_secs(300),
-            "the TiKV pods to run the new image",
-            || upgraded(&client),
-        )
-        .await
-        .with_context(|| format!("the watches saw {:?}", seen.lock()))?;
-        eprintln!("upgrade: three TiKV pods rolled in {:?}", started.elapsed());
+            )
+            .await?;
+            let client = tidb.client.clone();
+            {
+                // Leaders take 2 s to drain (10 at 5/s): a partition lowered
+                // before they left would be seen with leaders on the store. A
+                // restarting store is Disconnected after 1 s without heartbeats.
+                let mut pd = tidb.pd.state();
+                pd.drain_per_second = 5.0;
+                pd.disconnect_after = Duration::from_secs(1);
+            }
+            let seen = Arc::new(Mutex::new(Seen::default()));
+            let _watches = watch_upgrade(&client, &tidb.pd, &seen);
+            let started = Instant::now();
+            let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
+            sets.patch(
+                TIKV,
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": "tikv", "image": NEW_TIKV_IMAGE},
+                ]}}}})),
+            )
+            .await?;
+            eventually(
+                Duration::from_secs(300),
+                "the TiKV pods to run the new image",
+                || upgraded(&client),
+            )
+            .await
+            .with_context(|| format!("the watches saw {:?}", seen.lock()))?;
+            eprintln!("upgrade: three TiKV pods rolled in {:?}", started.elapsed());
 
-        let seen = std::mem::take(&mut *seen.lock());
-        eprintln!(
-            "upgrade: partitions {:?}; restarts {:?}",
-            seen.partitions, seen.restarts
-        );
-        let partitions: Vec<i32> = seen.partitions.iter().map(|s| s.partition).collect();
-        ensure!(
-            partitions == [3, 2, 1, 0, 3],
-            "the partition went {partitions:?}, not 3, 2, 1, 0 and back to 3"
-        );
-        for step in seen.partitions.iter().filter(|s| s.partition < 3) {
+            let seen = std::mem::take(&mut *seen.lock());
+            eprintln!(
+                "upgrade: partitions {:?}; restarts {:?}",
+                seen.partitions, seen.restarts
+            );
+            let partitions: Vec<i32> = seen.partitions.iter().map(|s| s.partition).collect();
             ensure!(
-                step.leaders == Some(0) && step.evicting,
-                "partition {} was set while the store of {TIKV}-{} held {:?} leaders \
+                partitions == [3, 2, 1, 0, 3],
+                "the partition went {partitions:?}, not 3, 2, 1, 0 and back to 3"
+            );
+            for step in seen.partitions.iter().filter(|s| s.partition < 3) {
+                ensure!(
+                    step.leaders == Some(0) && step.evicting,
+                    "partition {} was set while the store of {TIKV}-{} held {:?} leaders \
                  (eviction running: {})",
-                step.partition,
-                step.partition,
-                step.leaders,
-                step.evicting
-            );
-        }
-        let restarted: Vec<&str> = seen.restarts.iter().map(|r| r.pod.as_str()).collect();
-        ensure!(
-            restarted == ["basic-tikv-2", "basic-tikv-1", "basic-tikv-0"],
-            "the StatefulSet controller deleted {restarted:?}"
-        );
-        let old = &seen.restarts[0].revision;
-        for r in &seen.restarts {
+                    step.partition,
+                    step.partition,
+                    step.leaders,
+                    step.evicting
+                );
+            }
+            let restarted: Vec<&str> = seen.restarts.iter().map(|r| r.pod.as_str()).collect();
             ensure!(
-                r.leaders == Some(0) && &r.revision == old,
-                "{r:?}: deleted at the old revision {old} with no leaders"
+                restarted == ["basic-tikv-2", "basic-tikv-1", "basic-tikv-0"],
+                "the StatefulSet controller deleted {restarted:?}"
             );
-        }
-        ensure!(
-            seen.violations.is_empty(),
-            "two TiKV pods were unavailable at once: {:?}",
-            seen.violations
-        );
+            let old = &seen.restarts[0].revision;
+            for r in &seen.restarts {
+                ensure!(
+                    r.leaders == Some(0) && &r.revision == old,
+                    "{r:?}: deleted at the old revision {old} with no leaders"
+                );
+            }
+            ensure!(
+                seen.violations.is_empty(),
+                "two TiKV pods were unavailable at once: {:?}",
+                seen.violations
+            );
 
-        {
-            let pd = tidb.pd.state();
+            {
+                let pd = tidb.pd.state();
+                ensure!(
+                    pd.evicting.is_empty(),
+                    "evict-leader schedulers left in PD for stores {:?}",
+                    pd.evicting
+                );
+                let evictions = pd.count("POST /pd/api/v1/schedulers");
+                ensure!(
+                    evictions == 3,
+                    "one eviction per store (3 stores), PD saw {evictions}"
+                );
+                ensure!(
+                    pd.stores.iter().all(|s| s.state == "Up"),
+                    "every store is Up again: {:?}",
+                    pd.stores
+                );
+            }
+            let events = events_about(&client, NAMESPACE, TIKV).await?;
             ensure!(
-                pd.evicting.is_empty(),
-                "evict-leader schedulers left in PD for stores {:?}",
-                pd.evicting
+                events
+                    .iter()
+                    .any(|e| e.reason.as_deref() == Some("UpgradeComplete")),
+                "an UpgradeComplete Event on {TIKV}"
             );
-            let evictions = pd.count("POST /pd/api/v1/schedulers");
+            let pd_set = sets.get("basic-pd").await?;
             ensure!(
-                evictions == 3,
-                "one eviction per store (3 stores), PD saw {evictions}"
+                partition(&pd_set) == Some(3),
+                "basic-pd, unchanged, stays held at partition 3"
             );
-            ensure!(
-                pd.stores.iter().all(|s| s.state == "Up"),
-                "every store is Up again: {:?}",
-                pd.stores
-            );
-        }
-        let events = events_about(&client, NAMESPACE, TIKV).await?;
-        ensure!(
-            events
-                .iter()
-                .any(|e| e.reason.as_deref() == Some("UpgradeComplete")),
-            "an UpgradeComplete Event on {TIKV}"
-        );
-        let pd_set = sets.get("basic-pd").await?;
-        ensure!(
-            partition(&pd_set) == Some(3),
-            "basic-pd, unchanged, stays held at partition 3"
-        );
-        tidb.cluster.control_plane.check_running()
-    });
+            tidb.cluster.control_plane.check().await
+        },
+    );
 }
 
 /// Marks node `name` NotReady, as the node lifecycle controller does when
@@ -455,112 +468,116 @@ fn unix_ms(at: Instant) -> i64 {
 /// StatefulSet controller creates and the scheduler places.
 #[test]
 fn a_down_store_on_a_not_ready_node_gets_one_extra_replica_after_the_period() {
-    scenario(async {
-        const PERIOD: Duration = Duration::from_secs(5);
-        let mut tidb = tidb_cluster(
-            "failover",
-            "failover",
-            &format!(
-                "{{failoverPeriodSeconds: {}, maxFailoverCount: 3, pollMs: 500}}",
-                PERIOD.as_secs()
-            ),
-        )
-        .await?;
-        let client = tidb.client.clone();
-        let down_after = Duration::from_secs(3);
-        {
-            let mut pd = tidb.pd.state();
-            pd.disconnect_after = Duration::from_secs(1);
-            pd.down_after = down_after;
-        }
-        let replicas = Arc::new(Mutex::new(Vec::<i32>::new()));
-        let _watches = Watches(vec![watch_statefulset(&client, TIKV, {
-            let replicas = replicas.clone();
-            move |set| {
-                let r = set.spec.replicas.unwrap_or(1);
-                let mut seen = replicas.lock();
-                if seen.last() != Some(&r) {
-                    seen.push(r);
-                }
+    scenario(
+        "a_down_store_on_a_not_ready_node_gets_one_extra_replica_after_the_period",
+        |version| async move {
+            const PERIOD: Duration = Duration::from_secs(5);
+            let mut tidb = tidb_cluster(
+                version,
+                "failover",
+                "failover",
+                &format!(
+                    "{{failoverPeriodSeconds: {}, maxFailoverCount: 3, pollMs: 500}}",
+                    PERIOD.as_secs()
+                ),
+            )
+            .await?;
+            let client = tidb.client.clone();
+            let down_after = Duration::from_secs(3);
+            {
+                let mut pd = tidb.pd.state();
+                pd.disconnect_after = Duration::from_secs(1);
+                pd.down_after = down_after;
             }
-        })]);
+            let replicas = Arc::new(Mutex::new(Vec::<i32>::new()));
+            let _watches = Watches(vec![watch_statefulset(&client, TIKV, {
+                let replicas = replicas.clone();
+                move |set| {
+                    let r = set.spec.replicas.unwrap_or(1);
+                    let mut seen = replicas.lock();
+                    if seen.last() != Some(&r) {
+                        seen.push(r);
+                    }
+                }
+            })]);
 
-        let failing = format!("{TIKV}-1");
-        let store = tidb
-            .pd
-            .state()
-            .store_of_pod(&failing)
-            .context("the PD double has a store for basic-tikv-1")?;
-        let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-        let node = pods
-            .get(&failing)
-            .await?
-            .spec
-            .and_then(|s| s.node_name)
-            .context("basic-tikv-1 runs on a node")?;
-        mark_node_not_ready(&client, &node).await?;
-        eventually(
-            Duration::from_secs(30),
-            "PD to call the store of basic-tikv-1 Down",
-            || async { Ok((tidb.pd.state().store(store).state == "Down").then_some(())) },
-        )
-        .await?;
-        let silent_since = tidb.pd.state().last_heartbeat(store);
-        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
-        eventually(
-            Duration::from_secs(60),
-            "one extra TiKV replica, ready",
-            || async {
-                let set = sets.get(TIKV).await?;
-                let four = set.spec.replicas == Some(4);
-                let ready = set.status.and_then(|s| s.ready_replicas) == Some(4);
-                Ok((four && ready).then_some(()))
-            },
-        )
-        .await?;
-        // Longer than another period: the failure is counted once.
-        tokio::time::sleep(PERIOD + Duration::from_secs(2)).await;
+            let failing = format!("{TIKV}-1");
+            let store = tidb
+                .pd
+                .state()
+                .store_of_pod(&failing)
+                .context("the PD double has a store for basic-tikv-1")?;
+            let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+            let node = pods
+                .get(&failing)
+                .await?
+                .spec
+                .and_then(|s| s.node_name)
+                .context("basic-tikv-1 runs on a node")?;
+            mark_node_not_ready(&client, &node).await?;
+            eventually(
+                Duration::from_secs(30),
+                "PD to call the store of basic-tikv-1 Down",
+                || async { Ok((tidb.pd.state().store(store).state == "Down").then_some(())) },
+            )
+            .await?;
+            let silent_since = tidb.pd.state().last_heartbeat(store);
+            let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
+            eventually(
+                Duration::from_secs(60),
+                "one extra TiKV replica, ready",
+                || async {
+                    let set = sets.get(TIKV).await?;
+                    let four = set.spec.replicas == Some(4);
+                    let ready = set.status.and_then(|s| s.ready_replicas) == Some(4);
+                    Ok((four && ready).then_some(()))
+                },
+            )
+            .await?;
+            // Longer than another period: the failure is counted once.
+            tokio::time::sleep(PERIOD + Duration::from_secs(2)).await;
 
-        let history = replicas.lock().clone();
-        ensure!(
-            history == [3, 4],
-            "TiKV replicas went {history:?}, not 3 then 4"
-        );
-        let set = sets.get(TIKV).await?;
-        let failures: serde_json::Value = serde_json::from_str(
-            set.annotations()
-                .get("steward.io/failures")
-                .context("the failure store is persisted on the StatefulSet")?,
-        )?;
-        let entries = failures.as_array().context("a list of failures")?;
-        ensure!(
-            entries.len() == 1
-                && entries[0]["pod"] == failing.as_str()
-                && entries[0]["storeId"] == store,
-            "the failure store names basic-tikv-1 and store {store}: {failures}"
-        );
-        let down_ms = unix_ms(silent_since) + down_after.as_millis() as i64;
-        let decided_ms = entries[0]["createdAtMs"].as_i64().unwrap_or_default();
-        ensure!(
-            decided_ms >= down_ms + PERIOD.as_millis() as i64,
-            "the failure was recorded {} ms after PD called the store Down, before the \
+            let history = replicas.lock().clone();
+            ensure!(
+                history == [3, 4],
+                "TiKV replicas went {history:?}, not 3 then 4"
+            );
+            let set = sets.get(TIKV).await?;
+            let failures: serde_json::Value = serde_json::from_str(
+                set.annotations()
+                    .get("steward.io/failures")
+                    .context("the failure store is persisted on the StatefulSet")?,
+            )?;
+            let entries = failures.as_array().context("a list of failures")?;
+            ensure!(
+                entries.len() == 1
+                    && entries[0]["pod"] == failing.as_str()
+                    && entries[0]["storeId"] == store,
+                "the failure store names basic-tikv-1 and store {store}: {failures}"
+            );
+            let down_ms = unix_ms(silent_since) + down_after.as_millis() as i64;
+            let decided_ms = entries[0]["createdAtMs"].as_i64().unwrap_or_default();
+            ensure!(
+                decided_ms >= down_ms + PERIOD.as_millis() as i64,
+                "the failure was recorded {} ms after PD called the store Down, before the \
              {PERIOD:?} period",
-            decided_ms - down_ms
-        );
-        let events = events_about(&client, NAMESPACE, TIKV).await?;
-        ensure!(
-            events
-                .iter()
-                .any(|e| e.reason.as_deref() == Some("Unhealthy")
-                    && e.message.as_deref().is_some_and(|m| m.contains(&failing))),
-            "an Unhealthy Event names {failing}"
-        );
-        let extra = pods.get(&format!("{TIKV}-3")).await?;
-        let extra_node = extra.spec.and_then(|s| s.node_name);
-        ensure!(
-            extra_node.as_deref().is_some_and(|n| n != node),
-            "the extra replica runs elsewhere than the NotReady node {node}, not on {extra_node:?}"
-        );
-        tidb.cluster.control_plane.check_running()
-    });
+                decided_ms - down_ms
+            );
+            let events = events_about(&client, NAMESPACE, TIKV).await?;
+            ensure!(
+                events
+                    .iter()
+                    .any(|e| e.reason.as_deref() == Some("Unhealthy")
+                        && e.message.as_deref().is_some_and(|m| m.contains(&failing))),
+                "an Unhealthy Event names {failing}"
+            );
+            let extra = pods.get(&format!("{TIKV}-3")).await?;
+            let extra_node = extra.spec.and_then(|s| s.node_name);
+            ensure!(
+                extra_node.as_deref().is_some_and(|n| n != node),
+                "the extra replica runs elsewhere than the NotReady node {node}, not on {extra_node:?}"
+            );
+            tidb.cluster.control_plane.check().await
+        },
+    );
 }
