@@ -5,7 +5,10 @@
 use std::path::Path;
 
 fn main() {
-    let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit");
+    // Read when the script runs, not compiled in: checkouts sharing a
+    // target directory share this script's binary.
+    let sdk = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let wit = Path::new(&sdk).join("../../wit");
     let wit = wit.canonicalize().unwrap_or_else(|e| {
         panic!(
             "Steward's WIT package is not at {} ({e}): the SDK builds from a Steward checkout's \
@@ -13,9 +16,13 @@ fn main() {
             wit.display()
         )
     });
-    // The output names the package, not its contents.
-    println!("cargo::rerun-if-changed=build.rs");
     let path = wit.to_str().expect("the WIT package's path is UTF-8");
+    // The output names the package's absolute path, not its contents. Two
+    // checkouts sharing a target directory share this script's output, so
+    // it must run again when the path it wrote goes away or changes (cargo
+    // records this line's path as written, absolute).
+    println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-changed={path}");
     let source = format!(
         r#"/// `wit_bindgen::generate!` over Steward's WIT package, for the export macros.
 #[doc(hidden)]
