@@ -2,6 +2,7 @@
 //! the example snapshot, servers on loopback, a real registry.
 
 pub mod registry;
+pub mod tools;
 
 pub mod pd_double;
 pub mod statefulsets;

@@ -8,17 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{TempDir, root};
-
-/// Runs one of the project's install scripts; returns the path it prints.
-fn install(script: &str) -> PathBuf {
-    let out = Command::new(root().join(script))
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
-    assert!(out.status.success(), "{script} failed ({})", out.status);
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
+use crate::TempDir;
+use crate::tools::install;
 
 /// A running registry; stopped (by PID) and its storage removed on drop.
 pub struct Registry {
@@ -53,7 +44,7 @@ impl Registry {
     /// `prepare` writes what the registry needs into its dir and returns
     /// extra config lines.
     fn start_with(prepare: impl FnOnce(&Path) -> String) -> Registry {
-        let bin = install("tests/registry/docker-registry.sh");
+        let bin = install("tests/registry/docker-registry.sh", &[]);
         let dir = TempDir::new("registry");
         let extra_config = prepare(dir.path());
         let addr = free_port();
@@ -131,7 +122,7 @@ fn free_port() -> SocketAddr {
 
 /// The Python of the venv holding the ORAS SDK.
 pub fn oras_python() -> PathBuf {
-    install("tests/registry/oras.sh")
+    install("tests/registry/oras.sh", &[])
 }
 
 /// Runs `script` with the ORAS venv's Python and `args`; returns stdout,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use steward_oci::signature::PublicKey;
 use steward_runtime::MAX_MEMORY_MIB;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -30,6 +31,9 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     #[serde(default)]
     pub registries: RegistriesConfig,
+    /// Signatures required of policies pulled from registries.
+    #[serde(default)]
+    pub signatures: SignaturesConfig,
     #[serde(default)]
     pub policies: Vec<PolicyConfig>,
     /// Directory the config file is in; relative paths resolve against it.
@@ -58,6 +62,16 @@ impl Default for RegistriesConfig {
             poll_interval_ms: 60_000,
         }
     }
+}
+
+/// Which signatures a policy pulled from a registry must carry.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SignaturesConfig {
+    /// PEM public keys (ECDSA P-256, as `cosign generate-key-pair` and
+    /// openssl write them). When any is set, every `oci://` policy version
+    /// must carry a cosign signature by one of them, or it is refused.
+    pub public_keys: Vec<PathBuf>,
 }
 
 /// Where a policy's component comes from.
@@ -414,6 +428,9 @@ impl Config {
             .with_context(|| format!("invalid config file {}", path.display()))?;
         config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         config.file = Some(path.to_path_buf());
+        config
+            .signature_keys()
+            .with_context(|| format!("invalid config file {}", path.display()))?;
         Ok(config)
     }
 
@@ -559,6 +576,7 @@ impl Config {
             reconcile: ReconcileConfig::default(),
             cache_dir: None,
             registries: RegistriesConfig::default(),
+            signatures: SignaturesConfig::default(),
             policies: vec![PolicyConfig {
                 id: module
                     .file_stem()
@@ -587,6 +605,21 @@ impl Config {
         } else {
             self.base_dir.join(path)
         }
+    }
+
+    /// The public keys of `signatures.publicKeys`, read now: they are read
+    /// again for every registry version, so a rotated key file applies to
+    /// the next version without a restart.
+    pub fn signature_keys(&self) -> Result<Vec<PublicKey>> {
+        self.signatures
+            .public_keys
+            .iter()
+            .enumerate()
+            .map(|(i, path)| {
+                PublicKey::load(&self.resolve(path))
+                    .with_context(|| format!("signatures.publicKeys[{i}]"))
+            })
+            .collect()
     }
 
     /// The precompiled-component cache directory.
@@ -751,5 +784,33 @@ mod tests {
                 .contains("policies[1].id: `pd-quorum` is used"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn signature_keys_are_read_at_load_relative_to_the_file() {
+        let dir = std::env::temp_dir().join(format!("steward-config-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("steward.yaml");
+        std::fs::write(
+            &file,
+            format!("{MINIMAL}signatures:\n  publicKeys: [keys/release.pub]\n"),
+        )
+        .unwrap();
+        let e = format!("{:#}", Config::load(&file).unwrap_err());
+        assert!(
+            e.contains("signatures.publicKeys[0]") && e.contains("cannot read the public key"),
+            "{e}"
+        );
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        let (_, _, public) = steward_oci::signature::SigningKey::generate().unwrap();
+        std::fs::write(dir.join("keys/release.pub"), public).unwrap();
+        let config = Config::load(&file).unwrap();
+        let keys = config.signature_keys().unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(
+            keys[0].name,
+            dir.join("keys/release.pub").display().to_string()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -137,6 +137,16 @@ impl RegistryClient {
 
     /// The manifest `r` names and its digest (verified when pinned).
     async fn manifest(&self, r: &Reference) -> Result<(String, Manifest)> {
+        let Some((actual, body)) = self.manifest_bytes(r).await? else {
+            bail!("fetching the manifest of {r}: the registry has no such manifest (404)");
+        };
+        let manifest = Manifest::parse(&body).with_context(|| format!("{r}"))?;
+        Ok((actual, manifest))
+    }
+
+    /// The raw manifest `r` names and its digest (checked against the pin
+    /// and the registry's claim), or None when the registry has none.
+    pub async fn manifest_bytes(&self, r: &Reference) -> Result<Option<(String, Bytes)>> {
         let url = format!("{}/manifests/{}", self.base(r), r.target());
         let resp = self
             .send(
@@ -148,6 +158,9 @@ impl RegistryClient {
                 Bytes::new(),
             )
             .await?;
+        if resp.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
         expect(
             &resp,
             &[StatusCode::OK],
@@ -174,12 +187,11 @@ impl RegistryClient {
             ))
             .into());
         }
-        let manifest = Manifest::parse(&resp.body).with_context(|| format!("{r}"))?;
-        Ok((actual, manifest))
+        Ok(Some((actual, resp.body)))
     }
 
     /// A blob, checked against `expected` (its digest) and `size`.
-    async fn blob(&self, r: &Reference, expected: &str, size: u64) -> Result<Bytes> {
+    pub async fn blob(&self, r: &Reference, expected: &str, size: u64) -> Result<Bytes> {
         super::reference::check_digest(expected)?;
         let mut url = format!("{}/blobs/{expected}", self.base(r));
         // Registries may redirect blob reads to storage.
@@ -250,7 +262,14 @@ impl RegistryClient {
             .await?;
         self.push_blob(r, &artifact.manifest.layers[0].digest, &artifact.wasm)
             .await?;
-        let manifest_digest = digest(&artifact.manifest_json);
+        self.put_manifest(r, &artifact.manifest_json).await
+    }
+
+    /// Stores the OCI image manifest `json` under `r`'s tag (or by digest
+    /// when untagged), its blobs pushed before; returns the immutable
+    /// reference.
+    pub async fn put_manifest(&self, r: &Reference, json: &[u8]) -> Result<Reference> {
+        let manifest_digest = digest(json);
         let target = r.tag.clone().unwrap_or_else(|| manifest_digest.clone());
         let url = format!("{}/manifests/{target}", self.base(r));
         let resp = self
@@ -260,7 +279,7 @@ impl RegistryClient {
                 Method::PUT,
                 &url,
                 &[(CONTENT_TYPE, MANIFEST_MEDIA_TYPE)],
-                Bytes::from(artifact.manifest_json.clone()),
+                Bytes::copy_from_slice(json),
             )
             .await?;
         expect(
@@ -280,7 +299,8 @@ impl RegistryClient {
         Ok(r.pinned(&manifest_digest))
     }
 
-    async fn push_blob(&self, r: &Reference, blob_digest: &str, bytes: &[u8]) -> Result<()> {
+    /// Uploads a blob unless the repository has it already.
+    pub async fn push_blob(&self, r: &Reference, blob_digest: &str, bytes: &[u8]) -> Result<()> {
         let base = self.base(r);
         let head = self
             .send(
@@ -361,7 +381,11 @@ impl RegistryClient {
             return Ok(first);
         }
         let challenge = header(&first, WWW_AUTHENTICATE).and_then(Challenge::parse);
-        let credentials = docker_credentials(&r.registry)?;
+        // A credential helper is a process: run it off the reactor.
+        let registry = r.registry.clone();
+        let credentials = tokio::task::spawn_blocking(move || docker_credentials(&registry))
+            .await
+            .map_err(|e| anyhow!("looking up credentials panicked: {e}"))??;
         let authorization = match challenge {
             Some(Challenge::Basic) => credentials
                 .as_ref()
@@ -482,7 +506,8 @@ impl RegistryClient {
 fn no_credentials(r: &Reference) -> anyhow::Error {
     anyhow!(
         "registry {} asks for credentials for {r}, and the Docker config has none for it: run \
-         `docker login {}` or add auths.\"{}\".auth (base64 of user:password) to {}",
+         `docker login {}`, add auths.\"{}\".auth (base64 of user:password) or a credential \
+         helper (credHelpers, credsStore) to {}",
         r.registry,
         r.registry,
         r.registry,

@@ -5,6 +5,7 @@ pub mod artifact;
 pub mod auth;
 pub mod client;
 pub mod reference;
+pub mod signature;
 
 use sha2::{Digest, Sha256};
 

@@ -16,5 +16,6 @@ mod reconcile;
 mod runtime;
 mod sandbox;
 mod serving;
+mod signing;
 mod simulate;
 mod worlds;

@@ -246,7 +246,7 @@ async fn a_host_following_a_tag_serves_each_newly_pushed_version() {
 }
 
 /// The first policy's entry of `GET /status`.
-async fn status(addr: std::net::SocketAddr) -> serde_json::Value {
+pub(crate) async fn status(addr: std::net::SocketAddr) -> serde_json::Value {
     let (code, body) = get(addr, "/status").await;
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();

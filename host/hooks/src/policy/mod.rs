@@ -114,6 +114,11 @@ pub enum LoadError {
     /// What was read does not match its digest.
     #[error("{0:#}")]
     Digest(anyhow::Error),
+    /// `signatures.publicKeys` is set and the version carries no valid
+    /// signature by any of them (retried at every poll: it may be signed
+    /// after it was pushed).
+    #[error("{0:#}")]
+    Signature(anyhow::Error),
     /// Not a component, does not compile, or wrong world or WIT version.
     #[error("{0:#}")]
     Component(anyhow::Error),
@@ -128,6 +133,7 @@ impl LoadError {
         match self {
             LoadError::Fetch(_) => "fetch",
             LoadError::Digest(_) => "digest",
+            LoadError::Signature(_) => "signature",
             LoadError::Component(_) => "component",
             LoadError::Settings(_) => "settings",
         }

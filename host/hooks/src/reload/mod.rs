@@ -1,7 +1,8 @@
 //! Hot swap. Watches every policy's source — files polled every
 //! [`FILE_POLL`], registry tags every `registries.pollIntervalMs` — and the
 //! config file, and swaps a new version in off the request path:
-//! fetch → verify digest → compile (or load precompiled) → check world and
+//! (registry versions: verify the signature when `signatures.publicKeys`
+//! is set →) fetch → verify digest → compile (or load precompiled) → check world and
 //! WIT version → `validate-settings` → atomic swap of the policy set, with
 //! the other policies' loaded versions reused as they are. Evaluations that
 //! hold the old set finish on it. A refused version leaves the last good one
@@ -72,6 +73,7 @@ impl Entry {
             digest: None,
             resolved: None,
             version: None,
+            signed_by: None,
             generation: 0,
             loaded_at: None,
             last_error: None,
@@ -358,6 +360,9 @@ impl Reloader {
         let module = match fetch(&self.client, &self.config, source).await {
             Ok(m) => m,
             Err(e) => {
+                // An unsigned version may be signed after it was pushed:
+                // not remembered as refused, so the next poll checks again.
+                let known = known.filter(|_| !matches!(e, LoadError::Signature(_)));
                 self.entries[i].refuse(out, &e, known);
                 return false;
             }
@@ -488,6 +493,7 @@ impl Entry {
         self.status.digest = Some(module.digest.clone());
         self.status.resolved = module.resolved.clone();
         self.status.version = module.version.clone();
+        self.status.signed_by = module.signed_by.clone();
         self.status.generation += 1;
         self.status.loaded_at = Some(now());
         self.status.last_error = None;

@@ -29,6 +29,10 @@ pub struct PolicyStatus {
     pub resolved: Option<String>,
     /// The artifact's `org.opencontainers.image.version`, if any.
     pub version: Option<String>,
+    /// The public key that signed the serving version, when
+    /// `signatures.publicKeys` requires signatures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
     /// Versions swapped in since start (1: the first one).
     pub generation: u64,
     pub loaded_at: Option<String>,

@@ -19,6 +19,7 @@ use steward_cluster::{ClusterCache, load_snapshot};
 use steward_hooks::Hooks;
 use steward_hooks::config::{ClusterSource, Config, default_cache_dir};
 use steward_hooks::extender;
+use steward_oci::signature::{self, PublicKey, SigningKey};
 use steward_oci::{PushMeta, Reference, RegistryClient};
 use steward_runtime::Runtime;
 
@@ -163,6 +164,34 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Sign a policy in a registry in cosign's format: a simple-signing
+    /// payload naming its manifest digest, signed with an ECDSA P-256 key,
+    /// stored under the `sha256-<digest>.sig` tag (`cosign verify --key`
+    /// checks it).
+    Sign {
+        /// registry/repository:tag or registry/repository@sha256:...
+        reference: Reference,
+        /// The private key, PEM (PKCS#8 `PRIVATE KEY` or `EC PRIVATE KEY`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Annotations signed with the payload, `key=value` (repeatable).
+        #[arg(long = "annotation", short = 'a', value_parser = key_value)]
+        annotations: Vec<(String, String)>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Check that a policy in a registry carries a cosign signature by one of
+    /// the given public keys; exits 1 if it does not.
+    Verify {
+        /// registry/repository:tag or registry/repository@sha256:...
+        reference: Reference,
+        /// A public key, PEM `PUBLIC KEY` (repeatable: any one may have
+        /// signed).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
         #[command(flatten)]
         registry: RegistryArgs,
     },
@@ -369,6 +398,50 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sign {
+            reference,
+            key,
+            annotations,
+            registry,
+        } => {
+            let key = SigningKey::load(&key)?;
+            let signed = tokio::runtime::Runtime::new()?.block_on(signature::sign(
+                &registry.client(),
+                &reference,
+                &key,
+                annotations.into_iter().collect(),
+            ))?;
+            println!("{} signed: {}", signed.artifact, signed.signature);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify {
+            reference,
+            keys,
+            registry,
+        } => verify(&reference, &keys, &registry.client()),
+    }
+}
+
+/// Verifies `reference` against `keys`; prints what verified it.
+fn verify(reference: &Reference, keys: &[PathBuf], client: &RegistryClient) -> Result<ExitCode> {
+    let keys = keys
+        .iter()
+        .map(|k| PublicKey::load(k))
+        .collect::<Result<Vec<_>>>()?;
+    let verified = tokio::runtime::Runtime::new()?.block_on(async {
+        let digest = client.resolve(reference).await?;
+        signature::verify(client, reference, &digest, &keys).await
+    });
+    match verified {
+        Ok(v) => {
+            println!("{}: signed by {}", v.artifact, v.key);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.chain().any(|c| c.is::<signature::Unverified>()) => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e),
     }
 }
 
