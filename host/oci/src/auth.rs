@@ -1,8 +1,12 @@
-//! Registry credentials from the Docker config file, and the challenge a
-//! registry answers 401 with (`WWW-Authenticate`).
+//! Registry credentials from the Docker config file — `auths` entries and
+//! credential helpers (`credHelpers` per registry, `credsStore` for all) —
+//! and the challenge a registry answers 401 with (`WWW-Authenticate`).
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
@@ -33,10 +37,21 @@ impl Credentials {
 }
 
 #[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
 struct DockerConfig {
     #[serde(default)]
     auths: BTreeMap<String, DockerAuth>,
+    /// Registry host → helper name: `docker-credential-<name>` answers for
+    /// that registry.
+    #[serde(default)]
+    cred_helpers: BTreeMap<String, String>,
+    /// The helper answering for every other registry.
+    #[serde(default)]
+    creds_store: Option<String>,
 }
+
+/// How long a credential helper may take to answer.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Deserialize, Default)]
 struct DockerAuth {
@@ -65,18 +80,33 @@ pub fn docker_credentials(registry: &str) -> Result<Option<Credentials>> {
     }
 }
 
+/// The credentials for `registry` in the config file at `path`, the way
+/// the Docker CLI finds them: its `credHelpers` helper, else the
+/// `credsStore` helper, else its `auths` entry (also when the helper knows
+/// none for it).
 fn credentials_in(path: &Path, registry: &str) -> Result<Option<Credentials>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the Docker config {}", path.display()))?;
     let config: DockerConfig = serde_json::from_str(&text)
         .with_context(|| format!("the Docker config {} is not valid JSON", path.display()))?;
-    // Keys may be `host`, `https://host` or `https://host/v1/`.
-    let entry = config.auths.iter().find(|(key, _)| {
-        let key = key
-            .trim_start_matches("https://")
-            .trim_start_matches("http://");
-        key.split('/').next() == Some(registry)
-    });
+    let helper = config
+        .cred_helpers
+        .iter()
+        .find(|(key, _)| host_of(key) == Some(registry))
+        .map(|(_, helper)| helper)
+        .or(config.creds_store.as_ref())
+        .filter(|h| !h.is_empty());
+    if let Some(helper) = helper
+        && let Some(credentials) = helper_credentials(helper, registry).with_context(|| {
+            format!("the credential helper of {} ({})", registry, path.display())
+        })?
+    {
+        return Ok(Some(credentials));
+    }
+    let entry = config
+        .auths
+        .iter()
+        .find(|(key, _)| host_of(key) == Some(registry));
     let Some((key, auth)) = entry else {
         return Ok(None);
     };
@@ -103,6 +133,77 @@ fn credentials_in(path: &Path, registry: &str) -> Result<Option<Credentials>> {
         })),
         _ => Ok(None),
     }
+}
+
+/// The registry host of a config key: `host`, `https://host` or
+/// `https://host/v1/`.
+fn host_of(key: &str) -> Option<&str> {
+    key.trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+}
+
+/// What a credential helper prints for `get`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct HelperAnswer {
+    username: String,
+    secret: String,
+}
+
+/// Asks `docker-credential-<helper> get` (the docker-credential-helpers
+/// protocol: the registry on stdin, JSON on stdout) for `registry`'s
+/// credentials; None when it has none.
+fn helper_credentials(helper: &str, registry: &str) -> Result<Option<Credentials>> {
+    let program = format!("docker-credential-{helper}");
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run `{program}`: is it installed and on PATH?"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits without reading its input is judged by its
+        // answer below, not by the broken pipe.
+        let _ = stdin.write_all(registry.as_bytes());
+    }
+    let deadline = Instant::now() + HELPER_TIMEOUT;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("`{program} get` did not answer within {HELPER_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        // The protocol's answer for a registry the helper has nothing for.
+        if stdout.contains("credentials not found") {
+            return Ok(None);
+        }
+        bail!(
+            "`{program} get` failed ({}): {}{}",
+            out.status,
+            stdout.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let answer: HelperAnswer = serde_json::from_str(&stdout)
+        .with_context(|| format!("`{program} get` did not print Username and Secret as JSON"))?;
+    if answer.username == "<token>" {
+        bail!(
+            "`{program} get` answered with an identity token for {registry}; Steward needs a user \
+             name and password (or registry token) from it"
+        );
+    }
+    Ok(Some(Credentials {
+        username: answer.username,
+        password: answer.secret,
+    }))
 }
 
 /// A parsed `WWW-Authenticate` header.

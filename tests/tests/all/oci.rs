@@ -305,16 +305,7 @@ print(r.status_code)
 async fn the_host_loads_a_policy_oras_pushed_with_the_cncf_media_types() {
     let registry = Registry::start();
     let dir = TempDir::new("oci-oras-push");
-    let wasm = std::fs::read(guest("misbehave")).unwrap();
-    std::fs::write(dir.path().join("policy.wasm"), &wasm).unwrap();
-    let config = serde_json::json!({
-        "created": "2026-11-22T00:00:00Z",
-        "architecture": "wasm",
-        "os": "wasip2",
-        "layerDigests": [digest(&wasm)],
-        "component": {"exports": ["filter"], "imports": [], "target": null}
-    });
-    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let wasm = stage_cncf_files(dir.path());
     let tag = format!("{}:oras", registry.repo("steward/from-oras"));
     let out = oras(ORAS_PUSH, &[&tag], dir.path());
     assert_eq!(out.trim(), "201", "{out}");
@@ -323,16 +314,42 @@ async fn the_host_loads_a_policy_oras_pushed_with_the_cncf_media_types() {
     assert!(ok, "{err}");
     assert!(text.contains("world:       scheduler"), "{text}");
 
+    let addr = serve_misbehave(dir.path(), &tag).await;
+    assert_eq!(status(addr).await["digest"], digest(&wasm).as_str());
+}
+
+/// Writes the misbehave guest as `policy.wasm` and its CNCF Wasm config as
+/// `config.json` in `dir`, for another tool to push; returns the component.
+pub(crate) fn stage_cncf_files(dir: &std::path::Path) -> Vec<u8> {
+    let wasm = std::fs::read(guest("misbehave")).unwrap();
+    std::fs::write(dir.join("policy.wasm"), &wasm).unwrap();
+    let config = serde_json::json!({
+        "created": "2026-11-22T00:00:00Z",
+        "architecture": "wasm",
+        "os": "wasip2",
+        "layerDigests": [digest(&wasm)],
+        "component": {"exports": ["filter"], "imports": [], "target": null}
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    wasm
+}
+
+/// Serves the misbehave policy (rejecting every node) from the registry
+/// reference `reference`, with its config in `dir`; checks it answers.
+pub(crate) async fn serve_misbehave(
+    dir: &std::path::Path,
+    reference: &str,
+) -> std::net::SocketAddr {
     let addr = serve_config(
-        dir.path(),
+        dir,
         &format!(
-            "policies:\n- id: misbehave\n  hook: scheduler\n  module: oci://{tag}\n  settings: {{behaviour: reject-all}}\n"
+            "policies:\n- id: misbehave\n  hook: scheduler\n  module: oci://{reference}\n  settings: {{behaviour: reject-all}}\n"
         ),
     )
     .await
     .addr;
     assert_eq!(misbehave_answer(&filter_fixture(addr).await.1), "rejects");
-    assert_eq!(status(addr).await["digest"], digest(&wasm).as_str());
+    addr
 }
 
 /// Credentials come from the Docker config file (`$DOCKER_CONFIG`).
@@ -389,5 +406,82 @@ async fn credentials_come_from_the_docker_config() {
     assert_eq!(
         std::fs::read(out).unwrap(),
         std::fs::read(wasm_path).unwrap()
+    );
+}
+
+/// Credentials come from the Docker config's credential helpers:
+/// `credHelpers` for one registry, `credsStore` for all, run as
+/// `docker-credential-<name> get` from PATH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_come_from_docker_credential_helpers() {
+    let registry = Registry::start_with_user("alice", "s3cret:pw");
+    let dir = TempDir::new("oci-cred-helpers");
+    let (docker, bin) = (dir.path().join("docker"), dir.path().join("bin"));
+    std::fs::create_dir_all(&docker).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    let asked = dir.path().join("asked.log");
+    // A helper that knows alice's password for this registry only, and
+    // logs what it was asked.
+    let helper = bin.join("docker-credential-steward-test");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread -r server\necho \"$server\" >> {}\nif [ \"$server\" = {} ]; then\n  printf '{{\"ServerURL\":\"%s\",\"Username\":\"alice\",\"Secret\":\"s3cret:pw\"}}' \"$server\"\nelse\n  echo 'credentials not found in native keychain'; exit 1\nfi\n",
+            asked.display(),
+            registry.host()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = [
+        ("DOCKER_CONFIG", docker.to_str().unwrap()),
+        ("PATH", path.as_str()),
+    ];
+    let config = |json: String| std::fs::write(docker.join("config.json"), json).unwrap();
+    let wasm_path = guest("misbehave");
+    let tag = format!("{}:1", registry.repo("private/misbehave"));
+
+    config(format!(
+        r#"{{"credHelpers":{{"{}":"steward-test"}}}}"#,
+        registry.host()
+    ));
+    let (ok, pushed, stderr) = steward_with_env(&["push", wasm_path.to_str().unwrap(), &tag], &env);
+    assert!(ok, "{stderr}");
+    assert!(
+        std::fs::read_to_string(&asked)
+            .unwrap()
+            .lines()
+            .all(|l| l == registry.host()),
+        "the helper was asked for another registry"
+    );
+
+    config(r#"{"credsStore":"steward-test"}"#.to_string());
+    let out = dir.path().join("p.wasm");
+    let (ok, _, stderr) =
+        steward_with_env(&["pull", pushed.trim(), "-o", out.to_str().unwrap()], &env);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        std::fs::read(out).unwrap(),
+        std::fs::read(&wasm_path).unwrap()
+    );
+
+    // A helper for another registry is not asked; without credentials the
+    // registry's demand is reported.
+    config(r#"{"credHelpers":{"other.example.com":"steward-test"}}"#.to_string());
+    let (ok, _, stderr) = steward_with_env(&["pull", pushed.trim(), "-o", "x.wasm"], &env);
+    assert!(!ok);
+    assert!(stderr.contains("asks for credentials"), "{stderr}");
+
+    config(r#"{"credsStore":"not-installed"}"#.to_string());
+    let (ok, _, stderr) = steward_with_env(&["pull", pushed.trim(), "-o", "x.wasm"], &env);
+    assert!(!ok);
+    assert!(
+        stderr.contains("cannot run `docker-credential-not-installed`"),
+        "{stderr}"
     );
 }
