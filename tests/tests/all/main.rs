@@ -7,6 +7,7 @@ mod admission;
 mod extender_wire;
 mod hot_swap;
 mod http;
+mod interop;
 mod local_pv;
 mod new_policy;
 mod oci;
