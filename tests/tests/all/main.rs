@@ -5,6 +5,7 @@
 
 mod admission;
 mod extender_wire;
+mod helm;
 mod hot_swap;
 mod http;
 mod interop;

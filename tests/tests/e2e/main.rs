@@ -9,5 +9,6 @@
 //! directory with its servers' logs.
 
 mod admission;
+mod helm;
 mod placement;
 mod reconcile;

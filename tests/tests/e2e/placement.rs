@@ -289,7 +289,7 @@ fn placement_respects_quorum_and_explains_refusals() {
 /// `kubectl kustomize <dir>` with `kubectl` (1.20.2 embeds kustomize
 /// v2.0.3, the oldest the bundle supports; 1.37.2 kustomize v5): the
 /// rendered YAML.
-fn render(kubectl: &Path, dir: &Path) -> Result<String> {
+pub(crate) fn render(kubectl: &Path, dir: &Path) -> Result<String> {
     let out = Command::new(kubectl)
         .arg("kustomize")
         .arg(dir)
@@ -310,7 +310,7 @@ fn kustomize(kubectl: &Path, dir: &str) -> Result<Vec<serde_json::Value>> {
     parse_objects(&text, &format!("kubectl kustomize {dir}"))
 }
 
-fn find<'a>(
+pub(crate) fn find<'a>(
     objects: &'a [serde_json::Value],
     kind: &str,
     name: &str,
@@ -327,10 +327,10 @@ fn find<'a>(
 }
 
 /// The kube-scheduler sidecar's image.
-const SCHEDULER_IMAGE: &str = "registry.k8s.io/kube-scheduler";
+pub(crate) const SCHEDULER_IMAGE: &str = "registry.k8s.io/kube-scheduler";
 
 /// The image of the Deployment's kube-scheduler sidecar.
-fn sidecar_image(objects: &[serde_json::Value]) -> Result<String> {
+pub(crate) fn sidecar_image(objects: &[serde_json::Value]) -> Result<String> {
     find(objects, "Deployment", "steward")?["spec"]["template"]["spec"]["containers"]
         .as_array()
         .into_iter()
@@ -348,7 +348,7 @@ fn sidecar_minor(image: &str) -> Option<u32> {
 }
 
 /// The contents of one file of a generated ConfigMap, as JSON.
-fn config_file(configmap: &serde_json::Value, file: &str) -> Result<serde_json::Value> {
+pub(crate) fn config_file(configmap: &serde_json::Value, file: &str) -> Result<serde_json::Value> {
     let text = configmap["data"][file]
         .as_str()
         .with_context(|| format!("the ConfigMap has no {file}"))?;
@@ -488,7 +488,7 @@ fn check_flavours(kubectl: &Path) -> Result<()> {
 
 /// `to` relative to the directory `from` (both absolute): kustomize
 /// refuses absolute paths of bases.
-fn relative(from: &Path, to: &Path) -> PathBuf {
+pub(crate) fn relative(from: &Path, to: &Path) -> PathBuf {
     let (from, to): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
     let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
     let mut path: PathBuf = from[common..].iter().map(|_| "..").collect();
@@ -621,49 +621,12 @@ fn deploy_bundle_renders_and_installs() {
         )
         .await?;
         let kubeconfig = steward_kubeconfig(&control_plane).await?;
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), DEPLOY_NAMESPACE);
-        let tls = secrets
-            .get("steward-webhook-tls")
-            .await?
-            .data
-            .unwrap_or_default();
-        for file in ["tls.crt", "tls.key"] {
-            let bytes = tls
-                .get(file)
-                .with_context(|| format!("the TLS Secret has no {file}"))?;
-            std::fs::write(control_plane.dir.join(file), &bytes.0)?;
-        }
-        let mut config = config_file(
+        let config = config_file(
             find(&objects, "ConfigMap", "steward-config-")?,
             "steward.yaml",
         )?;
-        config["cluster"]["kubeconfig"] = kubeconfig.display().to_string().into();
-        config["cacheDir"] = control_plane
-            .dir
-            .join("modules")
-            .display()
-            .to_string()
-            .into();
-        config["admission"]["listen"] = "127.0.0.1:0".into();
-        for file in ["certFile", "keyFile"] {
-            let name = if file == "certFile" {
-                "tls.crt"
-            } else {
-                "tls.key"
-            };
-            config["admission"][file] = control_plane.dir.join(name).display().to_string().into();
-        }
-        for policy in config["policies"].as_array_mut().into_iter().flatten() {
-            let module = policy["module"].as_str().unwrap_or_default();
-            let stem = module
-                .strip_prefix("/usr/lib/steward/policies/")
-                .and_then(|m| m.strip_suffix(".wasm"))
-                .with_context(|| {
-                    format!("a policy module outside the image's directory: {module}")
-                })?;
-            policy["module"] = steward_tests::guest(stem).display().to_string().into();
-        }
-        let steward = Steward::start_config(&serde_json::to_string(&config)?).await?;
+        let steward =
+            start_as_installed(&control_plane, config, "steward-webhook-tls", &kubeconfig).await?;
         let scheduler_config = config_file(
             find(&objects, "ConfigMap", "steward-scheduler-config-")?,
             "kube-scheduler.yaml",
@@ -729,6 +692,47 @@ fn deploy_bundle_renders_and_installs() {
         );
         control_plane.check().await
     });
+}
+
+/// Steward as the installed Deployment's container runs it, in this
+/// process: `config` (the installed ConfigMap's steward.yaml) with its
+/// cluster the ServiceAccount's `kubeconfig`, the webhook's certificate and
+/// key from the installed TLS Secret `tls_secret`, the policies the image
+/// holds from the built guests, and the webhook on a free loopback port.
+pub(crate) async fn start_as_installed(
+    control_plane: &ControlPlane,
+    mut config: serde_json::Value,
+    tls_secret: &str,
+    kubeconfig: &Path,
+) -> Result<Steward> {
+    let secrets: Api<Secret> = Api::namespaced(control_plane.client.clone(), DEPLOY_NAMESPACE);
+    let tls = secrets.get(tls_secret).await?.data.unwrap_or_default();
+    for file in ["tls.crt", "tls.key"] {
+        let bytes = tls
+            .get(file)
+            .with_context(|| format!("the TLS Secret has no {file}"))?;
+        std::fs::write(control_plane.dir.join(file), &bytes.0)?;
+    }
+    config["cluster"]["kubeconfig"] = kubeconfig.display().to_string().into();
+    config["cacheDir"] = control_plane
+        .dir
+        .join("modules")
+        .display()
+        .to_string()
+        .into();
+    config["admission"]["listen"] = "127.0.0.1:0".into();
+    for (field, file) in [("certFile", "tls.crt"), ("keyFile", "tls.key")] {
+        config["admission"][field] = control_plane.dir.join(file).display().to_string().into();
+    }
+    for policy in config["policies"].as_array_mut().into_iter().flatten() {
+        let module = policy["module"].as_str().unwrap_or_default();
+        let stem = module
+            .strip_prefix("/usr/lib/steward/policies/")
+            .and_then(|m| m.strip_suffix(".wasm"))
+            .with_context(|| format!("a policy module outside the image's directory: {module}"))?;
+        policy["module"] = steward_tests::guest(stem).display().to_string().into();
+    }
+    Steward::start_config(&serde_json::to_string(&config)?).await
 }
 
 /// Leader election on a real API server, as Steward's ServiceAccount (the
