@@ -8,6 +8,7 @@ mod extender_wire;
 mod helm;
 mod hot_swap;
 mod http;
+mod image;
 mod interop;
 mod local_pv;
 mod new_policy;

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what building and running Steward's image needs (Debian
+# packages; apt-get, sudo only when not root): podman and runc to build and
+# run it, musl-tools (musl-gcc) for the static binary's C parts, and the
+# Rust target x86_64-unknown-linux-musl.
+# stdout: podman's path (progress goes to stderr). Idempotent.
+set -euo pipefail
+
+say() { echo "image-tools: $*" >&2; }
+warm() {
+  command -v podman >/dev/null && command -v runc >/dev/null && command -v musl-gcc >/dev/null \
+    && rustup target list --installed | grep -qx x86_64-unknown-linux-musl
+}
+
+if warm; then command -v podman; exit 0; fi
+CACHE="${STEWARD_CACHE:-$HOME/.cache/steward}"
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.image-tools.lock"
+flock 9
+if warm; then command -v podman; exit 0; fi
+
+SUDO=""
+if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v musl-gcc >/dev/null; then
+  say "installing podman, runc and musl-tools"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update >&2
+  $SUDO apt-get install -y podman runc musl-tools >&2
+fi
+rustup target add x86_64-unknown-linux-musl >&2
+warm || { say "installed, but podman, runc, musl-gcc or the musl target is missing"; exit 1; }
+command -v podman
