@@ -137,9 +137,8 @@ impl RegistryClient {
 
     /// The manifest `r` names and its digest (verified when pinned).
     async fn manifest(&self, r: &Reference) -> Result<(String, Manifest)> {
-        let Some((actual, body)) = self.manifest_bytes(r).await? else {
-            bail!("fetching the manifest of {r}: the registry has no such manifest (404)");
-        };
+        let resp = self.manifest_response(r).await?;
+        let (actual, body) = verified_manifest(r, resp)?;
         let manifest = Manifest::parse(&body).with_context(|| format!("{r}"))?;
         Ok((actual, manifest))
     }
@@ -147,47 +146,24 @@ impl RegistryClient {
     /// The raw manifest `r` names and its digest (checked against the pin
     /// and the registry's claim), or None when the registry has none.
     pub async fn manifest_bytes(&self, r: &Reference) -> Result<Option<(String, Bytes)>> {
-        let url = format!("{}/manifests/{}", self.base(r), r.target());
-        let resp = self
-            .send(
-                r,
-                "pull",
-                Method::GET,
-                &url,
-                &[(ACCEPT, MANIFEST_ACCEPT)],
-                Bytes::new(),
-            )
-            .await?;
+        let resp = self.manifest_response(r).await?;
         if resp.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        expect(
-            &resp,
-            &[StatusCode::OK],
-            &format!("fetching the manifest of {r}"),
-        )?;
-        let actual = digest(&resp.body);
-        if let Some(pinned) = &r.digest
-            && pinned != &actual
-        {
-            return Err(DigestMismatch(format!(
-                "{r} was asked for, but the registry sent a manifest with digest {actual}"
-            ))
-            .into());
-        }
-        if let Some(claimed) = resp
-            .headers
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            && claimed != actual
-        {
-            return Err(DigestMismatch(format!(
-                "the registry says the manifest of {r} is {claimed}, but its content hashes to \
-                 {actual}"
-            ))
-            .into());
-        }
-        Ok(Some((actual, resp.body)))
+        verified_manifest(r, resp).map(Some)
+    }
+
+    async fn manifest_response(&self, r: &Reference) -> Result<Response> {
+        let url = format!("{}/manifests/{}", self.base(r), r.target());
+        self.send(
+            r,
+            "pull",
+            Method::GET,
+            &url,
+            &[(ACCEPT, MANIFEST_ACCEPT)],
+            Bytes::new(),
+        )
+        .await
     }
 
     /// A blob, checked against `expected` (its digest) and `size`.
@@ -514,6 +490,38 @@ fn no_credentials(r: &Reference) -> anyhow::Error {
         super::auth::docker_config_path()
             .map_or("~/.docker/config.json".into(), |p| p.display().to_string())
     )
+}
+
+/// The body of a manifest answer and its digest, refused unless the answer
+/// is 200 and the body hashes to the pinned digest and to what the registry
+/// claims.
+fn verified_manifest(r: &Reference, resp: Response) -> Result<(String, Bytes)> {
+    expect(
+        &resp,
+        &[StatusCode::OK],
+        &format!("fetching the manifest of {r}"),
+    )?;
+    let actual = digest(&resp.body);
+    if let Some(pinned) = &r.digest
+        && pinned != &actual
+    {
+        return Err(DigestMismatch(format!(
+            "{r} was asked for, but the registry sent a manifest with digest {actual}"
+        ))
+        .into());
+    }
+    if let Some(claimed) = header(
+        &resp,
+        http::HeaderName::from_static("docker-content-digest"),
+    ) && claimed != actual
+    {
+        return Err(DigestMismatch(format!(
+            "the registry says the manifest of {r} is {claimed}, but its content hashes to \
+             {actual}"
+        ))
+        .into());
+    }
+    Ok((actual, resp.body))
 }
 
 fn header(resp: &Response, name: http::HeaderName) -> Option<&str> {

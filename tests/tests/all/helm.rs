@@ -41,7 +41,7 @@ fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
         .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
 }
 
-fn config(objects: &[Value]) -> Config {
+fn steward_config(objects: &[Value]) -> Config {
     let text =
         find(objects, "ConfigMap", "steward-config").expect("the config")["data"]["steward.yaml"]
             .as_str()
@@ -73,7 +73,7 @@ fn the_chart_lints_and_renders_a_configuration_steward_accepts() {
     assert!(out.contains("0 chart(s) failed"), "{out}");
 
     let objects = template("v1.37.2", &[]);
-    let config = config(&objects);
+    let config = steward_config(&objects);
     assert_eq!(config.policies.len(), 6);
     assert!(config.signatures.public_keys.is_empty());
     assert_eq!(config.reconcile.lease_namespace, "steward-system");
@@ -158,7 +158,7 @@ fn values_set_replicas_reconcile_tls_keys_and_registry_credentials() {
         containers(&objects)[0]["image"],
         "registry.example.com/steward:1.2.3"
     );
-    let config = config(&objects);
+    let config = steward_config(&objects);
     assert!(config.policies.iter().all(|p| p.hook != Hook::Reconcile));
     assert_eq!(config.registries.poll_interval_ms, 5000);
     assert!(find(&objects, "PodDisruptionBudget", "steward").is_none());
@@ -193,7 +193,7 @@ fn values_set_replicas_reconcile_tls_keys_and_registry_credentials() {
         &root(),
     );
     let objects = parse_objects(&text, CHART).unwrap();
-    let config = config(&objects);
+    let config = steward_config(&objects);
     assert_eq!(
         config.signatures.public_keys,
         vec![PathBuf::from("/etc/steward/keys/release.pub")]
