@@ -20,6 +20,7 @@ use steward::config::Config;
 use steward::server::App;
 
 use crate::control_plane::doubles::Doubles;
+use crate::control_plane::process::{Process, free_port, wait_until};
 use crate::control_plane::{ControlPlane, KubeVersion};
 
 /// The scheduler profile Steward's pods name (`deploy/`, the snapshot).
@@ -157,6 +158,89 @@ impl Steward {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
+}
+
+/// One replica of the Deployment: a `steward serve` process of the debug
+/// binary, killed (SIGKILL) when dropped or by [`StewardProcess::kill`].
+pub struct StewardProcess {
+    pub process: Process,
+    /// The extender (under `/scheduler`), `/readyz`, `/metrics`, `/status`.
+    pub addr: SocketAddr,
+    /// The admission webhook (HTTPS), when the config has `admission:`.
+    pub webhook: Option<SocketAddr>,
+}
+
+impl StewardProcess {
+    /// Starts `steward serve` named `name` (its log `<dir>/<name>.log`) with
+    /// `kubeconfig`, `policies` (as [`Steward::start`]) and `sections`, in
+    /// which `$webhook` stands for a free loopback address for the
+    /// admission webhook; waits until it is ready.
+    pub async fn start(
+        name: &str,
+        dir: &Path,
+        kubeconfig: &Path,
+        policies: &[&str],
+        sections: &str,
+    ) -> Result<StewardProcess> {
+        let list: Vec<String> = policies.iter().map(|p| format!("- {p}")).collect();
+        let yaml = format!(
+            "cluster: {{kubeconfig: {}}}\nserver: {{listen: '$extender'}}\npolicies:\n{}\n{sections}\n",
+            kubeconfig.display(),
+            crate::expand_guests(&list.join("\n")),
+        );
+        StewardProcess::start_config(name, dir, &yaml).await
+    }
+
+    /// Starts `steward serve` with the whole configuration `yaml`, in which
+    /// `$extender` and `$webhook` stand for free loopback addresses.
+    pub async fn start_config(name: &str, dir: &Path, yaml: &str) -> Result<StewardProcess> {
+        let free = || SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let (addr, webhook) = (free(), free());
+        let config = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &config,
+            yaml.replace("$extender", &addr.to_string())
+                .replace("$webhook", &webhook.to_string()),
+        )?;
+        let args = [
+            "serve".to_string(),
+            "--config".into(),
+            config.display().to_string(),
+        ];
+        let mut process = Process::start(name, &crate::steward_bin(), &args, dir)?;
+        wait_until(&mut process, Duration::from_secs(60), || async move {
+            crate::probe(addr, "/readyz").await.0 == 200
+        })
+        .await
+        .with_context(|| format!("{name} to become ready"))?;
+        Ok(StewardProcess {
+            process,
+            addr,
+            webhook: yaml.contains("$webhook").then_some(webhook),
+        })
+    }
+
+    /// Its resident memory now, in bytes.
+    pub fn resident_bytes(&self) -> Result<u64> {
+        resident_bytes(self.process.pid())
+    }
+
+    /// Kills the process at once (SIGKILL), as a crashed pod or lost node
+    /// would end it: nothing is released.
+    pub fn kill(self) {
+        drop(self.process);
+    }
+}
+
+/// Resident memory of process `pid` now (`VmRSS`), in bytes.
+pub fn resident_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib << 10)
+        .context("no VmRSS in the process status")
 }
 
 /// The control plane with Steward as its scheduler's extender and the node

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1 as k8s;
 use kube::api::PostParams;
 
-use crate::ClusterCache;
+use crate::{ClusterCache, convert};
 
 /// A live cluster or an offline snapshot.
 #[derive(Clone)]
@@ -93,6 +93,34 @@ impl Backend {
                     "binding pod {namespace}/{name} to node {node} failed: {e}"
                 ))
             }
+        }
+    }
+
+    /// Reads claim `namespace/name` from the API server into `cache` when
+    /// the watch has not delivered it yet: the StatefulSet controller
+    /// creates a claim and its pod back to back, so a pod's review can
+    /// arrive first. Offline the snapshot is all there is. Returns whether
+    /// the claim exists.
+    pub async fn read_claim(
+        &self,
+        cache: &ClusterCache,
+        namespace: &str,
+        name: &str,
+    ) -> Result<bool, String> {
+        let Backend::Kubernetes(client) = self else {
+            return Ok(false);
+        };
+        let api: kube::Api<k8s::PersistentVolumeClaim> =
+            kube::Api::namespaced(client.clone(), namespace);
+        match api.get_opt(name).await {
+            Ok(Some(claim)) => {
+                cache.upsert_claim(convert::claim(&claim));
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(format!(
+                "reading claim {namespace}/{name} from the API server failed: {e}"
+            )),
         }
     }
 }

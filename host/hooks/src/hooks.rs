@@ -108,6 +108,7 @@ impl Hooks {
         let admission = Arc::new(AdmissionHook {
             policies: policies.clone(),
             cluster: cluster.clone(),
+            backend: backend.clone(),
             metrics: metrics.clone(),
             executor: Executor::new(&backend, cluster.clone()),
         });

@@ -412,3 +412,122 @@ fn admission_webhooks_on_a_real_apiserver() {
         },
     );
 }
+
+/// The real StatefulSet controller creates each pod's claim from the
+/// template and the pod right after it, often before Steward's watch has
+/// delivered the claim: every pod of a Parallel StatefulSet with a
+/// HwameiStor claim template still gets Steward's scheduler, because the
+/// mutator reads a claim it lacks from the API server.
+#[test]
+fn statefulset_pods_with_local_claim_templates_get_stewards_scheduler() {
+    scenario(
+        "statefulset_pods_with_local_claim_templates_get_stewards_scheduler",
+        |version| async move {
+            const REPLICAS: usize = 6;
+            let tls = TempDir::new("e2e-claim-templates-tls");
+            let (cert, key) = (tls.path().join("tls.crt"), tls.path().join("tls.key"));
+            let ca = TestCa::new();
+            ca.issue("steward-webhook").write(&cert, &key);
+            let sections = format!(
+                "admission: {{listen: '127.0.0.1:0', certFile: {}, keyFile: {}}}",
+                cert.display(),
+                key.display()
+            );
+            let mutator = format!(
+                "{{id: local-storage-admission, hook: admission, \
+                 module: '{{local_storage_admission}}', mutate: true, failureMode: fail-open, \
+                 settings: {{schedulerName: {SCHEDULER_NAME}}}}}"
+            );
+            let mut cluster = Cluster::start_with(
+                version,
+                &example_snapshot(),
+                &["Node", "Namespace", "StorageClass"],
+                &[mutator.as_str()],
+                &sections,
+            )
+            .await?;
+            let client = cluster.client();
+            let webhook = cluster
+                .steward
+                .webhook
+                .context("Steward serves no admission webhook")?;
+            register_webhooks(&client, webhook, &ca).await?;
+            cluster
+                .control_plane
+                .wait_service_account(NAMESPACE)
+                .await?;
+            let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+            // The webhook configuration reaches the apiserver's cache
+            // asynchronously: wait until a dry-run pod is reviewed.
+            let probe = pod("probe", json!({}), json!({}))?;
+            let dry_run = PostParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            let reviewed = || {
+                cluster.steward.metric(
+                    "steward_admission_verdicts_total",
+                    &["policy=\"local-storage-admission\""],
+                )
+            };
+            eventually(
+                Duration::from_secs(60),
+                "the mutating webhook to review a dry-run pod",
+                || async {
+                    let before = reviewed();
+                    pods.create(&dry_run, &probe).await?;
+                    Ok((reviewed() > before).then_some(()))
+                },
+            )
+            .await?;
+
+            create(
+                &client,
+                json!({
+                    "apiVersion": "apps/v1", "kind": "StatefulSet",
+                    "metadata": {"name": "local-data", "namespace": NAMESPACE},
+                    "spec": {
+                        "replicas": REPLICAS, "serviceName": "local-data",
+                        "podManagementPolicy": "Parallel",
+                        "selector": {"matchLabels": {"app": "local-data"}},
+                        "template": {
+                            "metadata": {"labels": {"app": "local-data"}},
+                            "spec": {"containers": [{"name": "main",
+                                                     "image": "registry.k8s.io/pause:3.2"}]}},
+                        "volumeClaimTemplates": [{
+                            "metadata": {"name": "data"},
+                            "spec": {"accessModes": ["ReadWriteOnce"],
+                                     "storageClassName": local_storage_class()?,
+                                     "resources": {"requests": {"storage": "1Gi"}}}}],
+                    },
+                }),
+            )
+            .await?;
+            let created = eventually(
+                Duration::from_secs(60),
+                "the StatefulSet controller to create every pod",
+                || async {
+                    let list = pods.list(&Default::default()).await?;
+                    let members: Vec<Pod> = list
+                        .items
+                        .into_iter()
+                        .filter(|p| p.name_any().starts_with("local-data-"))
+                        .collect();
+                    Ok((members.len() == REPLICAS).then_some(members))
+                },
+            )
+            .await?;
+            let wrong: Vec<String> = created
+                .iter()
+                .filter(|p| scheduler_name(p) != SCHEDULER_NAME)
+                .map(|p| format!("{} ({})", p.name_any(), scheduler_name(p)))
+                .collect();
+            ensure!(
+                wrong.is_empty(),
+                "every pod with a HwameiStor claim gets {SCHEDULER_NAME}; these did not: {}",
+                wrong.join(", ")
+            );
+            cluster.control_plane.check().await
+        },
+    );
+}

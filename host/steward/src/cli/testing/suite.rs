@@ -475,6 +475,7 @@ fn run_case(
         let hook = AdmissionHook {
             policies: store.clone(),
             cluster: cluster.clone(),
+            backend: Backend::Snapshot,
             metrics: Arc::new(Metrics::default()),
             executor: Executor::new(&Backend::Snapshot, cluster),
         };

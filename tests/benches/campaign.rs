@@ -1,0 +1,65 @@
+//! Resident memory of `steward serve` through the abuse campaign
+//! (`steward_tests::campaign`): at rest, at its peak, and once the
+//! campaign's clients are gone. SPEC §8: at most 150 MB, also after it.
+//!
+//! `cargo bench -p steward-tests --bench campaign` (see BENCHMARKS.md).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use steward_tests::campaign::{Scale, Target};
+use steward_tests::e2e::resident_bytes;
+
+/// How long the server is left alone after the campaign before measuring.
+const SETTLE: Duration = Duration::from_secs(10);
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let dir = steward_tests::TempDir::new("campaign-bench");
+        let mut target = Target::start(dir.path())
+            .await
+            .expect("steward serve starts");
+        let rest = target.steward.resident_bytes().expect("RSS");
+        let pid = target.steward.process.pid();
+        let peak = Arc::new(AtomicU64::new(rest));
+        let sampler = {
+            let peak = peak.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Ok(now) = resident_bytes(pid) {
+                        peak.fetch_max(now, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        };
+        let reports = target.run(&Scale::default()).await.expect("the campaign");
+        for r in &reports {
+            println!(
+                "{:<34} fresh client answered in {:>8.1?}",
+                r.case, r.fresh_client
+            );
+        }
+        tokio::time::sleep(SETTLE).await;
+        sampler.abort();
+        let after = target.steward.resident_bytes().expect("RSS");
+        println!(
+            "resident memory: at rest {:.0} MiB, peak {:.0} MiB, {}s after the campaign {:.0} MiB",
+            mib(rest),
+            mib(peak.load(Ordering::Relaxed)),
+            SETTLE.as_secs(),
+            mib(after)
+        );
+        println!("rss after campaign: {:.0} MiB", mib(after));
+    });
+}
