@@ -15,8 +15,10 @@ use kube::api::{DeleteParams, EvictParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use steward_sdk::tidb::EVICT_LEADER_BEGIN_ANNOTATION;
+use steward_tests::control_plane::{ControlPlane, client_for};
 use steward_tests::e2e::{
-    Cluster, SCHEDULER_NAME, create, events_about, eventually, read_objects, scenario,
+    Cluster, SCHEDULER_NAME, create, deploy_service_account, events_about, eventually,
+    read_objects, scenario,
 };
 use steward_tests::pd_double::{Fault, PdDouble};
 use steward_tests::tls::TestCa;
@@ -528,6 +530,105 @@ fn statefulset_pods_with_local_claim_templates_get_stewards_scheduler() {
                 wrong.join(", ")
             );
             cluster.control_plane.check().await
+        },
+    );
+}
+
+/// The claim lookup without the race: a hook whose cache has the cluster's
+/// StorageClass but not yet the pod's claim (as when a review outruns
+/// Steward's watch) reads the claim from the real API server, as Steward's
+/// ServiceAccount, and gives the pod Steward's scheduler.
+#[test]
+fn a_claim_the_cache_lacks_is_read_from_the_api_server() {
+    use std::sync::Arc;
+    use steward::Hooks;
+    use steward::admission::Endpoint;
+    use steward::cluster::{Backend, ClusterCache, load_objects};
+    scenario(
+        "a_claim_the_cache_lacks_is_read_from_the_api_server",
+        |version| async move {
+            let mut control_plane = ControlPlane::start(version).await?;
+            let client = control_plane.client.clone();
+            let objects = read_objects(&example_snapshot())?;
+            let of_kind = |kind: &str| -> Vec<serde_json::Value> {
+                objects
+                    .iter()
+                    .filter(|o| o["kind"] == kind)
+                    .cloned()
+                    .collect()
+            };
+            for object in of_kind("Namespace")
+                .into_iter()
+                .chain(of_kind("StorageClass"))
+            {
+                create(&client, object).await?;
+            }
+            create(
+                &client,
+                json!({
+                    "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": "data-db-0", "namespace": NAMESPACE},
+                    "spec": {"accessModes": ["ReadWriteOnce"],
+                             "storageClassName": local_storage_class()?,
+                             "resources": {"requests": {"storage": "1Gi"}}},
+                }),
+            )
+            .await?;
+            let kubeconfig = deploy_service_account(&control_plane).await?;
+            let steward = client_for(&kubeconfig).await?;
+
+            let config = steward_tests::config(&format!(
+                "- id: local-storage-admission\n  hook: admission\n  \
+                 module: {{local_storage_admission}}\n  mutate: true\n  \
+                 settings: {{schedulerName: {SCHEDULER_NAME}}}\n"
+            ));
+            let policies = steward_tests::load_policies(steward_tests::runtime(), &config)?;
+            let cache = Arc::new(ClusterCache::default());
+            load_objects(&cache, &of_kind("StorageClass"))?;
+            let hooks = Hooks::new(policies, cache, Backend::Kubernetes(steward));
+            let review = json!({
+                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {
+                    "uid": "5b1c1f1e-0000-4000-8000-000000000001",
+                    "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "resource": {"group": "", "version": "v1", "resource": "pods"},
+                    "name": "db-0", "namespace": NAMESPACE, "operation": "CREATE",
+                    "userInfo": {"username": "system:serviceaccount:kube-system:statefulset-controller"},
+                    "object": {
+                        "apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": "db-0", "namespace": NAMESPACE},
+                        "spec": {"containers": [{"name": "main", "image": "pause"}],
+                                 "volumes": [{"name": "data", "persistentVolumeClaim":
+                                              {"claimName": "data-db-0"}}]},
+                    },
+                },
+            });
+            let reviewed = tokio::task::spawn_blocking(move || {
+                hooks
+                    .admission
+                    .review(
+                        Endpoint::Mutate,
+                        "local-storage-admission",
+                        review.to_string().as_bytes(),
+                    )
+                    .map(|r| r.response)
+                    .map_err(|r| anyhow::anyhow!("HTTP {}: {}", r.status, r.message))
+            })
+            .await??;
+            let patch = reviewed
+                .patch
+                .as_deref()
+                .map(|p| base64::engine::general_purpose::STANDARD.decode(p))
+                .transpose()?
+                .map(|p| String::from_utf8_lossy(&p).into_owned())
+                .unwrap_or_default();
+            ensure!(
+                patch.contains("/spec/schedulerName") && patch.contains(SCHEDULER_NAME),
+                "the pod whose claim only the API server had got Steward's scheduler: \
+                 patch {patch:?}, warnings {:?}",
+                reviewed.warnings
+            );
+            control_plane.check().await
         },
     );
 }
