@@ -5,7 +5,7 @@
 //! the bench (resident memory after the campaign, SPEC §8).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,8 +63,50 @@ pub struct Target {
     _pd: PdDouble,
 }
 
+/// The bundled snapshot with `nodes` more nodes and `pods` more running
+/// pods, written to `<dir>/snapshot.yaml`: the cache at SPEC §8's scale.
+pub fn large_snapshot(dir: &Path, nodes: usize, pods: usize) -> Result<PathBuf> {
+    use std::fmt::Write as _;
+    let mut text = std::fs::read_to_string(crate::example_snapshot())?;
+    for i in 0..nodes {
+        let _ = write!(
+            text,
+            "\n---\n{}",
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": format!("node-{i}"), "labels": {
+                    "kubernetes.io/hostname": format!("node-{i}"),
+                    "topology.kubernetes.io/zone": format!("zone-{}", i % 3)}},
+                "status": {"allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110"},
+                           "conditions": [{"type": "Ready", "status": "True"}]},
+            })
+        );
+    }
+    for j in 0..pods {
+        let _ = write!(
+            text,
+            "\n---\n{}",
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("pod-{j}"), "namespace": format!("ns-{}", j % 50),
+                             "uid": format!("uid-{j}"), "labels": {"app": format!("app-{}", j % 100)}},
+                "spec": {"nodeName": format!("node-{}", j % nodes.max(1)),
+                         "containers": [{"name": "main", "image": "pause",
+                                         "resources": {"requests": {"cpu": "100m",
+                                                                    "memory": "128Mi"}}}]},
+                "status": {"phase": "Running"},
+            })
+        );
+    }
+    let path = dir.join("snapshot.yaml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
 impl Target {
-    pub async fn start(dir: &Path) -> Result<Target> {
+    /// Starts the target over `snapshot` (the bundled one, or a
+    /// [`large_snapshot`]) with its files in `dir`.
+    pub async fn start(dir: &Path, snapshot: &Path) -> Result<Target> {
         let pd = PdDouble::start("tidb-cluster", "basic").await;
         pd.set_fault(Fault::Slow(Duration::from_secs(3_600)));
         let ca = TestCa::new();
@@ -77,7 +119,7 @@ impl Target {
              policies:\n{quorum}\
              - id: tidb-guard\n  hook: admission\n  module: {{tidb_guard}}\n  deadlineMs: 2000\n  \
              pd: {{url: '{pd}', timeoutMs: 1000}}\n",
-            snapshot = crate::example_snapshot().display(),
+            snapshot = snapshot.display(),
             cert = cert.display(),
             key = key.display(),
             quorum = crate::PD_QUORUM,

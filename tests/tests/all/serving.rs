@@ -274,7 +274,9 @@ async fn small_protocol_errors_get_clear_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_abuse_campaign_leaves_the_server_up_and_serving() {
     let dir = steward_tests::TempDir::new("campaign");
-    let mut target = Target::start(dir.path()).await.unwrap();
+    let mut target = Target::start(dir.path(), &steward_tests::example_snapshot())
+        .await
+        .unwrap();
     let reports = target.run(&Scale::default()).await.unwrap();
     for r in &reports {
         eprintln!(

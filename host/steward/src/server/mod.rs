@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod listener;
+mod memory;
 pub mod tls;
 
 use anyhow::{Context, Result};
@@ -79,6 +80,7 @@ impl App {
 /// Serves until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<()> {
     raise_open_files_limit();
+    tokio::spawn(memory::trim_periodically());
     let app = App::start(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
