@@ -264,12 +264,12 @@ impl State {
         };
         appeared.elapsed() >= self.volume_ttl
             || nodes.iter().all(|&n| {
-            self.storage_changed
-                .get(n as usize)
-                .copied()
-                .flatten()
-                .is_some_and(|changed| changed > *appeared)
-        })
+                self.storage_changed
+                    .get(n as usize)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|changed| changed > *appeared)
+            })
     }
 
     /// Notes that node `id`'s capacity source reported changed figures.
@@ -632,7 +632,11 @@ impl ClusterCache {
 
     /// Waits until none of the pods `uids` is in flight any more (bound,
     /// failed or gone), or until `deadline`; returns those still in flight.
-    pub async fn wait_settled(&self, uids: &[String], deadline: tokio::time::Instant) -> Vec<String> {
+    pub async fn wait_settled(
+        &self,
+        uids: &[String],
+        deadline: tokio::time::Instant,
+    ) -> Vec<String> {
         loop {
             let settled = self.settled.notified();
             tokio::pin!(settled);

@@ -354,9 +354,16 @@ async fn a_filter_waits_for_the_member_in_flight_then_counts_it() {
         // pd-0 is bound: pd-2's answer counts it there.
         bind(&app, &pd0, NODES[0]);
         let answer = pd2.await.unwrap();
-        assert_eq!(answered_nodes(&answer), [NODES[1], NODES[2], NODES[3]], "{fixture}");
+        assert_eq!(
+            answered_nodes(&answer),
+            [NODES[1], NODES[2], NODES[3]],
+            "{fixture}"
+        );
         let reason = answer["FailedNodes"][NODES[0]].as_str().unwrap();
-        assert!(reason.contains("already has 1 pd pod(s)"), "{fixture}: {reason}");
+        assert!(
+            reason.contains("already has 1 pd pod(s)"),
+            "{fixture}: {reason}"
+        );
     }
 }
 
@@ -366,10 +373,18 @@ async fn a_pod_still_refused_when_its_wait_ends_is_requeued_once_the_member_bind
     let pd0 = pod(&app, "basic-pd-0");
     assert_eq!(passing(&app, &pd0, all_nodes()).len(), 4);
     let extender = extender_waiting(&app, std::time::Duration::ZERO);
-    let answer = serve_filter(app.clone(), extender, pd2_filter_body(&app, NODE_NAMES, None)).await;
+    let answer = serve_filter(
+        app.clone(),
+        extender,
+        pd2_filter_body(&app, NODE_NAMES, None),
+    )
+    .await;
     assert_eq!(answer["NodeNames"], serde_json::json!([]));
     let reason = answer["FailedNodes"][NODES[0]].as_str().unwrap();
-    assert!(reason.contains("waiting for pod tidb-cluster/basic-pd-0"), "{reason}");
+    assert!(
+        reason.contains("waiting for pod tidb-cluster/basic-pd-0"),
+        "{reason}"
+    );
     // Nothing to requeue while pd-0 is in flight; once it is bound, pd-2.
     assert!(app.hooks.cluster.take_requeue().is_empty());
     bind(&app, &pd0, NODES[0]);
@@ -385,7 +400,10 @@ async fn a_placement_that_fails_after_the_filter_releases_its_hold_at_once() {
     let pd1 = pod(&app, "basic-pd-1");
     let pd2 = pod(&app, "basic-pd-2");
     // pd-2's earlier attempt failed; kube-scheduler tries it again.
-    let earlier = ("Unschedulable", "0/4 nodes are available: 4 node(s) were unschedulable.");
+    let earlier = (
+        "Unschedulable",
+        "0/4 nodes are available: 4 node(s) were unschedulable.",
+    );
     let answer = serve_filter(
         app.clone(),
         extender_waiting(&app, std::time::Duration::ZERO),

@@ -280,7 +280,10 @@ impl Extender {
         };
         while !evaluation.pending.is_empty() {
             self.metrics.filter_wait();
-            let still = self.cluster.wait_settled(&evaluation.pending, deadline).await;
+            let still = self
+                .cluster
+                .wait_settled(&evaluation.pending, deadline)
+                .await;
             if !still.is_empty() || tokio::time::Instant::now() >= deadline {
                 self.metrics.filter_wait_timeout();
                 let pod = &evaluation.request.pod;
