@@ -206,13 +206,21 @@ pub struct SchedulerConfig {
     pub url_prefix: String,
     /// How long a filtered pod counts as in flight without a binding.
     pub in_flight_seconds: u64,
+    /// How long a filter that refused nodes because other pods are in
+    /// flight waits for them to be bound before answering (0: never).
+    pub filter_wait_ms: u64,
 }
+
+/// The longest `scheduler.filterWaitMs`: well under kube-scheduler's
+/// default extender `httpTimeout` (5 s), with room for the evaluations.
+pub const MAX_FILTER_WAIT_MS: u64 = 4_000;
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             url_prefix: "/scheduler".into(),
             in_flight_seconds: 30,
+            filter_wait_ms: 2_000,
         }
     }
 }
@@ -475,6 +483,13 @@ impl Config {
         if !self.scheduler.url_prefix.starts_with('/') {
             bail!("scheduler.urlPrefix: must start with `/`");
         }
+        if self.scheduler.filter_wait_ms > MAX_FILTER_WAIT_MS {
+            bail!(
+                "scheduler.filterWaitMs: {} is above {MAX_FILTER_WAIT_MS}; a filter that waits \
+                 longer risks kube-scheduler's extender httpTimeout (5 s by default)",
+                self.scheduler.filter_wait_ms
+            );
+        }
         check_body_limit("server.maxBodyBytes", self.server.max_body_bytes)?;
         self.server.connections.check("server")?;
         if let Some(admission) = &self.admission {
@@ -677,6 +692,11 @@ mod tests {
         );
         let none = refusal("cluster: {snapshot: s.yaml}\npolicies: []\n");
         assert!(none.starts_with("policies: none configured"), "{none}");
+        let wait = refusal(&format!("{MINIMAL}scheduler: {{filterWaitMs: 5000}}\n"));
+        assert!(
+            wait.starts_with("scheduler.filterWaitMs: 5000 is above 4000"),
+            "{wait}"
+        );
         let idle = refusal(&format!(
             "{MINIMAL}admission: {{listen: 127.0.0.1:8443, certFile: c, keyFile: k}}\n"
         ));
@@ -705,6 +725,7 @@ mod tests {
         let c = Config::parse(MINIMAL).unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8686");
         assert_eq!(c.scheduler.url_prefix, "/scheduler");
+        assert_eq!(c.scheduler.filter_wait_ms, 2_000);
         let p = &c.policies[0];
         assert_eq!((p.deadline_ms, p.memory_mib), (100, 64));
         assert_eq!(p.failure_mode, FailureMode::FailClosed);

@@ -201,12 +201,11 @@ async fn evaluate(app: App, verb: Verb, body: Body) -> Response {
         Err((code, message)) => text(code, message),
         Ok(bytes) => {
             let extender = app.hooks.extender.clone();
-            let outcome = app
-                .hooks
-                .budgets
-                .extender
-                .run(move || extender.serve(verb, &bytes))
-                .await;
+            let budget = &app.hooks.budgets.extender;
+            let outcome = match verb {
+                Verb::Filter => extender.serve_filter(budget, bytes).await,
+                _ => budget.run(move || extender.serve(verb, &bytes)).await,
+            };
             match outcome {
                 Ok(Ok(body)) => json(body),
                 Ok(Err(BadRequest(message))) => text(StatusCode::BAD_REQUEST, message),

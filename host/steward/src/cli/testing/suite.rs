@@ -495,12 +495,12 @@ fn run_case(
             )],
         });
     }
-    let extender = Extender {
-        policies: store,
-        cluster: cluster.clone(),
-        metrics: Arc::new(Metrics::default()),
-        backend: Backend::Snapshot,
-    };
+    let extender = Extender::new(
+        store,
+        cluster.clone(),
+        Arc::new(Metrics::default()),
+        Backend::Snapshot,
+    );
     match check {
         Check::Filter(f) => {
             let pod = pod(&cluster, &f.pod)?;
