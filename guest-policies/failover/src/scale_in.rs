@@ -55,13 +55,11 @@ pub fn reconcile(
             .event(EventType::Normal, "ScaleInWaiting", why))
     };
     if target >= w.replicas {
-        return Ok(plan
-            .remember(&w.name, SCALE_IN_ANNOTATION, None)
-            .event(
-                EventType::Normal,
-                "ScaleInComplete",
-                format!("{} runs {} replicas, as asked", w.name, w.replicas),
-            ));
+        return Ok(plan.remember(&w.name, SCALE_IN_ANNOTATION, None).event(
+            EventType::Normal,
+            "ScaleInComplete",
+            format!("{} runs {} replicas, as asked", w.name, w.replicas),
+        ));
     }
     if component == Some("pd") && target == 0 {
         return Err(format!(
@@ -255,15 +253,24 @@ mod tests {
         // other is healthy. The scale-in says so once, and waits.
         pd.members[0].healthy = false;
         let plan = run(&pd, &state);
-        assert!(!plan.changes().any(|a| !matches!(a, Action::Annotate(_))), "{plan:?}");
+        assert!(
+            !plan.changes().any(|a| !matches!(a, Action::Annotate(_))),
+            "{plan:?}"
+        );
         let waiting = apply(state.clone(), &plan);
         let why = labels::get(&waiting.workload.annotations, SCALE_IN_WAITING_ANNOTATION);
-        assert!(why.unwrap().contains("would leave 0 healthy of 1 members"), "{why:?}");
+        assert!(
+            why.unwrap().contains("would leave 0 healthy of 1 members"),
+            "{why:?}"
+        );
         assert_eq!(run(&pd, &waiting).changes().count(), 0, "said once");
         pd.members[0].healthy = true;
         let going_on = run(&pd, &waiting);
         assert!(
-            going_on.actions.iter().any(|a| matches!(a, Action::Annotate((_, l))
+            going_on
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Annotate((_, l))
                 if l.iter().any(|an| an.key == SCALE_IN_WAITING_ANNOTATION && an.value.is_none()))),
             "the reason is gone once it goes on: {going_on:?}"
         );
@@ -328,7 +335,10 @@ mod tests {
         // or a new one) waits.
         let draining = three.clone().with_store(tikv_store(3, 6).state("Offline"));
         let plan = run(&draining, &state);
-        assert!(!plan.changes().any(|a| !matches!(a, Action::Annotate(_))), "{plan:?}");
+        assert!(
+            !plan.changes().any(|a| !matches!(a, Action::Annotate(_))),
+            "{plan:?}"
+        );
         // Tombstone: PD lists it no more; the replica and its claim go.
         let plan = run(&three, &state);
         assert_eq!(
@@ -368,7 +378,10 @@ mod tests {
             r#"[{"pod":"basic-tikv-1","storeId":4}]"#,
         );
         let plan = run(&FakePd::default().with_store(tikv_store(3, 6)), &state);
-        assert!(!plan.changes().any(|a| !matches!(a, Action::Annotate(_))), "{plan:?}");
+        assert!(
+            !plan.changes().any(|a| !matches!(a, Action::Annotate(_))),
+            "{plan:?}"
+        );
         let e = reconcile(
             &pd_of(3),
             &Settings::default(),

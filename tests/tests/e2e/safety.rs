@@ -244,12 +244,19 @@ fn only_the_upgrade_gate_lowers_a_protected_partition() {
                         "-n",
                         NAMESPACE,
                         "-p",
-                        &lowered_too,
+                        lowered_too.as_str(),
                     ],
                     "steward.io/protected-partition may not be lowered to 0",
                 ),
                 (
-                    vec!["annotate", "statefulset", TIKV, "-n", NAMESPACE, &removed],
+                    vec![
+                        "annotate",
+                        "statefulset",
+                        TIKV,
+                        "-n",
+                        NAMESPACE,
+                        removed.as_str(),
+                    ],
                     "steward.io/protected-partition may not be removed",
                 ),
             ] {
