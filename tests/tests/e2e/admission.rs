@@ -4,15 +4,13 @@
 //! process by `clientConfig.url` and `caBundle`. Steward runs as the
 //! ServiceAccount of `deploy/` (its RBAC).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use base64::Engine;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, EvictParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use steward_sdk::tidb::EVICT_LEADER_BEGIN_ANNOTATION;
 use steward_tests::control_plane::{ControlPlane, client_for};
@@ -20,57 +18,16 @@ use steward_tests::e2e::{
     Cluster, SCHEDULER_NAME, create, deploy_service_account, events_about, eventually,
     read_objects, scenario,
 };
+use steward_tests::example_snapshot;
 use steward_tests::pd_double::{Fault, PdDouble};
-use steward_tests::tls::TestCa;
-use steward_tests::{TempDir, example_snapshot};
 
-const NAMESPACE: &str = "tidb-cluster";
-
-/// The TidbCluster of the snapshot, whose stores the PD double serves.
-const TIDB_CLUSTER: &str = "basic";
+use crate::tidb::{
+    CLUSTER as TIDB_CLUSTER, NAMESPACE, admission_policies, register_webhooks, webhook_tls,
+};
 
 /// The TiKV pod under test and its store in the PD double.
 const TIKV_POD: &str = "basic-tikv-0";
 const TIKV_STORE: u64 = 1;
-
-/// The admission policies as `deploy/base/steward.yaml` runs them, PD at
-/// the double.
-fn policies(pd_url: &str) -> Vec<String> {
-    vec![
-        format!(
-            "{{id: local-storage-admission, hook: admission, module: '{{local_storage_admission}}', \
-             mutate: true, failureMode: fail-open, settings: {{schedulerName: {SCHEDULER_NAME}}}}}"
-        ),
-        format!(
-            "{{id: tidb-guard, hook: admission, module: '{{tidb_guard}}', mode: enforce, \
-             failureMode: fail-closed, deadlineMs: 2000, pd: {{url: '{pd_url}', timeoutMs: 1000}}}}"
-        ),
-    ]
-}
-
-/// `deploy/base`'s webhook configurations, each webhook calling Steward at
-/// `https://<webhook><its path>` and trusting `ca`.
-async fn register_webhooks(client: &Client, webhook: SocketAddr, ca: &TestCa) -> Result<()> {
-    let bundle = base64::engine::general_purpose::STANDARD.encode(ca.pem());
-    let file = steward_tests::root().join("deploy/base/webhooks.yaml");
-    for mut configuration in read_objects(&file)? {
-        let hooks = configuration["webhooks"]
-            .as_array_mut()
-            .with_context(|| format!("{}: a configuration without webhooks", file.display()))?;
-        for hook in hooks {
-            let path = hook["clientConfig"]["service"]["path"]
-                .as_str()
-                .with_context(|| format!("{}: a webhook without a path", file.display()))?
-                .to_string();
-            hook["clientConfig"] = json!({
-                "url": format!("https://{webhook}{path}"),
-                "caBundle": bundle,
-            });
-        }
-        create(client, configuration).await?;
-    }
-    Ok(())
-}
 
 /// The storage class of the snapshot's claims (HwameiStor's).
 fn local_storage_class() -> Result<String> {
@@ -123,16 +80,8 @@ fn admission_webhooks_on_a_real_apiserver() {
         "admission_webhooks_on_a_real_apiserver",
         |version| async move {
             let pd = PdDouble::start(NAMESPACE, TIDB_CLUSTER).await;
-            let tls = TempDir::new("e2e-admission-tls");
-            let (cert, key) = (tls.path().join("tls.crt"), tls.path().join("tls.key"));
-            let ca = TestCa::new();
-            ca.issue("steward-webhook").write(&cert, &key);
-            let sections = format!(
-                "admission: {{listen: '127.0.0.1:0', certFile: {}, keyFile: {}}}",
-                cert.display(),
-                key.display()
-            );
-            let policies = policies(&pd.url());
+            let (_tls, ca, sections) = webhook_tls();
+            let policies = admission_policies(&pd.url());
             let policies: Vec<&str> = policies.iter().map(String::as_str).collect();
             let mut cluster = Cluster::start_with(
                 version,
@@ -263,7 +212,16 @@ fn admission_webhooks_on_a_real_apiserver() {
             // annotation Steward wrote in the first, so either refusal may come
             // back.
             pd.set_fault(Fault::LeadersStuck);
-            let denied = refusal(pods.delete(TIKV_POD, &DeleteParams::default()).await)?;
+            let Err(kube::Error::Api(status)) =
+                pods.delete(TIKV_POD, &DeleteParams::default()).await
+            else {
+                bail!("the delete of {TIKV_POD} was allowed");
+            };
+            ensure!(
+                status.code == 403,
+                "a DELETE is refused with 403: {status:?}"
+            );
+            let denied = status.message;
             eprintln!("admission: delete denied: {denied}");
             let began = format!(
                 "TiKV pod {NAMESPACE}/{TIKV_POD}: store {TIKV_STORE} still holds {leaders} Raft \
@@ -321,12 +279,18 @@ fn admission_webhooks_on_a_real_apiserver() {
             );
             // A node drain evicts instead of deleting: the eviction webhook
             // sends it to tidb-guard, which refuses it the same way.
-            let evicted = refusal(pods.evict(TIKV_POD, &EvictParams::default()).await)?;
+            // It answers 429, as a PodDisruptionBudget does, so drains retry;
+            // the DELETE above got 403.
+            let Err(kube::Error::Api(status)) = pods.evict(TIKV_POD, &EvictParams::default()).await
+            else {
+                bail!("the eviction of {TIKV_POD} was not refused by the API server");
+            };
             ensure!(
-                evicted.contains(
+                status.message.contains(
                     "admission webhook \"tidb-guard-subresources.steward.io\" denied the request"
-                ) && evicted.contains(&evicting),
-                "the eviction is denied with tidb-guard's message: {evicted}"
+                ) && status.message.contains(&evicting)
+                    && status.code == 429,
+                "the eviction is refused with 429 and tidb-guard's message: {status:?}"
             );
 
             // PD moves the leaders away; then the same delete is allowed and
@@ -406,10 +370,22 @@ fn admission_webhooks_on_a_real_apiserver() {
                 ),
                 "kubectl scale is refused with tidb-guard's message: {scale_refusal}"
             );
+            // Healthy, but basic-pd-2 is still a member: refused, naming the
+            // safe way; allowed once it has left PD.
             pd.state().member("basic-pd-0").healthy = true;
+            let in_pd = refusal(
+                sets.patch_scale("basic-pd", &PatchParams::default(), &to_two)
+                    .await,
+            )?;
+            ensure!(
+                in_pd.contains("PD still counts on: PD member basic-pd-2")
+                    && in_pd.contains("steward.io/scale-in=2"),
+                "a scale-down past a PD member is refused: {in_pd}"
+            );
+            pd.state().members.retain(|m| m.name != "basic-pd-2");
             sets.patch_scale("basic-pd", &PatchParams::default(), &to_two)
                 .await
-                .context("scaling PD down once every member is healthy")?;
+                .context("scaling PD down once every member is healthy and basic-pd-2 left")?;
             cluster.control_plane.check().await
         },
     );
@@ -426,15 +402,7 @@ fn statefulset_pods_with_local_claim_templates_get_stewards_scheduler() {
         "statefulset_pods_with_local_claim_templates_get_stewards_scheduler",
         |version| async move {
             const REPLICAS: usize = 6;
-            let tls = TempDir::new("e2e-claim-templates-tls");
-            let (cert, key) = (tls.path().join("tls.crt"), tls.path().join("tls.key"));
-            let ca = TestCa::new();
-            ca.issue("steward-webhook").write(&cert, &key);
-            let sections = format!(
-                "admission: {{listen: '127.0.0.1:0', certFile: {}, keyFile: {}}}",
-                cert.display(),
-                key.display()
-            );
+            let (_tls, ca, sections) = webhook_tls();
             let mutator = format!(
                 "{{id: local-storage-admission, hook: admission, \
                  module: '{{local_storage_admission}}', mutate: true, failureMode: fail-open, \
@@ -618,7 +586,10 @@ fn a_claim_the_cache_lacks_is_read_from_the_api_server() {
             let patch = reviewed
                 .patch
                 .as_deref()
-                .map(|p| base64::engine::general_purpose::STANDARD.decode(p))
+                .map(|p| {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD.decode(p)
+                })
                 .transpose()?
                 .map(|p| String::from_utf8_lossy(&p).into_owned())
                 .unwrap_or_default();

@@ -1,7 +1,8 @@
 //! The reconcile hooks end to end on real Kubernetes control planes, each
 //! release the harness runs (`steward_tests::control_plane`): Steward, as
 //! the ServiceAccount of `deploy/`, reconciles the seed's `basic` TiDB
-//! cluster; the real StatefulSet controller carries out what it decides;
+//! cluster ([`crate::tidb`]: TiKV opted in by the annotation alone, PD by
+//! the label); the real StatefulSet controller carries out what it decides;
 //! the kubelet and TiKV's heartbeats are played by the doubles and PD by
 //! the PD double.
 
@@ -14,139 +15,31 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::json;
-use steward::reconcile::OPT_IN_LABEL;
-use steward_tests::control_plane::KubeVersion;
 use steward_tests::e2e::{
-    Cluster, DEPLOY_NAMESPACE, SCHEDULER_NAME, StewardProcess, create, events_about, eventually,
-    read_objects, scenario,
+    Cluster, DEPLOY_NAMESPACE, SCHEDULER_NAME, StewardProcess, events_about, eventually, scenario,
 };
 use steward_tests::example_snapshot;
 use steward_tests::pd_double::PdDouble;
 use steward_tests::tls::{HttpsClient, TestCa};
 use tokio::task::JoinHandle;
 
-const NAMESPACE: &str = "tidb-cluster";
-const CLUSTER: &str = "basic";
-const TIKV: &str = "basic-tikv";
+use crate::tidb::{
+    CLUSTER, KINDS, NAMESPACE, NEW_TIKV_IMAGE, Reconcile, TIKV, Tidb, partition, pod_ready,
+    reconcile_policy, revision, run_tidb, tidb_cluster, upgraded,
+};
 
-/// What the pods need to run: nodes, their namespace and HwameiStor's
-/// StorageClass (placement is the Placement scenario's concern; here the
-/// extender passes every node).
-const KINDS: &[&str] = &["Node", "Namespace", "StorageClass"];
-
-/// The image the upgrade rolls out.
-const NEW_TIKV_IMAGE: &str = "pingcap/tikv:v6.5.0";
-
-/// The seed's cluster running, opted in to one reconcile policy.
-struct Tidb {
-    cluster: Cluster,
-    pd: Arc<PdDouble>,
-    client: Client,
-}
-
-/// Starts the control plane of `version` and Steward with reconcile policy
-/// `policy` (module `{module}`, `settings`) asking the PD double, creates
-/// basic's PD and TiKV StatefulSets opted in to it (TiKV pods on distinct
-/// nodes, so a node is one store), and waits until the six pods are ready
-/// and every store heartbeats.
-async fn tidb_cluster(
-    version: KubeVersion,
-    policy: &str,
-    module: &str,
-    settings: &str,
-) -> Result<Tidb> {
-    let pd = Arc::new(PdDouble::start(NAMESPACE, CLUSTER).await);
-    let spec = reconcile_policy(policy, module, settings, &pd);
-    let cluster = Cluster::start_with(
-        version,
-        &example_snapshot(),
-        KINDS,
-        &[&spec],
-        &reconcile_section(),
-    )
-    .await?;
-    run_tidb(cluster, pd, policy).await
-}
-
-/// Reconcile policy `policy` (module `{module}`, `settings`) asking `pd`.
-fn reconcile_policy(policy: &str, module: &str, settings: &str, pd: &PdDouble) -> String {
-    format!(
-        "{{id: {policy}, hook: reconcile, module: '{{{module}}}', deadlineMs: 5000, \
-         pd: {{url: '{}', timeoutMs: 1000}}, settings: {settings}}}",
-        pd.url()
-    )
-}
-
-/// The Lease lives where deploy/'s RBAC allows it; failed reconciles
-/// retry quickly.
-fn reconcile_section() -> String {
-    format!(
-        "reconcile: {{leaseNamespace: {DEPLOY_NAMESPACE}, backoffBaseMs: 500, backoffMaxMs: 5000}}"
-    )
-}
-
-/// Creates basic's PD and TiKV StatefulSets on `cluster`, opted in to
-/// `policy` (TiKV pods on distinct nodes, so a node is one store), and
-/// waits until the six pods are ready and every store heartbeats.
-async fn run_tidb(mut cluster: Cluster, pd: Arc<PdDouble>, policy: &str) -> Result<Tidb> {
-    let client = cluster.client();
-    cluster.doubles.play_tikv(&client, pd.clone(), NAMESPACE);
-    cluster
-        .control_plane
-        .wait_service_account(NAMESPACE)
-        .await?;
-    for mut set in read_objects(&example_snapshot())?
-        .into_iter()
-        .filter(|o| o["kind"] == "StatefulSet")
-    {
-        set["metadata"]["labels"][OPT_IN_LABEL] = policy.into();
-        if set["metadata"]["name"] == TIKV {
-            set["spec"]["template"]["spec"]["affinity"] = json!({"podAntiAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": [{
-                    "labelSelector": {"matchLabels": {
-                        "app.kubernetes.io/instance": CLUSTER,
-                        "app.kubernetes.io/component": "tikv",
-                    }},
-                    "topologyKey": "kubernetes.io/hostname",
-                }],
-            }});
-        }
-        create(&client, set).await?;
-    }
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
-    eventually(
-        Duration::from_secs(180),
-        "basic's PD and TiKV pods ready and every store heartbeating",
-        || async {
-            for name in ["basic-pd", TIKV] {
-                let ready = sets.get(name).await?.status.and_then(|s| s.ready_replicas);
-                if ready != Some(3) {
-                    return Ok(None);
-                }
-            }
-            let pd = pd.state();
-            let all = pd
-                .stores
-                .iter()
-                .all(|s| s.state == "Up" && pd.is_heartbeating(s.id));
-            Ok(all.then_some(()))
-        },
-    )
-    .await?;
-    Ok(Tidb {
-        cluster,
-        pd,
-        client,
-    })
-}
+/// upgrade-gate's settings in these scenarios: leaders get long enough to
+/// leave, reconciles come often.
+pub const GATE_SETTINGS: &str = "{evictLeaderTimeoutSeconds: 600, \
+    leaderReturnTimeoutSeconds: 120, leaderReturnMinimum: 1, pollMs: 500}";
 
 /// Aborts background watches when dropped.
-struct Watches(Vec<JoinHandle<()>>);
+pub struct Watches(pub Vec<JoinHandle<()>>);
 
 impl Drop for Watches {
     fn drop(&mut self) {
@@ -158,7 +51,7 @@ impl Drop for Watches {
 
 /// Calls `seen` with every version of the StatefulSet `name` a watch
 /// delivers.
-fn watch_statefulset(
+pub fn watch_statefulset(
     client: &Client,
     name: &str,
     mut seen: impl FnMut(&StatefulSet) + Send + 'static,
@@ -173,15 +66,6 @@ fn watch_statefulset(
             }
         }
     })
-}
-
-fn partition(set: &StatefulSet) -> Option<i32> {
-    set.spec
-        .update_strategy
-        .as_ref()?
-        .rolling_update
-        .as_ref()?
-        .partition
 }
 
 /// A partition value the controller set, with what PD said of the store
@@ -213,28 +97,12 @@ struct Seen {
 
 /// The leaders of TiKV pod `pod`'s store now, and whether an evict-leader
 /// scheduler runs for it.
-fn leaders_of(pd: &PdDouble, pod: &str) -> (Option<u64>, bool) {
+pub fn leaders_of(pd: &PdDouble, pod: &str) -> (Option<u64>, bool) {
     let mut state = pd.state();
     match state.store_of_pod(pod) {
         Some(id) => (Some(state.leaders(id)), state.evicting.contains(&id)),
         None => (None, false),
     }
-}
-
-fn pod_ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-fn revision(pod: &Pod) -> String {
-    pod.labels()
-        .get("controller-revision-hash")
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// Records the TiKV StatefulSet's partition values and its pods' deletions
@@ -309,40 +177,6 @@ fn watch_upgrade(client: &Client, pd: &Arc<PdDouble>, seen: &Arc<Mutex<Seen>>) -
     };
     Watches(vec![partitions, pods])
 }
-
-/// Whether the TiKV upgrade is over: every pod ready at the update
-/// revision with the new image, the partition held at 3 again and the
-/// gate's state gone.
-async fn upgraded(client: &Client) -> Result<Option<()>> {
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
-    let set = sets.get(TIKV).await?;
-    let status = set.status.clone().unwrap_or_default();
-    let update = status.update_revision.clone().unwrap_or_default();
-    if status.current_revision.as_deref() != Some(&update)
-        || status.ready_replicas != Some(3)
-        || partition(&set) != Some(3)
-        || set.annotations().contains_key("steward.io/upgrade-gate")
-    {
-        return Ok(None);
-    }
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    let list = pods
-        .list(&ListParams::default().labels("app.kubernetes.io/component=tikv"))
-        .await?;
-    let done = list.items.len() == 3
-        && list.items.iter().all(|p| {
-            let image = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.containers.first()?.image.clone());
-            pod_ready(p) && revision(p) == update && image.as_deref() == Some(NEW_TIKV_IMAGE)
-        });
-    Ok(done.then_some(()))
-}
-
-/// The settings of upgrade-gate in the upgrade scenarios.
-const UPGRADE_GATE_SETTINGS: &str = "{evictLeaderTimeoutSeconds: 600, \
-     leaderReturnTimeoutSeconds: 120, leaderReturnMinimum: 1, pollMs: 500}";
 
 /// Gives the TiKV StatefulSet the new image and waits until the upgrade is
 /// over; `midway` runs once the first lowered partition is seen. Returns
@@ -485,13 +319,12 @@ fn an_image_change_restarts_tikv_pods_one_by_one_after_their_leaders_left() {
     scenario(
         "an_image_change_restarts_tikv_pods_one_by_one_after_their_leaders_left",
         |version| async move {
-            let mut tidb = tidb_cluster(
-                version,
-                "upgrade-gate",
-                "upgrade_gate",
-                UPGRADE_GATE_SETTINGS,
-            )
-            .await?;
+            let reconcile = Reconcile {
+                policy: "upgrade-gate",
+                module: "upgrade_gate",
+                settings: GATE_SETTINGS,
+            };
+            let mut tidb = tidb_cluster(version, Some(reconcile), false).await?;
             let seen = upgrade_tikv(&tidb, || async { Ok(()) }).await?;
             check_upgrade(&tidb, &seen).await?;
             tidb.cluster.control_plane.check().await
@@ -532,7 +365,14 @@ fn the_second_replica_takes_over_an_upgrade_when_the_leader_dies() {
             let (cert, key) = (dir.join("replicas-tls.crt"), dir.join("replicas-tls.key"));
             let ca = TestCa::new();
             ca.issue("steward-webhook").write(&cert, &key);
-            let gate = reconcile_policy("upgrade-gate", "upgrade_gate", UPGRADE_GATE_SETTINGS, &pd);
+            let gate = reconcile_policy(
+                &Reconcile {
+                    policy: "upgrade-gate",
+                    module: "upgrade_gate",
+                    settings: GATE_SETTINGS,
+                },
+                &pd.url(),
+            );
             let mutator = format!(
                 "{{id: local-storage-admission, hook: admission, \
                  module: '{{local_storage_admission}}', mutate: true, \
@@ -569,7 +409,7 @@ fn the_second_replica_takes_over_an_upgrade_when_the_leader_dies() {
                     .await?;
                 ensure!(status == 200, "{name}'s webhook answers a review: {answer}");
             }
-            let tidb = run_tidb(cluster, pd, "upgrade-gate").await?;
+            let tidb = run_tidb(cluster, pd, Some("upgrade-gate"), None).await?;
             let leader = eventually(Duration::from_secs(30), "a Lease holder", || {
                 lease_holder(&tidb.client)
             })
@@ -640,16 +480,16 @@ fn a_down_store_on_a_not_ready_node_gets_one_extra_replica_after_the_period() {
         "a_down_store_on_a_not_ready_node_gets_one_extra_replica_after_the_period",
         |version| async move {
             const PERIOD: Duration = Duration::from_secs(5);
-            let mut tidb = tidb_cluster(
-                version,
-                "failover",
-                "failover",
-                &format!(
-                    "{{failoverPeriodSeconds: {}, maxFailoverCount: 3, pollMs: 500}}",
-                    PERIOD.as_secs()
-                ),
-            )
-            .await?;
+            let settings = format!(
+                "{{failoverPeriodSeconds: {}, maxFailoverCount: 3, pollMs: 500}}",
+                PERIOD.as_secs()
+            );
+            let reconcile = Reconcile {
+                policy: "failover",
+                module: "failover",
+                settings: &settings,
+            };
+            let mut tidb = tidb_cluster(version, Some(reconcile), false).await?;
             let client = tidb.client.clone();
             let down_after = Duration::from_secs(3);
             {

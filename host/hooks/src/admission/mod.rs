@@ -238,10 +238,10 @@ impl AdmissionHook {
                     }
                     (_, FailureMode::FailClosed) => {
                         response.allowed = false;
-                        response.status = Some(Status {
-                            code: 500,
-                            message: format!("{id}: policy {e}; failing closed"),
-                        });
+                        response.status = Some(Status::new(
+                            500,
+                            format!("{id}: policy {e}; failing closed"),
+                        ));
                         "error-denied"
                     }
                 };
@@ -267,10 +267,10 @@ impl AdmissionHook {
             AdmissionMode::Enforce => {
                 response.allowed = verdict.allowed;
                 if !verdict.allowed {
-                    response.status = Some(Status {
-                        code: verdict.code.unwrap_or(403),
-                        message: format!("{id}: {message}"),
-                    });
+                    response.status = Some(Status::new(
+                        verdict.code.unwrap_or(403),
+                        format!("{id}: {message}"),
+                    ));
                 }
                 response.warnings = verdict.warnings.iter().map(|w| warning(w)).collect();
                 if verdict.allowed && !verdict.patch.is_empty() {
