@@ -9,6 +9,7 @@
 //! directory with its servers' logs.
 
 mod admission;
+mod pd_tls;
 mod placement;
 mod reconcile;
 mod safety;
