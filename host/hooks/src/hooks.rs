@@ -53,16 +53,20 @@ impl Hooks {
                 Backend::Snapshot
             }
             ClusterSource::Kubeconfig(path) => {
-                let (backend, server) = Backend::connect(path).await?;
-                if let Backend::Kubernetes(client) = &backend {
-                    tokio::spawn(watch_cluster(client.clone(), server, cluster.clone()));
+                let backend = Backend::connect(path).await?;
+                if let Backend::Kubernetes { client, server } = &backend {
+                    tokio::spawn(watch_cluster(
+                        client.clone(),
+                        server.clone(),
+                        cluster.clone(),
+                    ));
                 }
                 backend
             }
         };
         let filter_wait = Duration::from_millis(config.scheduler.filter_wait_ms);
         let hooks = Hooks::build(policies, cluster, backend, filter_wait);
-        if let Backend::Kubernetes(client) = &hooks.extender.backend {
+        if let Backend::Kubernetes { client, .. } = &hooks.extender.backend {
             tokio::spawn(steward_cluster::requeue_pods(
                 client.clone(),
                 hooks.cluster.clone(),
@@ -88,7 +92,7 @@ impl Hooks {
     /// Starts the reconcile controller when there are reconcile policies
     /// and a live cluster (it takes turns with other replicas by Lease).
     fn start_reconcile(&self, config: &Config) {
-        let Backend::Kubernetes(client) = &self.extender.backend else {
+        let Backend::Kubernetes { client, .. } = &self.extender.backend else {
             return;
         };
         if self.extender.policies.current().reconcile.is_empty() {

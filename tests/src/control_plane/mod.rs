@@ -874,10 +874,13 @@ fn kubeconfig(server: &str, ca: &Path, user: &str, token: &str) -> String {
     )
 }
 
-/// A client from a kubeconfig file.
+/// A client from a kubeconfig file. Tests see every answer as the API
+/// server gave it: kube's client would otherwise retry a 429 (a refused
+/// eviction, say) for many minutes.
 pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    config.default_retry = false;
     Ok(Client::try_from(config)?)
 }
 

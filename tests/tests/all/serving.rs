@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use http::Request;
+use steward::cluster::{Backend, ClusterCache};
 use steward::config::ConnectionLimits;
 use steward::server::App;
 use steward_tests::campaign::{Scale, Target};
@@ -285,4 +286,33 @@ async fn the_abuse_campaign_leaves_the_server_up_and_serving() {
         );
     }
     assert_eq!(reports.len(), 6, "{reports:?}");
+}
+
+/// A bind the API server cannot take is answered as kube-scheduler
+/// expects (an `Error` in a 200 answer, from this message), and the
+/// message names the API server to check.
+#[tokio::test]
+async fn a_bind_that_cannot_reach_the_api_server_names_it() {
+    let dir = steward_tests::TempDir::new("bind-unreachable");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+         clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}}]\n\
+         users: [{name: u, user: {token: t}}]\n\
+         contexts: [{name: c, context: {cluster: k, user: u}}]\n",
+    )
+    .unwrap();
+    let backend = Backend::connect(&kubeconfig.display().to_string())
+        .await
+        .unwrap();
+    let cache = ClusterCache::default();
+    let refused = backend
+        .bind(&cache, "tidb-cluster", "basic-pd-0", "uid-0", "node-a")
+        .await
+        .unwrap_err();
+    assert!(
+        refused.contains("binding pod tidb-cluster/basic-pd-0 to node node-a through the API server at https://127.0.0.1:1"),
+        "{refused}"
+    );
 }

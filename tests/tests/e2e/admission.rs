@@ -13,7 +13,7 @@ use kube::api::{DeleteParams, EvictParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use steward_sdk::tidb::EVICT_LEADER_BEGIN_ANNOTATION;
-use steward_tests::control_plane::{ControlPlane, client_for};
+use steward_tests::control_plane::ControlPlane;
 use steward_tests::e2e::{
     Cluster, SCHEDULER_NAME, create, deploy_service_account, events_about, eventually,
     read_objects, scenario,
@@ -543,7 +543,6 @@ fn a_claim_the_cache_lacks_is_read_from_the_api_server() {
             )
             .await?;
             let kubeconfig = deploy_service_account(&control_plane).await?;
-            let steward = client_for(&kubeconfig).await?;
 
             let config = steward_tests::config(&format!(
                 "- id: local-storage-admission\n  hook: admission\n  \
@@ -553,7 +552,8 @@ fn a_claim_the_cache_lacks_is_read_from_the_api_server() {
             let policies = steward_tests::load_policies(steward_tests::runtime(), &config)?;
             let cache = Arc::new(ClusterCache::default());
             load_objects(&cache, &of_kind("StorageClass"))?;
-            let hooks = Hooks::new(policies, cache, Backend::Kubernetes(steward));
+            let backend = Backend::connect(&kubeconfig.display().to_string()).await?;
+            let hooks = Hooks::new(policies, cache, backend);
             let review = json!({
                 "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                 "request": {

@@ -112,7 +112,7 @@ impl Executor {
     pub fn new(backend: &Backend, cache: Arc<ClusterCache>) -> Executor {
         let cluster = match backend {
             Backend::Snapshot => Writer::Snapshot(cache),
-            Backend::Kubernetes(client) => Writer::Kubernetes(client.clone()),
+            Backend::Kubernetes { client, .. } => Writer::Kubernetes(client.clone()),
         };
         Executor {
             pd: PdClient::new(SecretAccess::of_backend(backend)),

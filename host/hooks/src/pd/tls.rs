@@ -89,7 +89,7 @@ impl SecretAccess {
     pub fn of_backend(backend: &Backend) -> SecretAccess {
         match backend {
             Backend::Snapshot => SecretAccess::None,
-            Backend::Kubernetes(client) => SecretAccess::Client(client.clone()),
+            Backend::Kubernetes { client, .. } => SecretAccess::Client(client.clone()),
         }
     }
 
@@ -113,8 +113,8 @@ impl SecretAccess {
             SecretAccess::Kubeconfig(path, client) => client
                 .get_or_try_init(|| async {
                     match Backend::connect(path).await {
-                        Ok((Backend::Kubernetes(client), _)) => Ok(client),
-                        Ok((Backend::Snapshot, _)) => Err("no API client".to_string()),
+                        Ok(Backend::Kubernetes { client, .. }) => Ok(client),
+                        Ok(Backend::Snapshot) => Err("no API client".to_string()),
                         Err(e) => Err(format!("{e:#}")),
                     }
                 })
