@@ -1,7 +1,8 @@
 //! Resident memory of `steward serve` through the abuse campaign
 //! (`steward_tests::campaign`) with 5,000 nodes and 50,000 pods cached: at
-//! rest, at its peak, and once the campaign's clients are gone. SPEC §8:
-//! at most 150 MB, also after it.
+//! rest, at its peak, and once the campaign's clients are gone (SPEC §8:
+//! at most 150 MB, also after it); then filter latency over HTTP, quiet
+//! and while 1,000 admission reviews wait on a PD that never answers.
 //!
 //! `cargo bench -p steward-tests --bench campaign` (see BENCHMARKS.md).
 
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use steward::cli::bench::percentile;
 use steward_tests::campaign::{Scale, Target, large_snapshot};
 use steward_tests::e2e::resident_bytes;
 
@@ -66,6 +68,17 @@ fn main() {
             SETTLE.as_secs(),
             mib(after)
         );
+        let (quiet, beside) = target
+            .filters_beside_waiting_reviews(1_000, 300)
+            .await
+            .expect("filters beside waiting reviews");
+        for (what, took) in [("quiet", &quiet), ("1,000 reviews waiting on PD", &beside)] {
+            println!(
+                "filter over HTTP, {what}: median {:?}, p99 {:?}",
+                percentile(took, 50),
+                percentile(took, 99)
+            );
+        }
         println!("rss after campaign: {:.0} MiB", mib(after));
     });
 }

@@ -218,6 +218,36 @@ impl Target {
         Ok(reports)
     }
 
+    /// `count` filter round trips (a new connection each, as
+    /// kube-scheduler's extender client may open), first on a quiet server,
+    /// then while `reviews` admission reviews wait on the silent PD; the
+    /// latencies of each, sorted.
+    pub async fn filters_beside_waiting_reviews(
+        &self,
+        reviews: usize,
+        count: usize,
+    ) -> Result<(Vec<Duration>, Vec<Duration>)> {
+        let quiet = self.filter_latencies(count).await?;
+        let held = self.hold_reviews(reviews).await?;
+        let beside = self.filter_latencies(count).await;
+        for r in held {
+            r.abort();
+        }
+        Ok((quiet, beside?))
+    }
+
+    async fn filter_latencies(&self, count: usize) -> Result<Vec<Duration>> {
+        let mut took = Vec::with_capacity(count);
+        for _ in 0..count {
+            let started = Instant::now();
+            let (status, answer) = crate::filter_fixture(self.steward.addr).await;
+            ensure!(status == 200, "a filter got HTTP {status}: {answer}");
+            took.push(started.elapsed());
+        }
+        took.sort_unstable();
+        Ok(took)
+    }
+
     /// A fresh client while `held` stay open; then they are closed.
     async fn case(&mut self, case: &'static str, held: Vec<TcpStream>) -> Result<CaseReport> {
         let fresh_client = self.fresh_client(&format!("during \"{case}\"")).await?;
