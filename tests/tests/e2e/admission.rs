@@ -13,7 +13,8 @@ use kube::api::{DeleteParams, EvictParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use steward_sdk::tidb::EVICT_LEADER_BEGIN_ANNOTATION;
-use steward_tests::control_plane::ControlPlane;
+use steward_tests::TempDir;
+use steward_tests::control_plane::{ControlPlane, KubeVersion};
 use steward_tests::e2e::{
     Cluster, SCHEDULER_NAME, create, deploy_service_account, events_about, eventually,
     read_objects, scenario,
@@ -58,6 +59,32 @@ fn scheduler_name(pod: &Pod) -> String {
         .unwrap_or_default()
 }
 
+/// The control plane of `version` with the snapshot's nodes, namespace
+/// and StorageClass, and Steward serving `policies` behind `deploy/`'s
+/// webhooks; returns once the namespace has its ServiceAccount. The
+/// directory holds the webhook's certificate while it serves.
+async fn serving_webhooks(version: KubeVersion, policies: &[&str]) -> Result<(Cluster, TempDir)> {
+    let (tls, ca, sections) = webhook_tls();
+    let mut cluster = Cluster::start_with(
+        version,
+        &example_snapshot(),
+        &["Node", "Namespace", "StorageClass"],
+        policies,
+        &sections,
+    )
+    .await?;
+    let webhook = cluster
+        .steward
+        .webhook
+        .context("Steward serves no admission webhook")?;
+    register_webhooks(&cluster.client(), webhook, &ca).await?;
+    cluster
+        .control_plane
+        .wait_service_account(NAMESPACE)
+        .await?;
+    Ok((cluster, tls))
+}
+
 /// The apiserver's refusal of a request, or a failure if it was allowed.
 fn refusal<T>(result: kube::Result<T>) -> Result<String> {
     match result {
@@ -80,27 +107,10 @@ fn admission_webhooks_on_a_real_apiserver() {
         "admission_webhooks_on_a_real_apiserver",
         |version| async move {
             let pd = PdDouble::start(NAMESPACE, TIDB_CLUSTER).await;
-            let (_tls, ca, sections) = webhook_tls();
             let policies = admission_policies(&pd.url());
             let policies: Vec<&str> = policies.iter().map(String::as_str).collect();
-            let mut cluster = Cluster::start_with(
-                version,
-                &example_snapshot(),
-                &["Node", "Namespace", "StorageClass"],
-                &policies,
-                &sections,
-            )
-            .await?;
+            let (mut cluster, _tls) = serving_webhooks(version, &policies).await?;
             let client = cluster.client();
-            let webhook = cluster
-                .steward
-                .webhook
-                .context("Steward serves no admission webhook")?;
-            register_webhooks(&client, webhook, &ca).await?;
-            cluster
-                .control_plane
-                .wait_service_account(NAMESPACE)
-                .await?;
             let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
 
             // (a) A pod with a claim of HwameiStor's class gets Steward's
@@ -402,30 +412,13 @@ fn statefulset_pods_with_local_claim_templates_get_stewards_scheduler() {
         "statefulset_pods_with_local_claim_templates_get_stewards_scheduler",
         |version| async move {
             const REPLICAS: usize = 6;
-            let (_tls, ca, sections) = webhook_tls();
             let mutator = format!(
                 "{{id: local-storage-admission, hook: admission, \
                  module: '{{local_storage_admission}}', mutate: true, failureMode: fail-open, \
                  settings: {{schedulerName: {SCHEDULER_NAME}}}}}"
             );
-            let mut cluster = Cluster::start_with(
-                version,
-                &example_snapshot(),
-                &["Node", "Namespace", "StorageClass"],
-                &[mutator.as_str()],
-                &sections,
-            )
-            .await?;
+            let (mut cluster, _tls) = serving_webhooks(version, &[mutator.as_str()]).await?;
             let client = cluster.client();
-            let webhook = cluster
-                .steward
-                .webhook
-                .context("Steward serves no admission webhook")?;
-            register_webhooks(&client, webhook, &ca).await?;
-            cluster
-                .control_plane
-                .wait_service_account(NAMESPACE)
-                .await?;
             let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
             // The webhook configuration reaches the apiserver's cache
             // asynchronously: wait until a dry-run pod is reviewed.
