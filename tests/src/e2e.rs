@@ -309,6 +309,28 @@ impl Cluster {
     }
 }
 
+/// Creates a Ready, untainted node `name` with `capacity` (as the node's
+/// `capacity` and `allocatable`): a node a kubelet would have registered.
+pub async fn add_ready_node(
+    client: &Client,
+    name: &str,
+    capacity: serde_json::Value,
+) -> Result<()> {
+    create(
+        client,
+        json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "status": {
+                "capacity": capacity, "allocatable": capacity,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+            },
+        }),
+    )
+    .await?;
+    untaint(client, name).await
+}
+
 /// Creates `deploy/base`'s namespace, ServiceAccount and RBAC and returns
 /// [`steward_kubeconfig`].
 pub async fn deploy_service_account(control_plane: &ControlPlane) -> Result<PathBuf> {

@@ -19,9 +19,9 @@ use steward::config::{Config, Hook};
 use steward_tests::control_plane::doubles::SELECTED_NODE;
 use steward_tests::control_plane::{Binaries, ControlPlane, KubeVersion};
 use steward_tests::e2e::{
-    Cluster, DEPLOY_NAMESPACE, SCHEDULER_NAME, Steward, cordon, create, deploy_service_account,
-    events_about, eventually, install_crds, parse_objects, read_objects, scenario,
-    steward_kubeconfig, untaint,
+    Cluster, DEPLOY_NAMESPACE, SCHEDULER_NAME, Steward, add_ready_node, cordon, create,
+    deploy_service_account, events_about, eventually, install_crds, parse_objects, read_objects,
+    scenario, steward_kubeconfig, untaint,
 };
 use steward_tests::example_snapshot;
 
@@ -498,19 +498,7 @@ fn relative(from: &Path, to: &Path) -> PathBuf {
 /// A Ready, untainted node.
 async fn add_node(client: &Client, name: &str) -> Result<()> {
     let capacity = json!({"cpu": "8", "memory": "32Gi", "pods": "110"});
-    create(
-        client,
-        json!({
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
-            "status": {
-                "capacity": capacity, "allocatable": capacity,
-                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
-            },
-        }),
-    )
-    .await?;
-    untaint(client, name).await
+    add_ready_node(client, name, capacity).await
 }
 
 /// `deploy/` renders with this release's kubectl in every flavour; the
