@@ -93,6 +93,18 @@ fn scenario_on(
     outcome
 }
 
+/// Steward's config for the cluster of `kubeconfig`: `policies` (one YAML
+/// flow mapping each; `{stem}` names a built guest, as in
+/// [`crate::expand_guests`]) and more top-level `sections`.
+fn live_config(kubeconfig: &Path, policies: &[&str], sections: &str) -> String {
+    let list: Vec<String> = policies.iter().map(|p| format!("- {p}")).collect();
+    format!(
+        "cluster: {{kubeconfig: {}}}\npolicies:\n{}\n{sections}\n",
+        kubeconfig.display(),
+        crate::expand_guests(&list.join("\n"))
+    )
+}
+
 /// Steward serving the extender from the test process, its cluster source
 /// the control plane's kubeconfig and its backend the Kubernetes API; and
 /// the admission webhook over HTTPS when its config has an `admission`
@@ -110,13 +122,7 @@ impl Steward {
     /// `sections` (more top-level YAML of the config, such as
     /// `reconcile:`), and waits until its cluster cache has synced.
     pub async fn start(kubeconfig: &Path, policies: &[&str], sections: &str) -> Result<Steward> {
-        let list: Vec<String> = policies.iter().map(|p| format!("- {p}")).collect();
-        let yaml = format!(
-            "cluster: {{kubeconfig: {}}}\npolicies:\n{}\n{sections}\n",
-            kubeconfig.display(),
-            crate::expand_guests(&list.join("\n"))
-        );
-        Steward::start_config(&yaml).await
+        Steward::start_config(&live_config(kubeconfig, policies, sections)).await
     }
 
     /// Starts with a whole configuration (its `server.listen` is not used:
@@ -182,11 +188,9 @@ impl StewardProcess {
         policies: &[&str],
         sections: &str,
     ) -> Result<StewardProcess> {
-        let list: Vec<String> = policies.iter().map(|p| format!("- {p}")).collect();
         let yaml = format!(
-            "cluster: {{kubeconfig: {}}}\nserver: {{listen: '$extender'}}\npolicies:\n{}\n{sections}\n",
-            kubeconfig.display(),
-            crate::expand_guests(&list.join("\n")),
+            "server: {{listen: '$extender'}}\n{}",
+            live_config(kubeconfig, policies, sections)
         );
         StewardProcess::start_config(name, dir, &yaml).await
     }
