@@ -27,7 +27,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use steward_tests::control_plane::{ControlPlane, KubeVersion, finish_runs, versions};
 use steward_tests::e2e::{
-    SCHEDULER_NAME, Steward, create, deploy_service_account, install_crds, untaint,
+    SCHEDULER_NAME, Steward, add_ready_node, create, deploy_service_account, install_crds,
 };
 
 /// Nodes and pods of a run, unless `STEWARD_BENCH_NODES`/`_PODS` say otherwise.
@@ -223,19 +223,7 @@ async fn run(version: KubeVersion, counts: Counts, with_steward: bool) -> Result
 async fn add_node(client: &Client, i: usize) -> Result<()> {
     let name = format!("node-{i:03}");
     let capacity = json!({"cpu": "64", "memory": "256Gi", "pods": "110"});
-    create(
-        client,
-        json!({
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
-            "status": {
-                "capacity": capacity, "allocatable": capacity,
-                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
-            },
-        }),
-    )
-    .await?;
-    untaint(client, &name).await
+    add_ready_node(client, &name, capacity).await
 }
 
 /// A TiDB server pod of the TidbCluster `bench`, for Steward's profile.

@@ -277,14 +277,9 @@ fn startup() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// VmRSS of this process.
+/// VmRSS of this process, in MiB.
 fn resident_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024)
+    steward_tests::e2e::resident_bytes(std::process::id()).map_or(0, |bytes| bytes >> 20)
 }
 
 fn node_name(i: usize) -> String {

@@ -20,6 +20,7 @@ use steward::config::Config;
 use steward::server::App;
 
 use crate::control_plane::doubles::Doubles;
+use crate::control_plane::process::{Process, free_port, wait_until};
 use crate::control_plane::{ControlPlane, KubeVersion};
 
 /// The scheduler profile Steward's pods name (`deploy/`, the snapshot).
@@ -92,6 +93,18 @@ fn scenario_on(
     outcome
 }
 
+/// Steward's config for the cluster of `kubeconfig`: `policies` (one YAML
+/// flow mapping each; `{stem}` names a built guest, as in
+/// [`crate::expand_guests`]) and more top-level `sections`.
+fn live_config(kubeconfig: &Path, policies: &[&str], sections: &str) -> String {
+    let list: Vec<String> = policies.iter().map(|p| format!("- {p}")).collect();
+    format!(
+        "cluster: {{kubeconfig: {}}}\npolicies:\n{}\n{sections}\n",
+        kubeconfig.display(),
+        crate::expand_guests(&list.join("\n"))
+    )
+}
+
 /// Steward serving the extender from the test process, its cluster source
 /// the control plane's kubeconfig and its backend the Kubernetes API; and
 /// the admission webhook over HTTPS when its config has an `admission`
@@ -109,13 +122,7 @@ impl Steward {
     /// `sections` (more top-level YAML of the config, such as
     /// `reconcile:`), and waits until its cluster cache has synced.
     pub async fn start(kubeconfig: &Path, policies: &[&str], sections: &str) -> Result<Steward> {
-        let list: Vec<String> = policies.iter().map(|p| format!("- {p}")).collect();
-        let yaml = format!(
-            "cluster: {{kubeconfig: {}}}\npolicies:\n{}\n{sections}\n",
-            kubeconfig.display(),
-            crate::expand_guests(&list.join("\n"))
-        );
-        Steward::start_config(&yaml).await
+        Steward::start_config(&live_config(kubeconfig, policies, sections)).await
     }
 
     /// Starts with a whole configuration (its `server.listen` is not used:
@@ -157,6 +164,87 @@ impl Steward {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
+}
+
+/// One replica of the Deployment: a `steward serve` process of the debug
+/// binary, killed (SIGKILL) when dropped or by [`StewardProcess::kill`].
+pub struct StewardProcess {
+    pub process: Process,
+    /// The extender (under `/scheduler`), `/readyz`, `/metrics`, `/status`.
+    pub addr: SocketAddr,
+    /// The admission webhook (HTTPS), when the config has `admission:`.
+    pub webhook: Option<SocketAddr>,
+}
+
+impl StewardProcess {
+    /// Starts `steward serve` named `name` (its log `<dir>/<name>.log`) with
+    /// `kubeconfig`, `policies` (as [`Steward::start`]) and `sections`, in
+    /// which `$webhook` stands for a free loopback address for the
+    /// admission webhook; waits until it is ready.
+    pub async fn start(
+        name: &str,
+        dir: &Path,
+        kubeconfig: &Path,
+        policies: &[&str],
+        sections: &str,
+    ) -> Result<StewardProcess> {
+        let yaml = format!(
+            "server: {{listen: '$extender'}}\n{}",
+            live_config(kubeconfig, policies, sections)
+        );
+        StewardProcess::start_config(name, dir, &yaml).await
+    }
+
+    /// Starts `steward serve` with the whole configuration `yaml`, in which
+    /// `$extender` and `$webhook` stand for free loopback addresses.
+    pub async fn start_config(name: &str, dir: &Path, yaml: &str) -> Result<StewardProcess> {
+        let free = || SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let (addr, webhook) = (free(), free());
+        let config = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &config,
+            yaml.replace("$extender", &addr.to_string())
+                .replace("$webhook", &webhook.to_string()),
+        )?;
+        let args = [
+            "serve".to_string(),
+            "--config".into(),
+            config.display().to_string(),
+        ];
+        let mut process = Process::start(name, &crate::steward_bin(), &args, dir)?;
+        wait_until(&mut process, Duration::from_secs(60), || async move {
+            crate::probe(addr, "/readyz").await.0 == 200
+        })
+        .await
+        .with_context(|| format!("{name} to become ready"))?;
+        Ok(StewardProcess {
+            process,
+            addr,
+            webhook: yaml.contains("$webhook").then_some(webhook),
+        })
+    }
+
+    /// Its resident memory now, in bytes.
+    pub fn resident_bytes(&self) -> Result<u64> {
+        resident_bytes(self.process.pid())
+    }
+
+    /// Kills the process at once (SIGKILL), as a crashed pod or lost node
+    /// would end it: nothing is released.
+    pub fn kill(self) {
+        drop(self.process);
+    }
+}
+
+/// Resident memory of process `pid` now (`VmRSS`), in bytes.
+pub fn resident_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib << 10)
+        .context("no VmRSS in the process status")
 }
 
 /// The control plane with Steward as its scheduler's extender and the node
@@ -223,6 +311,28 @@ impl Cluster {
     pub fn client(&self) -> Client {
         self.control_plane.client.clone()
     }
+}
+
+/// Creates a Ready, untainted node `name` with `capacity` (as the node's
+/// `capacity` and `allocatable`): a node a kubelet would have registered.
+pub async fn add_ready_node(
+    client: &Client,
+    name: &str,
+    capacity: serde_json::Value,
+) -> Result<()> {
+    create(
+        client,
+        json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "status": {
+                "capacity": capacity, "allocatable": capacity,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+            },
+        }),
+    )
+    .await?;
+    untaint(client, name).await
 }
 
 /// Creates `deploy/base`'s namespace, ServiceAccount and RBAC and returns

@@ -19,6 +19,7 @@ use steward::policy::PolicySet;
 use steward::runtime::Runtime;
 use steward::server::App;
 
+pub mod campaign;
 pub mod control_plane;
 pub mod e2e;
 
@@ -79,14 +80,24 @@ pub fn inspect_world(wasm: &std::path::Path) -> String {
     world
 }
 
-/// The `steward` binary (debug), built on first use.
+/// The `steward` binary, built on first use in the profile this crate was
+/// built in: debug for tests, release for benches.
 pub fn steward_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            xtask::run(xtask::cargo().args(["build", "-p", "steward", "--bin", "steward"]))
-                .expect("the steward binary builds");
-            xtask::target_dir().join("debug/steward")
+            let profile = if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            };
+            let mut build = xtask::cargo();
+            build.args(["build", "-p", "steward", "--bin", "steward"]);
+            if profile == "release" {
+                build.arg("--release");
+            }
+            xtask::run(&mut build).expect("the steward binary builds");
+            xtask::target_dir().join(profile).join("steward")
         })
         .clone()
 }

@@ -18,6 +18,8 @@
 //!   (answers after a delay), stuck (leader counts never move).
 //!
 //! State is plain data behind [`PdDouble::state`]; tests set it directly.
+//! [`PdDouble::start_tls`] serves it over mutual TLS, as PD does for a
+//! cluster with tidb-operator's `tlsCluster`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -34,8 +36,14 @@ use axum::routing::{delete, get, post};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::jiff;
 use parking_lot::{Mutex, MutexGuard};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 use serde_json::{Value, json};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+
+use crate::tls::TestCa;
 
 /// A TiKV store as PD tracks it.
 #[derive(Debug, Clone)]
@@ -237,6 +245,8 @@ struct Shared {
 /// A running PD double; stops when dropped.
 pub struct PdDouble {
     pub addr: SocketAddr,
+    /// Serves HTTPS, requiring client certificates.
+    tls: bool,
     shared: Arc<Shared>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -253,6 +263,34 @@ impl PdDouble {
     /// 10 leaders each, PD members `<cluster>-pd-0..2`, leader `-pd-0`.
     /// Leaders drain at 1,000 per second.
     pub async fn start(namespace: &str, cluster: &str) -> PdDouble {
+        PdDouble::serve(namespace, cluster, None).await
+    }
+
+    /// [`PdDouble::start`] over HTTPS with a certificate of `ca`, accepting
+    /// only clients whose certificate `ca` issued.
+    pub async fn start_tls(namespace: &str, cluster: &str, ca: &TestCa) -> PdDouble {
+        let served = ca.issue(&format!("{cluster}-pd"));
+        let chain = vec![CertificateDer::from(served.der.clone())];
+        let key = PrivateKeyDer::from_pem_slice(served.key_pem.as_bytes()).expect("PEM key");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let clients = WebPkiClientVerifier::builder_with_provider(ca.roots(), provider.clone())
+            .build()
+            .expect("client verifier");
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_client_cert_verifier(clients)
+            .with_single_cert(chain, key)
+            .expect("server certificate");
+        PdDouble::serve(
+            namespace,
+            cluster,
+            Some(TlsAcceptor::from(Arc::new(config))),
+        )
+        .await
+    }
+
+    async fn serve(namespace: &str, cluster: &str, tls: Option<TlsAcceptor>) -> PdDouble {
         let stores = [1u64, 4, 5]
             .iter()
             .enumerate()
@@ -296,9 +334,11 @@ impl PdDouble {
             .await
             .expect("loopback port");
         let addr = listener.local_addr().expect("bound");
-        let server = tokio::spawn(accept_loop(listener, shared.clone()));
+        let secure = tls.is_some();
+        let server = tokio::spawn(accept_loop(listener, tls, shared.clone()));
         PdDouble {
             addr,
+            tls: secure,
             shared,
             server,
         }
@@ -306,7 +346,8 @@ impl PdDouble {
 
     /// Base URL to configure as the policy's `pd.url`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The state, with leader movement advanced to now; set it freely.
@@ -321,7 +362,11 @@ impl PdDouble {
     }
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
     let router = router(shared.clone());
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
@@ -334,6 +379,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         let _ = tcp.set_nodelay(true);
         let router = router.clone();
         let shared = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let router = router.clone();
@@ -354,9 +400,18 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                     Ok(response)
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+            let http = hyper::server::conn::http1::Builder::new();
+            match tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(tcp), service).await;
+                }
+                // A client the CA did not certify fails the handshake.
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(tcp).await {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
+            }
         });
     }
 }

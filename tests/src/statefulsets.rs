@@ -27,6 +27,9 @@ pub enum Violation {
     },
     /// The PD leader's pod was restarted while it led.
     LeaderRestarted { pod: String },
+    /// A scale-in removed a pod PD still counted on: a PD member not yet
+    /// deleted from PD, or a TiKV store not yet Tombstone.
+    RemovedWhileInPd { pod: String },
 }
 
 pub struct Cluster {
@@ -196,6 +199,11 @@ impl Cluster {
                     self.create_pod(&w, o, &target(o), false);
                 }
             } else if let Some(p) = extra.filter(|_| all_ready) {
+                if in_pd(&w, p, pd) {
+                    self.violations.push(Violation::RemovedWhileInPd {
+                        pod: p.name.clone(),
+                    });
+                }
                 self.went_down(&w, p, pd);
                 self.cache.remove_pod(NAMESPACE, &p.name);
             } else if let Some(p) = stale.filter(|_| all_ready) {
@@ -289,6 +297,20 @@ impl Cluster {
                 pods: down,
             });
         }
+    }
+}
+
+/// Whether PD still counts on `pod`: its member, or its store not yet a
+/// Tombstone.
+fn in_pd(w: &Workload, pod: &Pod, pd: &PdDouble) -> bool {
+    let state = pd.state();
+    match component(w) {
+        "pd" => state.members.iter().any(|m| m.name == pod.name),
+        "tikv" => state
+            .stores
+            .iter()
+            .any(|s| s.address.starts_with(&format!("{}.", pod.name)) && s.state != "Tombstone"),
+        _ => false,
     }
 }
 

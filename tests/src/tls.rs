@@ -79,12 +79,18 @@ impl TestCa {
         self.issuer.pem()
     }
 
-    /// A client configuration trusting only this CA.
-    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+    /// A root store of this CA alone.
+    pub fn roots(&self) -> Arc<rustls::RootCertStore> {
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(CertificateDer::from(self.issuer.der().to_vec()))
             .expect("CA is a valid root");
+        Arc::new(roots)
+    }
+
+    /// A client configuration trusting only this CA.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let roots = self.roots();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

@@ -375,16 +375,20 @@ impl View<'_> {
         })
     }
 
-    /// Claims of the pod (`<template>-<pod>`).
     fn claims_of(&self, pod: &str) -> Vec<String> {
-        self.state
-            .workload
-            .claim_templates
-            .iter()
-            .map(|t| format!("{t}-{pod}"))
-            .filter(|name| self.state.claims.iter().any(|c| &c.name == name))
-            .collect()
+        claims_of(self.state, pod)
     }
+}
+
+/// Claims of the workload's pod `pod` (`<template>-<pod>`) that exist.
+pub(crate) fn claims_of(state: &WorkloadState, pod: &str) -> Vec<String> {
+    state
+        .workload
+        .claim_templates
+        .iter()
+        .map(|t| format!("{t}-{pod}"))
+        .filter(|name| state.claims.iter().any(|c| &c.name == name))
+        .collect()
 }
 
 #[cfg(test)]

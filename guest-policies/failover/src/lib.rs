@@ -18,8 +18,12 @@
 //!
 //! The failure store, the suspicion times and the scale-back progress live
 //! in StatefulSet annotations, so a new host resumes where the last stopped.
+//!
+//! It also scales PD and TiKV in safely on request (`steward.io/scale-in:
+//! N`, see [`scale_in`]); failure detection waits while a scale-in runs.
 
 mod failover;
+pub mod scale_in;
 
 pub use failover::{
     FAILOVER_ANNOTATION, FailoverState, RECOVER_ANNOTATION, ScaleIn, Settings, reconcile,
@@ -40,7 +44,10 @@ impl ReconcilePolicy for Failover {
         s: &Settings,
         state: &WorkloadState,
     ) -> Result<Plan, String> {
-        reconcile(pd, s, state)
+        match steward_sdk::tidb::scale_in_target(&state.workload)? {
+            Some(target) => scale_in::reconcile(pd, s, state, target),
+            None => reconcile(pd, s, state),
+        }
     }
 }
 

@@ -203,7 +203,7 @@ fn check_pool(
                 let reserved_text = if reserved > 0 {
                     format!(
                         " ({} reported, {} of it reserved for claims of pods placed there \
-                         whose volumes do not exist yet)",
+                         whose volumes the source does not count yet)",
                         Bytes(free),
                         Bytes(reserved)
                     )
@@ -339,7 +339,8 @@ fn disk_refusal(n: &NodeDisks, d: &DiskDemand, node: &str) -> Option<(String, bo
             String::new()
         } else {
             format!(
-                ", {} of them reserved for pods placed there whose volumes do not exist yet",
+                ", {} of them reserved for pods placed there whose volumes the source does \
+                 not count yet",
                 n.reserved.len()
             )
         };

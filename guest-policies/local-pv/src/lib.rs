@@ -14,7 +14,8 @@
 //!   `topolvm.io/device-class` parameter, default `00default`;
 //!   CSIStorageCapacity: the class name). A node passes when its pool is
 //!   Ready and its free bytes and free volume slots, minus what Steward has
-//!   reserved there for other pods' claims whose volumes do not exist yet,
+//!   reserved there for other pods' claims whose volumes the source does
+//!   not count yet,
 //!   cover the sum.
 //! - New claims of a **disk** provisioner (`diskProvisioners`, default
 //!   `disk.hwameistor.io`) need as many `Available` disks of the class's

@@ -178,8 +178,8 @@ fn reservations_of_placed_pods_count_against_the_pool() {
         why,
         [
             "pool LocalStorage_PoolSSD on n2 has 40 GiB free (100 GiB reported, 60 GiB of it \
-          reserved for claims of pods placed there whose volumes do not exist yet); the pod's \
-          new claims need 50 GiB"
+          reserved for claims of pods placed there whose volumes the source does not count \
+          yet); the pod's new claims need 50 GiB"
         ]
     );
     // Waiting can help: the reservation expires or its volume appears.

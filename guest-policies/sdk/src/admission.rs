@@ -115,6 +115,16 @@ impl Verdict {
         }
     }
 
+    /// Refuses for now with HTTP 429, as a PodDisruptionBudget does: what
+    /// the message says is awaited clears by itself, so `kubectl drain` and
+    /// node-upgrade tooling retry instead of aborting.
+    pub fn retry_later(message: impl Into<String>) -> Verdict {
+        Verdict {
+            code: Some(429),
+            ..Verdict::deny(message)
+        }
+    }
+
     pub fn warning(mut self, warning: impl Into<String>) -> Verdict {
         self.warnings.push(warning.into());
         self
@@ -148,6 +158,14 @@ impl AdmissionRequest {
                 Some("eviction") => self.operation == "CREATE",
                 Some(_) => false,
             }
+    }
+
+    /// `CREATE` of a pod's `eviction` subresource (a drain), which retries
+    /// a refusal answered with 429.
+    pub fn evicts_pod(&self) -> bool {
+        self.resource.2 == "pods"
+            && self.operation == "CREATE"
+            && self.sub_resource.as_deref() == Some("eviction")
     }
 
     /// The pod the request is about: the typed object, or for an

@@ -360,6 +360,11 @@ mod review {
             self.now_ms = now_ms;
             self
         }
+        /// Made by user `username` (the builders' requests are `admin`'s).
+        pub fn by(mut self, username: &str) -> Self {
+            self.user_info.username = username.into();
+            self
+        }
     }
 }
 

@@ -48,6 +48,13 @@ pub fn failures(workload: &Workload) -> Result<Vec<Failure>, String> {
 /// `tidb.pingcap.com/<component>-partition` rule).
 pub const PROTECTED_PARTITION_ANNOTATION: &str = "steward.io/protected-partition";
 
+/// StatefulSet annotation asking Steward to scale a PD or TiKV StatefulSet
+/// in to this many replicas, one member at a time, each leaving PD before
+/// its pod and claims go (the failover policy carries it out and removes
+/// the annotation when done). tidb-guard refuses a plain replicas decrease
+/// that would remove members PD still has, and names this annotation.
+pub const SCALE_IN_ANNOTATION: &str = "steward.io/scale-in";
+
 /// TiKV pod annotation: when leader eviction from its store began, Unix
 /// milliseconds. Kept on the pod so a host restart keeps the timeout.
 pub const EVICT_LEADER_BEGIN_ANNOTATION: &str = "steward.io/evict-leader-begin-ms";
@@ -87,6 +94,29 @@ pub fn protected_partition(workload: &Workload) -> Result<Option<u32>, String> {
             )
         }),
     }
+}
+
+/// The replicas a scale-in was asked for ([`SCALE_IN_ANNOTATION`]), if any.
+pub fn scale_in_target(workload: &Workload) -> Result<Option<u32>, String> {
+    match labels::get(&workload.annotations, SCALE_IN_ANNOTATION) {
+        None => Ok(None),
+        Some(text) => text.trim().parse().map(Some).map_err(|_| {
+            format!(
+                "annotation {SCALE_IN_ANNOTATION} of StatefulSet {}/{} is `{text}`, not a \
+                 replica count; fix or remove it",
+                workload.namespace, workload.name
+            )
+        }),
+    }
+}
+
+/// Whether PD member (or TiKV pod) `name` is ordinal `ordinal` or above of
+/// StatefulSet `statefulset`: a replica a scale-in to `ordinal` removes.
+pub fn removed_by_scale_in(name: &str, statefulset: &str, ordinal: u32) -> bool {
+    name.strip_prefix(statefulset)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|o| o.parse::<u32>().ok())
+        .is_some_and(|o| o >= ordinal)
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use steward_sdk::admission::{AdmissionRequest, Verdict};
 use steward_sdk::cluster::ClusterView;
 use steward_sdk::labels::{self, ordinal};
 use steward_sdk::pd::{self, PdView};
-use steward_sdk::tidb::{self, EVICT_LEADER_BEGIN_ANNOTATION, PROTECTED_PARTITION_ANNOTATION};
+use steward_sdk::tidb::{
+    self, EVICT_LEADER_BEGIN_ANNOTATION, PROTECTED_PARTITION_ANNOTATION, SCALE_IN_ANNOTATION,
+};
 use steward_sdk::{Action, Annotation, EventType, PdCluster, Pod, Target, Workload, settings};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -16,12 +18,20 @@ pub struct Settings {
     /// before it is allowed anyway (tidb-operator's `evictLeaderTimeout`,
     /// default 1500 minutes).
     pub evict_leader_timeout_seconds: u64,
+    /// The users Steward's reconcile policies act as (its ServiceAccount
+    /// in `deploy/`). Only they may lower a partition below, or lower or
+    /// remove, `steward.io/protected-partition`, and lower the replicas of
+    /// PD and TiKV StatefulSets past members PD still has: the API server
+    /// authenticates the user, so no one else can pass for the gate, where
+    /// anyone who may update the StatefulSet can write an annotation.
+    pub steward_users: Vec<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             evict_leader_timeout_seconds: 1500 * 60,
+            steward_users: vec!["system:serviceaccount:steward-system:steward".into()],
         }
     }
 }
@@ -30,6 +40,9 @@ impl settings::Settings for Settings {
     fn check(&self) -> Result<(), String> {
         if self.evict_leader_timeout_seconds == 0 {
             return Err("evictLeaderTimeoutSeconds must be at least 1".into());
+        }
+        if self.steward_users.iter().any(|u| u.trim().is_empty()) {
+            return Err("stewardUsers may not name an empty user".into());
         }
         Ok(())
     }
@@ -44,6 +57,11 @@ pub fn review(
     request: &AdmissionRequest,
 ) -> Result<Verdict, String> {
     if request.resource.2 == "statefulsets" && request.operation == "UPDATE" {
+        // Steward's own steps: the upgrade gate's partitions, the scale-in's
+        // replicas, each taken only once PD is ready for it.
+        if s.steward_users.contains(&request.user_info.username) {
+            return Ok(Verdict::allow());
+        }
         if request.sub_resource.as_deref() == Some("scale") {
             return scale_update(cluster, pd, request);
         }
@@ -78,12 +96,36 @@ pub fn review(
     }
 }
 
+/// A refusal of a pod removal that clears by itself (leaders leaving, PD
+/// leadership moving, a store being emptied): a drain's eviction gets 429
+/// and retries; a DELETE keeps 403.
+fn refuse_until(request: &AdmissionRequest, message: String) -> Verdict {
+    if request.evicts_pod() {
+        Verdict::retry_later(message)
+    } else {
+        Verdict::deny(message)
+    }
+}
+
+/// A user's StatefulSet update: the protected partition holds (neither the
+/// partition below it nor the annotation lowered), and a scale-down leaves
+/// PD's members and TiKV's data in place.
 fn statefulset_update(pd: &impl PdView, old: &Workload, new: &Workload) -> Result<Verdict, String> {
     let who = format!("StatefulSet {}/{}", new.namespace, new.name);
-    let protected = match tidb::protected_partition(new)? {
-        Some(p) => Some(p),
-        None => tidb::protected_partition(old)?,
-    };
+    let (was, is) = (
+        tidb::protected_partition(old)?,
+        tidb::protected_partition(new)?,
+    );
+    if let Some(was) = was
+        && is.is_none_or(|is| is < was)
+    {
+        let now = is.map_or("removed".into(), |is| format!("lowered to {is}"));
+        return Ok(Verdict::deny(format!(
+            "{who}: {PROTECTED_PARTITION_ANNOTATION} may not be {now}: an upgrade gate protects \
+             partitions below {was} and only Steward moves the protection, as it steps"
+        )));
+    }
+    let protected = was.max(is);
     let (from, to) = (old.partition.unwrap_or(0), new.partition.unwrap_or(0));
     if let Some(protected) = protected
         && to < from
@@ -95,7 +137,7 @@ fn statefulset_update(pd: &impl PdView, old: &Workload, new: &Workload) -> Resul
              the partition itself, one ordinal at a time"
         )));
     }
-    pd_scale_down(pd, new, old.replicas, new.replicas)
+    scale_down(pd, new, old.replicas, new.replicas)
 }
 
 /// `kubectl scale` changes replicas through the `scale` subresource: the
@@ -111,7 +153,7 @@ fn scale_update(
         scale_replicas(request.object.as_deref())?,
     );
     match cluster.get_workload("StatefulSet", &request.namespace, &request.name) {
-        Some(workload) => pd_scale_down(pd, &workload, from, to),
+        Some(workload) => scale_down(pd, &workload, from, to),
         None => Ok(Verdict::allow()),
     }
 }
@@ -125,35 +167,67 @@ fn scale_replicas(object: Option<&str>) -> Result<u32, String> {
     u32::try_from(replicas).map_err(|_| format!("a Scale object asks for {replicas} replicas"))
 }
 
-/// A PD StatefulSet scaling down while a member is unhealthy could lose
-/// PD's quorum.
-fn pd_scale_down(
+/// A user's PD or TiKV scale-down: lowering replicas deletes the highest
+/// pods at once, so it may remove only replicas PD no longer knows (a PD
+/// member deleted, a TiKV store Tombstone), and PD's only while every
+/// member is healthy. Anything else goes through Steward's scale-in
+/// ([`SCALE_IN_ANNOTATION`]), one member at a time.
+fn scale_down(
     pd: &impl PdView,
     workload: &Workload,
     from: u32,
     to: u32,
 ) -> Result<Verdict, String> {
-    if tidb::component(&workload.labels) != Some("pd") || to >= from {
+    let component = tidb::component(&workload.labels);
+    if to >= from || !matches!(component, Some("pd" | "tikv")) {
         return Ok(Verdict::allow());
     }
     let Some(instance) = tidb::instance(&workload.labels) else {
         return Ok(Verdict::allow());
     };
-    let members = pd.members(&pd::cluster(&workload.namespace, instance))?;
-    let unhealthy: Vec<&str> = members
-        .iter()
-        .filter(|m| !m.healthy)
-        .map(|m| m.name.as_str())
-        .collect();
-    if unhealthy.is_empty() {
+    let who = format!("StatefulSet {}/{}", workload.namespace, workload.name);
+    let c = pd::cluster(&workload.namespace, instance);
+    let in_pd: Vec<String> = if component == Some("pd") {
+        let members = pd.members(&c)?;
+        let unhealthy: Vec<&str> = members
+            .iter()
+            .filter(|m| !m.healthy)
+            .map(|m| m.name.as_str())
+            .collect();
+        if !unhealthy.is_empty() {
+            return Ok(Verdict::deny(format!(
+                "{who}: scaling PD from {from} to {to} replicas while member(s) {} are \
+                 unhealthy could lose PD's quorum; wait until every PD member is healthy",
+                unhealthy.join(", ")
+            )));
+        }
+        members
+            .iter()
+            .filter(|m| tidb::removed_by_scale_in(&m.name, &workload.name, to))
+            .map(|m| format!("PD member {} ({})", m.name, m.id))
+            .collect()
+    } else {
+        let stores = pd.stores(&c)?;
+        (to..from)
+            .filter_map(|o| {
+                let pod = format!("{}-{o}", workload.name);
+                let store = stores
+                    .iter()
+                    .find(|s| tidb::is_store_of(&s.address, &pod, instance, &workload.namespace))?;
+                Some(format!("store {} of {pod} ({})", store.id, store.state))
+            })
+            .collect()
+    };
+    if in_pd.is_empty() {
         return Ok(Verdict::allow());
     }
     Ok(Verdict::deny(format!(
-        "StatefulSet {}/{}: scaling PD from {from} to {to} replicas while member(s) {} are \
-         unhealthy could lose PD's quorum; wait until every PD member is healthy",
-        workload.namespace,
+        "{who}: scaling from {from} to {to} replicas would delete pods PD still counts on: {}; \
+         Steward scales in one member at a time, each leaving PD before its pod and claims go: \
+         kubectl annotate statefulset {} -n {} {SCALE_IN_ANNOTATION}={to}",
+        in_pd.join(", "),
         workload.name,
-        unhealthy.join(", ")
+        workload.namespace
     )))
 }
 
@@ -178,10 +252,13 @@ fn tikv_removal(
         "Tombstone" | "Down" => return Ok(Verdict::allow()),
         "Up" => {}
         "Offline" => {
-            return Ok(Verdict::deny(format!(
-                "{who}: store {id} is Offline: PD is moving its data away; removing the pod now \
-                 would lose those replicas. Wait until the store is Tombstone"
-            )));
+            return Ok(refuse_until(
+                request,
+                format!(
+                    "{who}: store {id} is Offline: PD is moving its data away; removing the pod \
+                     now would lose those replicas. Wait until the store is Tombstone"
+                ),
+            ));
         }
         other => {
             return Ok(Verdict::deny(format!(
@@ -215,7 +292,7 @@ fn tikv_removal(
              through PD. Retry once the store has none (or after {}s)",
             s.evict_leader_timeout_seconds
         );
-        return Ok(Verdict::deny(message.clone())
+        return Ok(refuse_until(request, message.clone())
             .action(begin)
             .action(Action::Annotate((
                 Target::Pod(pod.name.clone()),
@@ -239,12 +316,15 @@ fn tikv_removal(
             s.evict_leader_timeout_seconds
         )));
     }
-    let mut verdict = Verdict::deny(format!(
-        "{who}: evicting Raft leaders from store {id}: {leaders} left after {}s (timeout {}s); \
-         retry later",
-        waited_ms / 1000,
-        s.evict_leader_timeout_seconds
-    ));
+    let mut verdict = refuse_until(
+        request,
+        format!(
+            "{who}: evicting Raft leaders from store {id}: {leaders} left after {}s (timeout \
+             {}s); retry later",
+            waited_ms / 1000,
+            s.evict_leader_timeout_seconds
+        ),
+    );
     // PD may have lost the scheduler (restart, manual removal): ask again.
     if !pd
         .schedulers(pd_cluster)?
@@ -280,7 +360,7 @@ fn pd_removal(
     };
     let message =
         format!("{who} is the PD leader; Steward {verb} leadership to {target}. Retry once it has");
-    Ok(Verdict::deny(message.clone())
+    Ok(refuse_until(request, message.clone())
         .action(Action::PdTransferLeader((pd_cluster.clone(), target)))
         .action(Action::EmitEvent((
             EventType::Normal,

@@ -2,9 +2,12 @@
 //! data safety (tidb-operator's pod and StatefulSet webhooks):
 //!
 //! - a StatefulSet UPDATE may not lower `rollingUpdate.partition` below
-//!   the partition an upgrade gate protects (`steward.io/protected-partition`);
-//! - a PD StatefulSet may not scale down (spec update or `scale`
-//!   subresource) while a PD member is unhealthy;
+//!   the partition an upgrade gate protects (`steward.io/protected-partition`),
+//!   nor lower or remove that annotation, unless Steward makes it (its
+//!   user, authenticated by the API server, is in `stewardUsers`);
+//! - a PD or TiKV StatefulSet may not scale down (spec update or `scale`
+//!   subresource) while a PD member is unhealthy, nor past a replica whose
+//!   member or store PD still has: `steward.io/scale-in` does that safely;
 //! - a TiKV pod is not deleted or evicted while its store holds Raft
 //!   leaders: the guard asks PD to evict them and refuses until none are
 //!   left or the eviction timeout has passed. `Tombstone`, `Down` or absent
@@ -12,6 +15,9 @@
 //! - the PD leader's pod is not deleted or evicted before PD leadership
 //!   moved to a healthy member, which the guard asks for;
 //! - a new TiKV pod ends the leader eviction of its store.
+//!
+//! A refused eviction that clears by itself gets 429, as from a
+//! PodDisruptionBudget, so drains retry; a DELETE keeps 403.
 //!
 //! Side effects are actions the host performs, never on a dry run.
 

@@ -157,9 +157,39 @@ pub fn reconcile(
     }
     let mut gate = match gate {
         Some(g) if g.revision == w.update_revision => g,
-        stale => return Ok(ctx.start(stale)),
+        stale => return ctx.start(stale),
     };
     ctx.step(cluster, &mut gate)
+}
+
+/// Sets the partition to `partition` and the protection tidb-guard
+/// enforces (`steward.io/protected-partition`) with it, so that no one but
+/// Steward lowers the partition further. The protection is raised before
+/// the partition and lowered after it: in between, it never lets a user
+/// below what the gate allows.
+fn hold(mut plan: Plan, w: &Workload, partition: u32) -> Result<Plan, String> {
+    let protected = tidb::protected_partition(w)?;
+    let protect = |plan: Plan| {
+        if protected == Some(partition) {
+            return plan;
+        }
+        plan.remember(
+            &w.name,
+            tidb::PROTECTED_PARTITION_ANNOTATION,
+            Some(partition.to_string()),
+        )
+    };
+    let lowering = protected.is_some_and(|p| partition < p);
+    if !lowering {
+        plan = protect(plan);
+    }
+    if w.partition != Some(partition) {
+        plan = plan.set_partition(partition);
+    }
+    if lowering {
+        plan = protect(plan);
+    }
+    Ok(plan)
 }
 
 /// A template change not yet rolled out to every pod.
@@ -223,23 +253,18 @@ impl<P: PdView> Ctx<'_, P> {
                 format!("every pod runs revision {}", w.update_revision),
             );
         }
-        if w.partition != Some(w.replicas) {
-            plan = plan.set_partition(w.replicas);
-        }
-        Ok(plan)
+        hold(plan, w, w.replicas)
     }
 
     /// A new update revision: hold every pod (partition = replicas) and
     /// remember the revision. A stale eviction is ended.
-    fn start(&self, stale: Option<GateState>) -> Plan {
+    fn start(&self, stale: Option<GateState>) -> Result<Plan, String> {
         let w = self.w();
         let mut plan = Plan::new();
         if let (Some(evicting), Ok(c)) = (stale.and_then(|g| g.evicting), &self.cluster) {
             plan = plan.action(Action::PdEvictLeaderEnd((c.clone(), evicting.store)));
         }
-        if w.partition != Some(w.replicas) {
-            plan = plan.set_partition(w.replicas);
-        }
+        let plan = hold(plan, w, w.replicas)?;
         let gate = GateState {
             revision: w.update_revision.clone(),
             ..GateState::default()
@@ -252,7 +277,7 @@ impl<P: PdView> Ctx<'_, P> {
                 w.replicas, w.update_revision
             ),
         );
-        self.poll(plan)
+        Ok(self.poll(plan))
     }
 
     fn step(&self, cluster: &impl ClusterView, gate: &mut GateState) -> Result<Plan, String> {
@@ -441,7 +466,7 @@ impl<P: PdView> Ctx<'_, P> {
             }
             Component::Tidb | Component::Other => {}
         }
-        let plan = gate.save(plan, w).set_partition(ordinal).event(
+        let plan = hold(gate.save(plan, w), w, ordinal)?.event(
             EventType::Normal,
             "UpgradeStep",
             format!(
@@ -519,11 +544,13 @@ mod tests {
 
     const NS: &str = "default";
 
+    /// basic's TiKV, held by the gate at partition 3.
     fn tikv_state() -> WorkloadState {
         workload_state(
             statefulset("basic-tikv", 3)
                 .component("basic", "tikv")
-                .partition(3),
+                .partition(3)
+                .annotation(tidb::PROTECTED_PARTITION_ANNOTATION, "3"),
         )
     }
 
@@ -602,16 +629,62 @@ mod tests {
         assert_eq!(s.poll_ms.get(), POLL_MS);
     }
 
+    /// The protection a plan writes, if it writes one.
+    fn protection_of(plan: &Plan) -> Option<Option<String>> {
+        plan.actions.iter().find_map(|a| match a {
+            Action::Annotate((_, list)) => list
+                .iter()
+                .find(|a| a.key == tidb::PROTECTED_PARTITION_ANNOTATION)
+                .map(|a| a.value.clone()),
+            _ => None,
+        })
+    }
+
+    /// Where in `plan` the partition is set and the protection written.
+    fn partition_and_protection(plan: &Plan) -> (usize, usize) {
+        let at = |wanted: fn(&Action) -> bool| plan.actions.iter().position(wanted).unwrap();
+        (
+            at(|a| matches!(a, Action::SetPartition(_))),
+            at(|a| {
+                matches!(a, Action::Annotate((_, l))
+                    if l.iter().any(|a| a.key == tidb::PROTECTED_PARTITION_ANNOTATION))
+            }),
+        )
+    }
+
     #[test]
-    fn an_idle_workload_is_held_at_partition_replicas() {
+    fn an_idle_workload_is_held_at_partition_replicas_and_protected_there() {
         let mut state = tikv_state();
         state.workload.partition = None;
+        state.workload.annotations.clear();
         let plan = run(&state, &pd());
-        assert_eq!(
-            plan.changes().cloned().collect::<Vec<_>>(),
-            [Action::SetPartition(3)]
+        assert_eq!(partition_of(&plan), Some(3));
+        assert_eq!(protection_of(&plan), Some(Some("3".into())));
+        let (partition, protection) = partition_and_protection(&plan);
+        assert!(
+            protection < partition,
+            "raised before the partition: {plan:?}"
         );
         assert_eq!(run(&tikv_state(), &pd()).changes().count(), 0);
+    }
+
+    #[test]
+    fn each_step_lowers_the_protection_after_the_partition() {
+        let state = with_gate(tikv_upgrading(), &started());
+        let mut drained = pd();
+        drained.stores[2].leader_count = 0;
+        let gate = GateState {
+            evicting: Some(evicting_tikv_2()),
+            ..started()
+        };
+        let plan = run(&with_gate(state, &gate), &drained);
+        assert_eq!(partition_of(&plan), Some(2));
+        assert_eq!(protection_of(&plan), Some(Some("2".into())));
+        let (partition, protection) = partition_and_protection(&plan);
+        assert!(
+            partition < protection,
+            "lowered after the partition: {plan:?}"
+        );
     }
 
     #[test]

@@ -5,21 +5,24 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1 as k8s;
 use kube::api::PostParams;
 
-use crate::ClusterCache;
+use crate::{ClusterCache, convert};
 
 /// A live cluster or an offline snapshot.
 #[derive(Clone)]
 pub enum Backend {
     /// Offline: the snapshot in the cache is the cluster.
     Snapshot,
-    /// A Kubernetes API server.
-    Kubernetes(kube::Client),
+    /// A Kubernetes API server, and its URL for messages.
+    Kubernetes {
+        client: kube::Client,
+        server: String,
+    },
 }
 
 impl Backend {
     /// A live cluster reached with `kubeconfig` (`""`: in-cluster, or the
-    /// default kubeconfig), and the API server's URL, for messages.
-    pub async fn connect(kubeconfig: &str) -> Result<(Backend, String)> {
+    /// default kubeconfig).
+    pub async fn connect(kubeconfig: &str) -> Result<Backend> {
         let config = if kubeconfig.is_empty() {
             kube::Config::infer()
                 .await
@@ -34,7 +37,7 @@ impl Backend {
         let server = config.cluster_url.to_string();
         let client = kube::Client::try_from(config)
             .with_context(|| format!("cannot build a client of the API server at {server}"))?;
-        Ok((Backend::Kubernetes(client), server))
+        Ok(Backend::Kubernetes { client, server })
     }
 
     /// Binds a pod to a node — the `binding` subresource on a live cluster,
@@ -49,7 +52,7 @@ impl Backend {
         uid: &str,
         node: &str,
     ) -> Result<(), String> {
-        let client = match self {
+        let (client, server) = match self {
             Backend::Snapshot => {
                 return if cache.bind_in_place(namespace, name, node) {
                     Ok(())
@@ -57,7 +60,7 @@ impl Backend {
                     Err(format!("pod {namespace}/{name} is not in the snapshot"))
                 };
             }
-            Backend::Kubernetes(client) => client,
+            Backend::Kubernetes { client, server } => (client, server),
         };
         let api: kube::Api<k8s::Pod> = kube::Api::namespaced(client.clone(), namespace);
         let binding = k8s::Binding {
@@ -90,9 +93,38 @@ impl Backend {
             Err(e) => {
                 cache.abandon_placement(uid);
                 Err(format!(
-                    "binding pod {namespace}/{name} to node {node} failed: {e}"
+                    "binding pod {namespace}/{name} to node {node} through the API server at \
+                     {server} failed: {e}"
                 ))
             }
+        }
+    }
+
+    /// Reads claim `namespace/name` from the API server into `cache` when
+    /// the watch has not delivered it yet: the StatefulSet controller
+    /// creates a claim and its pod back to back, so a pod's review can
+    /// arrive first. Offline the snapshot is all there is. Returns whether
+    /// the claim exists.
+    pub async fn read_claim(
+        &self,
+        cache: &ClusterCache,
+        namespace: &str,
+        name: &str,
+    ) -> Result<bool, String> {
+        let Backend::Kubernetes { client, server } = self else {
+            return Ok(false);
+        };
+        let api: kube::Api<k8s::PersistentVolumeClaim> =
+            kube::Api::namespaced(client.clone(), namespace);
+        match api.get_opt(name).await {
+            Ok(Some(claim)) => {
+                cache.upsert_claim(convert::claim(&claim));
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(format!(
+                "reading claim {namespace}/{name} from the API server at {server} failed: {e}"
+            )),
         }
     }
 }

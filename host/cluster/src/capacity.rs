@@ -231,8 +231,12 @@ impl ClusterQuery {
                     continue;
                 };
                 let class = claim.storage_class.as_deref().unwrap_or_default();
-                if !classes.iter().any(|c| c == class) || s.provisioned(&r.namespace, name) {
+                if !classes.iter().any(|c| c == class) || s.reflected(&r.namespace, name, &r.nodes)
+                {
                     continue;
+                }
+                if s.in_flight(uid, ttl) {
+                    self.in_flight_seen.lock().insert(uid.clone());
                 }
                 for &node in &r.nodes {
                     let e = out.entry(node).or_default();

@@ -83,6 +83,24 @@ pub fn pod(p: &core::Pod) -> Pod {
     }
 }
 
+/// The pod's `PodScheduled` condition when kube-scheduler set it False (an
+/// attempt failed), as `reason: message`; `None` otherwise.
+pub fn scheduling_failure(p: &core::Pod) -> Option<String> {
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c.reason.as_deref().unwrap_or_default(),
+                c.message.as_deref().unwrap_or_default()
+            )
+        })
+}
+
 pub fn node(n: &core::Node) -> Node {
     Node {
         name: text(&n.metadata.name),

@@ -8,6 +8,7 @@ mod backend;
 mod capacity;
 pub mod convert;
 mod import;
+mod requeue;
 mod snapshot;
 pub mod storage;
 mod watch;
@@ -27,6 +28,7 @@ use steward_wit::{
 use storage::{CsiCapacity, PoolFigures, StorageTables, set_slot};
 
 pub use backend::Backend;
+pub use requeue::{REQUEUE_ANNOTATION, requeue_pods};
 pub use snapshot::{load_objects, load_snapshot, read_documents};
 pub use watch::watch_cluster;
 
@@ -78,6 +80,10 @@ struct Placement {
     pod: Pod,
     node: Option<String>,
     since: Instant,
+    /// The pod's scheduling failure (see [`convert::scheduling_failure`])
+    /// when it was filtered: a different one seen later means this attempt
+    /// failed after the filter.
+    failure_at_filter: Option<String>,
 }
 
 /// Claims of a pod Steward placed (or saw bound) whose volumes may not
@@ -225,25 +231,79 @@ struct State {
     storage: StorageTables,
     /// By pod uid.
     reservations: HashMap<String, Reservation>,
+    /// Volumes that appeared after the cache synced, and when: their
+    /// capacity shows in a node's source only once it reports new figures,
+    /// or is taken as shown after `volume_ttl`.
+    fresh_volumes: HashMap<String, Instant>,
+    volume_ttl: Duration,
+    /// By node id: when its capacity source last reported changed figures.
+    storage_changed: Vec<Option<Instant>>,
+    /// By in-flight pod uid: the pods a filter refused while it was in
+    /// flight, to be requeued once it is bound or its attempt failed.
+    waiting_on: HashMap<String, BTreeSet<(String, String)>>,
+    /// Pods to requeue now (see [`ClusterCache::take_requeue`]).
+    requeue: BTreeSet<(String, String)>,
 }
 
 impl State {
-    /// Whether the claim is bound to a volume the cache holds: its capacity
-    /// now shows in the sources (or will within the reservation TTL).
-    fn provisioned(&self, namespace: &str, claim: &str) -> bool {
-        self.claims
+    /// Whether the claim's capacity shows in the capacity source of every
+    /// node of `nodes`: it is bound to a volume the cache holds, and that
+    /// volume either predates the cache's sync or appeared before the
+    /// node's source last reported changed figures.
+    fn reflected(&self, namespace: &str, claim: &str, nodes: &[u32]) -> bool {
+        let Some(volume) = self
+            .claims
             .get(&(namespace.to_string(), claim.to_string()))
             .and_then(|c| c.volume_name.as_ref().filter(|_| c.phase == "Bound"))
-            .is_some_and(|v| self.volumes.contains_key(v))
+            .filter(|v| self.volumes.contains_key(*v))
+        else {
+            return false;
+        };
+        let Some(appeared) = self.fresh_volumes.get(volume) else {
+            return true;
+        };
+        appeared.elapsed() >= self.volume_ttl
+            || nodes.iter().all(|&n| {
+                self.storage_changed
+                    .get(n as usize)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|changed| changed > *appeared)
+            })
     }
 
-    /// Reserves the pod's unprovisioned claims on `nodes`; a reservation
-    /// already on exactly these nodes keeps its start time.
+    /// Notes that node `id`'s capacity source reported changed figures.
+    fn mark_storage_changed(&mut self, id: u32) {
+        let i = id as usize;
+        if self.storage_changed.len() <= i {
+            self.storage_changed.resize(i + 1, None);
+        }
+        self.storage_changed[i] = Some(Instant::now());
+    }
+
+    /// The pod `uid`'s placement is settled (bound, failed or gone): the
+    /// pods refused while it was in flight are to be requeued.
+    fn settle(&mut self, uid: &str) {
+        if let Some(pods) = self.waiting_on.remove(uid) {
+            self.requeue.extend(pods);
+        }
+    }
+
+    /// Whether pod `uid` passed a filter within `ttl` and is not bound yet.
+    fn in_flight(&self, uid: &str, ttl: Duration) -> bool {
+        self.placements
+            .get(uid)
+            .is_some_and(|p| p.node.is_none() && p.since.elapsed() < ttl)
+    }
+
+    /// Reserves the pod's claims whose capacity its nodes' sources do not
+    /// show yet on `nodes`; a reservation already on exactly these nodes
+    /// keeps its start time.
     fn reserve(&mut self, pod: &Pod, nodes: Vec<u32>) {
         let claims: Vec<String> = pod
             .claims
             .iter()
-            .filter(|c| !self.provisioned(&pod.namespace, c))
+            .filter(|c| !self.reflected(&pod.namespace, c, &nodes))
             .cloned()
             .collect();
         if claims.is_empty() || nodes.is_empty() {
@@ -279,6 +339,8 @@ pub struct ClusterCache {
     state: RwLock<State>,
     in_flight_ttl: Duration,
     synced: AtomicBool,
+    /// Woken whenever a placement settles (see [`ClusterCache::wait_settled`]).
+    settled: tokio::sync::Notify,
 }
 
 impl Default for ClusterCache {
@@ -290,9 +352,13 @@ impl Default for ClusterCache {
 impl ClusterCache {
     pub fn new(in_flight_ttl: Duration) -> ClusterCache {
         ClusterCache {
-            state: RwLock::default(),
+            state: RwLock::new(State {
+                volume_ttl: in_flight_ttl,
+                ..State::default()
+            }),
             in_flight_ttl,
             synced: AtomicBool::new(false),
+            settled: tokio::sync::Notify::new(),
         }
     }
 
@@ -307,16 +373,45 @@ impl ClusterCache {
 
     pub fn upsert_pod(&self, pod: Pod) {
         let mut s = self.state.write();
+        let mut settled = false;
         if let Some(node) = &pod.node_name {
-            s.placements.remove(&pod.uid);
-            // Bound but not started: its volumes may still be on the way.
-            if pod.phase == "Pending" && !pod.deleting {
+            settled = s.placements.remove(&pod.uid).is_some();
+            s.settle(&pod.uid);
+            // Bound: its volumes' capacity may not show in the sources yet.
+            if !pod.deleting && matches!(pod.phase.as_str(), "Pending" | "Running") {
                 s.reserve_on(&pod, node);
             } else {
                 s.reservations.remove(&pod.uid);
             }
         }
         s.pods.entry(pod.namespace.clone()).or_default().insert(pod);
+        drop(s);
+        if settled {
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// What the watch saw of a pod's scheduling (see
+    /// [`convert::scheduling_failure`]): a failure other than the one the
+    /// pod carried when it was filtered means kube-scheduler's attempt
+    /// failed after Steward's filter (a PreBind, a bind, a later
+    /// extender): the pod is no longer in flight.
+    pub fn observe_scheduling(&self, uid: &str, failure: Option<String>) {
+        let Some(failure) = failure else {
+            return;
+        };
+        let mut s = self.state.write();
+        let failed = s.placements.get(uid).is_some_and(|p| {
+            p.node.is_none() && p.failure_at_filter.as_deref() != Some(failure.as_str())
+        });
+        if failed {
+            tracing::debug!(uid, failure, "a placement failed after the filter");
+            s.placements.remove(uid);
+            s.reservations.remove(uid);
+            s.settle(uid);
+            drop(s);
+            self.settled.notify_waiters();
+        }
     }
 
     pub fn remove_pod(&self, namespace: &str, name: &str) {
@@ -325,6 +420,9 @@ impl ClusterCache {
         if let Some(pod) = removed {
             s.placements.remove(&pod.uid);
             s.reservations.remove(&pod.uid);
+            s.settle(&pod.uid);
+            drop(s);
+            self.settled.notify_waiters();
         }
     }
 
@@ -339,6 +437,9 @@ impl ClusterCache {
             return;
         }
         let id = s.nodes.intern(node);
+        if s.storage.topolvm.get(id as usize) != Some(&capacity) {
+            s.mark_storage_changed(id);
+        }
         s.storage.topolvm_pools.set_node(id, Some(true), &capacity);
         set_slot(&mut s.storage.topolvm, id, capacity);
     }
@@ -349,6 +450,10 @@ impl ClusterCache {
         let mut s = self.state.write();
         let id = s.nodes.intern(&node);
         let ready = pools.state == "Ready";
+        let before = s.storage.lvm.get(id as usize).and_then(Option::as_ref);
+        if before.is_none_or(|b| b.pools != pools.pools) {
+            s.mark_storage_changed(id);
+        }
         s.storage.lvm_pools.set_node(id, Some(ready), &pools.pools);
         set_slot(&mut s.storage.lvm, id, Some(pools));
     }
@@ -392,11 +497,16 @@ impl ClusterCache {
     }
 
     pub fn upsert_csi_capacity(&self, namespace: &str, name: &str, capacity: CsiCapacity) {
-        self.state
-            .write()
-            .storage
-            .csi
-            .insert((namespace.to_string(), name.to_string()), capacity);
+        let mut s = self.state.write();
+        let key = (namespace.to_string(), name.to_string());
+        if s.storage.csi.get(&key).map(|c| &c.capacity) != Some(&capacity.capacity) {
+            // Which nodes an object covers is its topology's business: every
+            // node counts as reporting anew.
+            for id in 0..s.nodes.nodes.len() as u32 {
+                s.mark_storage_changed(id);
+            }
+        }
+        s.storage.csi.insert(key, capacity);
     }
 
     pub fn remove_csi_capacity(&self, namespace: &str, name: &str) {
@@ -432,14 +542,17 @@ impl ClusterCache {
     }
 
     pub fn upsert_volume(&self, volume: Volume) {
-        self.state
-            .write()
-            .volumes
-            .insert(volume.name.clone(), volume);
+        let mut s = self.state.write();
+        if self.is_synced() && !s.volumes.contains_key(&volume.name) {
+            s.fresh_volumes.insert(volume.name.clone(), Instant::now());
+        }
+        s.volumes.insert(volume.name.clone(), volume);
     }
 
     pub fn remove_volume(&self, name: &str) {
-        self.state.write().volumes.remove(name);
+        let mut s = self.state.write();
+        s.volumes.remove(name);
+        s.fresh_volumes.remove(name);
     }
 
     pub fn upsert_storage_class(&self, class: StorageClass) {
@@ -468,8 +581,10 @@ impl ClusterCache {
 
     /// The pod passed a filter on the nodes of ids `passed`: until it is
     /// bound, guests see it `in-flight`, and its unprovisioned claims are
-    /// reserved on every one of those nodes.
-    pub fn begin_placement(&self, pod: &Pod, passed: &[u32]) {
+    /// reserved on every one of those nodes. `failure` is the scheduling
+    /// failure the pod carried in the request (see
+    /// [`ClusterCache::observe_scheduling`]).
+    pub fn begin_placement(&self, pod: &Pod, passed: &[u32], failure: Option<String>) {
         let mut s = self.state.write();
         s.reserve(pod, passed.to_vec());
         s.placements.insert(
@@ -478,11 +593,114 @@ impl ClusterCache {
                 pod: pod.clone(),
                 node: None,
                 since: Instant::now(),
+                failure_at_filter: failure,
             },
         );
         let ttl = self.in_flight_ttl;
         s.placements.retain(|_, p| p.since.elapsed() < ttl);
         s.reservations.retain(|_, r| r.since.elapsed() < ttl);
+        s.fresh_volumes.retain(|_, seen| seen.elapsed() < ttl);
+        let State {
+            placements,
+            waiting_on,
+            requeue,
+            ..
+        } = &mut *s;
+        waiting_on.retain(|uid, pods| {
+            let live = placements.contains_key(uid);
+            if !live {
+                requeue.append(pods);
+            }
+            live
+        });
+        let requeue = !requeue.is_empty();
+        drop(s);
+        if requeue {
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// Which of `uids` are in flight: passed a filter within the in-flight
+    /// TTL and not bound yet.
+    pub fn in_flight(&self, uids: &[String]) -> Vec<String> {
+        let s = self.state.read();
+        uids.iter()
+            .filter(|u| s.in_flight(u, self.in_flight_ttl))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until none of the pods `uids` is in flight any more (bound,
+    /// failed or gone), or until `deadline`; returns those still in flight.
+    pub async fn wait_settled(
+        &self,
+        uids: &[String],
+        deadline: tokio::time::Instant,
+    ) -> Vec<String> {
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let pending = self.in_flight(uids);
+            if pending.is_empty() || tokio::time::Instant::now() >= deadline {
+                return pending;
+            }
+            if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                return self.in_flight(uids);
+            }
+        }
+    }
+
+    /// Pod `namespace/name` was refused while the pods `blockers` were in
+    /// flight: once each is bound or its attempt failed, the pod is handed
+    /// to [`ClusterCache::take_requeue`] (kube-scheduler 1.20 would
+    /// otherwise park it for a minute).
+    pub fn requeue_when_settled(&self, blockers: &[String], namespace: &str, name: &str) {
+        let mut s = self.state.write();
+        let pod = (namespace.to_string(), name.to_string());
+        let mut now = false;
+        for uid in blockers {
+            if s.in_flight(uid, self.in_flight_ttl) {
+                s.waiting_on
+                    .entry(uid.clone())
+                    .or_default()
+                    .insert(pod.clone());
+            } else {
+                now = true;
+            }
+        }
+        if now {
+            s.requeue.insert(pod);
+            drop(s);
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// Takes the pods to requeue now (see
+    /// [`ClusterCache::requeue_when_settled`]), but for those bound since.
+    pub fn take_requeue(&self) -> Vec<(String, String)> {
+        let mut s = self.state.write();
+        let pods = std::mem::take(&mut s.requeue);
+        pods.into_iter()
+            .filter(|(namespace, name)| {
+                let pod = s.pods.get(namespace).and_then(|ns| ns.pods.get(name));
+                pod.is_none_or(|p| p.node_name.is_none() && !s.placements.contains_key(&p.uid))
+            })
+            .collect()
+    }
+
+    /// [`ClusterCache::take_requeue`], waiting for some when there are none.
+    pub async fn next_requeue(&self) -> Vec<(String, String)> {
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let pods = self.take_requeue();
+            if !pods.is_empty() {
+                return pods;
+            }
+            settled.await;
+        }
     }
 
     /// The pod was bound to `node`: guests see it there even before the
@@ -502,9 +720,13 @@ impl ClusterCache {
                     pod,
                     node: Some(node.to_string()),
                     since: Instant::now(),
+                    failure_at_filter: None,
                 },
             );
         }
+        s.settle(uid);
+        drop(s);
+        self.settled.notify_waiters();
     }
 
     /// Binds a pod in the cache itself: for snapshots, which no watch
@@ -522,6 +744,9 @@ impl ClusterCache {
         let pod = pod.clone();
         s.placements.remove(&pod.uid);
         s.reserve_on(&pod, node);
+        s.settle(&pod.uid);
+        drop(s);
+        self.settled.notify_waiters();
         true
     }
 
@@ -530,6 +755,9 @@ impl ClusterCache {
         let mut s = self.state.write();
         s.placements.remove(uid);
         s.reservations.remove(uid);
+        s.settle(uid);
+        drop(s);
+        self.settled.notify_waiters();
     }
 
     pub fn node_count(&self) -> usize {
@@ -639,6 +867,9 @@ pub fn selector_matches(labels: &[(String, String)], selector: &[SelectorRequire
 pub struct ClusterQuery {
     cache: Arc<ClusterCache>,
     hidden_pods: Arc<HashSet<String>>,
+    /// Uids of the in-flight pods this view showed (as pods or as
+    /// reservations): an answer built on them may change once they settle.
+    in_flight_seen: Arc<parking_lot::Mutex<BTreeSet<String>>>,
 }
 
 impl ClusterQuery {
@@ -646,7 +877,13 @@ impl ClusterQuery {
         ClusterQuery {
             cache,
             hidden_pods: Arc::default(),
+            in_flight_seen: Arc::default(),
         }
+    }
+
+    /// The in-flight pods this view (and its clones) showed so far.
+    pub fn in_flight_seen(&self) -> Vec<String> {
+        self.in_flight_seen.lock().iter().cloned().collect()
     }
 
     /// The same view without the pods of the given uids.
@@ -654,6 +891,7 @@ impl ClusterQuery {
         ClusterQuery {
             cache: self.cache.clone(),
             hidden_pods: Arc::new(uids),
+            in_flight_seen: self.in_flight_seen.clone(),
         }
     }
 
@@ -669,6 +907,9 @@ impl ClusterQuery {
         {
             pod.node_name = p.node.clone();
             pod.in_flight = p.node.is_none();
+            if pod.in_flight {
+                self.in_flight_seen.lock().insert(pod.uid.clone());
+            }
         }
         Some(pod)
     }

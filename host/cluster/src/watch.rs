@@ -57,7 +57,12 @@ pub async fn watch_cluster(client: Client, server: String, cache: Arc<ClusterCac
         Kind {
             name: "Pod",
             optional: false,
-            upsert: |o, c| c.upsert_pod(convert::pod(o)),
+            upsert: |o, c| {
+                let pod = convert::pod(o);
+                let uid = pod.uid.clone();
+                c.upsert_pod(pod);
+                c.observe_scheduling(&uid, convert::scheduling_failure(o));
+            },
             remove: |c, ns, n| c.remove_pod(ns, n),
         },
         ca,

@@ -220,13 +220,21 @@ pub struct SchedulerConfig {
     pub url_prefix: String,
     /// How long a filtered pod counts as in flight without a binding.
     pub in_flight_seconds: u64,
+    /// How long a filter that refused nodes because other pods are in
+    /// flight waits for them to be bound before answering (0: never).
+    pub filter_wait_ms: u64,
 }
+
+/// The longest `scheduler.filterWaitMs`: well under kube-scheduler's
+/// default extender `httpTimeout` (5 s), with room for the evaluations.
+pub const MAX_FILTER_WAIT_MS: u64 = 4_000;
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             url_prefix: "/scheduler".into(),
             in_flight_seconds: 30,
+            filter_wait_ms: 2_000,
         }
     }
 }
@@ -349,6 +357,43 @@ pub struct PdConfig {
     pub url: String,
     /// Timeout of one PD call. A guest's PD reads also stop at its deadline.
     pub timeout_ms: u64,
+    /// Mutual TLS, for TiDB clusters with `tlsCluster` enabled; plain HTTP
+    /// when absent.
+    pub tls: Option<PdTlsConfig>,
+}
+
+/// Where the PD client finds the CA that issued PD's certificate and its
+/// own client certificate and key: files (paths may contain `{cluster}` and
+/// `{namespace}`), or a Secret in the TiDB cluster's namespace holding
+/// `ca.crt`, `tls.crt` and `tls.key`, as tidb-operator's
+/// `<cluster>-cluster-client-secret` does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PdTlsConfig {
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    /// The Secret's name; `{cluster}` is replaced by the TiDB cluster's.
+    pub secret: Option<String>,
+}
+
+impl PdTlsConfig {
+    fn check(&self, at: &str) -> Result<()> {
+        match (&self.secret, &self.ca_file, &self.cert_file, &self.key_file) {
+            (Some(_), None, None, None) | (None, Some(_), None, None) => Ok(()),
+            (None, Some(_), Some(_), Some(_)) => Ok(()),
+            (Some(_), ..) => {
+                bail!("{at}.pd.tls: give either secret or caFile/certFile/keyFile, not both")
+            }
+            (None, None, ..) => bail!(
+                "{at}.pd.tls: name the CA of PD's certificate with caFile (and the client \
+                 certificate with certFile and keyFile), or a Secret with secret"
+            ),
+            (None, Some(_), ..) => {
+                bail!("{at}.pd.tls: certFile and keyFile go together: give both or neither")
+            }
+        }
+    }
 }
 
 impl Default for PdConfig {
@@ -356,6 +401,7 @@ impl Default for PdConfig {
         PdConfig {
             url: "http://{cluster}-pd.{namespace}:2379".into(),
             timeout_ms: 1_000,
+            tls: None,
         }
     }
 }
@@ -454,6 +500,13 @@ impl Config {
         if !self.scheduler.url_prefix.starts_with('/') {
             bail!("scheduler.urlPrefix: must start with `/`");
         }
+        if self.scheduler.filter_wait_ms > MAX_FILTER_WAIT_MS {
+            bail!(
+                "scheduler.filterWaitMs: {} is above {MAX_FILTER_WAIT_MS}; a filter that waits \
+                 longer risks kube-scheduler's extender httpTimeout (5 s by default)",
+                self.scheduler.filter_wait_ms
+            );
+        }
         check_body_limit("server.maxBodyBytes", self.server.max_body_bytes)?;
         self.server.connections.check("server")?;
         if let Some(admission) = &self.admission {
@@ -528,6 +581,19 @@ impl Config {
                     "{at}.pd.url: `{}` must start with http:// or https://",
                     p.pd.url
                 );
+            }
+            match (&p.pd.tls, p.pd.url.starts_with("https://")) {
+                (Some(tls), true) => tls.check(&at)?,
+                (Some(_), false) => bail!(
+                    "{at}.pd.url: `{}` is plain HTTP but pd.tls is set; use https://",
+                    p.pd.url
+                ),
+                (None, true) => bail!(
+                    "{at}.pd.url: `{}` is HTTPS; PD's certificates come from the cluster's own \
+                     CA, so name it (and the client certificate) in pd.tls",
+                    p.pd.url
+                ),
+                (None, false) => {}
             }
             if !(1..=60_000).contains(&p.pd.timeout_ms) {
                 bail!(
@@ -659,6 +725,11 @@ mod tests {
         );
         let none = refusal("cluster: {snapshot: s.yaml}\npolicies: []\n");
         assert!(none.starts_with("policies: none configured"), "{none}");
+        let wait = refusal(&format!("{MINIMAL}scheduler: {{filterWaitMs: 5000}}\n"));
+        assert!(
+            wait.starts_with("scheduler.filterWaitMs: 5000 is above 4000"),
+            "{wait}"
+        );
         let idle = refusal(&format!(
             "{MINIMAL}admission: {{listen: 127.0.0.1:8443, certFile: c, keyFile: k}}\n"
         ));
@@ -687,6 +758,7 @@ mod tests {
         let c = Config::parse(MINIMAL).unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8686");
         assert_eq!(c.scheduler.url_prefix, "/scheduler");
+        assert_eq!(c.scheduler.filter_wait_ms, 2_000);
         let p = &c.policies[0];
         assert_eq!((p.deadline_ms, p.memory_mib), (100, 64));
         assert_eq!(p.failure_mode, FailureMode::FailClosed);
@@ -739,6 +811,46 @@ mod tests {
                 .contains("policies[0].pd.url: `pd:2379` must start"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn pd_tls_needs_https_and_one_source_of_material() {
+        let with_pd = |pd: &str| format!("{MINIMAL}  pd: {pd}\n");
+        let files = "tls: {caFile: '/tls/{cluster}/ca.crt', certFile: /tls/c, keyFile: /tls/k}";
+        let c = Config::parse(&with_pd(&format!(
+            "{{url: 'https://{{cluster}}-pd:2379', {files}}}"
+        )))
+        .unwrap();
+        let tls = c.policies[0].pd.tls.clone().unwrap();
+        assert_eq!(tls.ca_file.as_deref(), Some("/tls/{cluster}/ca.crt"));
+        let secret =
+            "{url: 'https://{cluster}-pd:2379', tls: {secret: '{cluster}-cluster-client-secret'}}";
+        assert!(Config::parse(&with_pd(secret)).is_ok());
+        for (pd, says) in [
+            (
+                "{url: 'https://pd:2379'}",
+                "policies[0].pd.url: `https://pd:2379` is HTTPS; PD's certificates come from",
+            ),
+            (
+                "{url: 'http://pd:2379', tls: {secret: s}}",
+                "is plain HTTP but pd.tls is set",
+            ),
+            (
+                "{url: 'https://pd:2379', tls: {secret: s, caFile: c}}",
+                "give either secret or caFile/certFile/keyFile, not both",
+            ),
+            (
+                "{url: 'https://pd:2379', tls: {caFile: c, certFile: x}}",
+                "certFile and keyFile go together",
+            ),
+            (
+                "{url: 'https://pd:2379', tls: {certFile: x, keyFile: y}}",
+                "name the CA of PD's certificate with caFile",
+            ),
+        ] {
+            let e = refusal(&with_pd(pd));
+            assert!(e.contains(says), "{pd}: {e}");
+        }
     }
 
     #[test]

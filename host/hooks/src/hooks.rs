@@ -11,7 +11,7 @@ use steward_runtime::Runtime;
 use crate::actions::Executor;
 use crate::admission::AdmissionHook;
 use crate::budget::Budgets;
-use crate::config::{ClusterSource, Config};
+use crate::config::{ClusterSource, Config, SchedulerConfig};
 use crate::extender::Extender;
 use crate::metrics::Metrics;
 use crate::policy::{PolicySet, PolicyStore};
@@ -53,14 +53,25 @@ impl Hooks {
                 Backend::Snapshot
             }
             ClusterSource::Kubeconfig(path) => {
-                let (backend, server) = Backend::connect(path).await?;
-                if let Backend::Kubernetes(client) = &backend {
-                    tokio::spawn(watch_cluster(client.clone(), server, cluster.clone()));
+                let backend = Backend::connect(path).await?;
+                if let Backend::Kubernetes { client, server } = &backend {
+                    tokio::spawn(watch_cluster(
+                        client.clone(),
+                        server.clone(),
+                        cluster.clone(),
+                    ));
                 }
                 backend
             }
         };
-        let hooks = Hooks::new(policies, cluster, backend);
+        let filter_wait = Duration::from_millis(config.scheduler.filter_wait_ms);
+        let hooks = Hooks::build(policies, cluster, backend, filter_wait);
+        if let Backend::Kubernetes { client, .. } = &hooks.extender.backend {
+            tokio::spawn(steward_cluster::requeue_pods(
+                client.clone(),
+                hooks.cluster.clone(),
+            ));
+        }
         reloader.spawn(
             hooks.extender.policies.clone(),
             hooks.status.clone(),
@@ -81,7 +92,7 @@ impl Hooks {
     /// Starts the reconcile controller when there are reconcile policies
     /// and a live cluster (it takes turns with other replicas by Lease).
     fn start_reconcile(&self, config: &Config) {
-        let Backend::Kubernetes(client) = &self.extender.backend else {
+        let Backend::Kubernetes { client, .. } = &self.extender.backend else {
             return;
         };
         if self.extender.policies.current().reconcile.is_empty() {
@@ -102,21 +113,30 @@ impl Hooks {
         ));
     }
 
+    /// The hooks over `policies`, with the default `scheduler` settings.
     pub fn new(policies: PolicySet, cluster: Arc<ClusterCache>, backend: Backend) -> Hooks {
+        let filter_wait = Duration::from_millis(SchedulerConfig::default().filter_wait_ms);
+        Hooks::build(policies, cluster, backend, filter_wait)
+    }
+
+    fn build(
+        policies: PolicySet,
+        cluster: Arc<ClusterCache>,
+        backend: Backend,
+        filter_wait: Duration,
+    ) -> Hooks {
         let metrics = Arc::new(Metrics::default());
         let policies = Arc::new(PolicyStore::new(policies));
         let admission = Arc::new(AdmissionHook {
             policies: policies.clone(),
             cluster: cluster.clone(),
+            backend: backend.clone(),
             metrics: metrics.clone(),
             executor: Executor::new(&backend, cluster.clone()),
         });
-        let extender = Arc::new(Extender {
-            policies,
-            cluster: cluster.clone(),
-            metrics: metrics.clone(),
-            backend,
-        });
+        let mut extender = Extender::new(policies, cluster.clone(), metrics.clone(), backend);
+        extender.filter_wait = filter_wait;
+        let extender = Arc::new(extender);
         Hooks {
             extender,
             admission,

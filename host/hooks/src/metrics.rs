@@ -67,6 +67,8 @@ pub struct Metrics {
     deadlines: Family<PolicyLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     pass_through: Counter,
+    filter_waits: Counter,
+    filter_wait_timeouts: Counter,
     admission_verdicts: Family<AdmissionVerdictLabels, Counter>,
     actions: Family<ActionLabels, Counter>,
     policy_info: Family<PolicyInfoLabels, Gauge>,
@@ -113,6 +115,19 @@ impl Default for Metrics {
             "Scheduler requests for pods no policy selects",
             pass_through.clone(),
         );
+        let filter_waits = Counter::default();
+        registry.register(
+            "filter_waits",
+            "Filters that refused nodes because of pods in flight and waited for them to be bound",
+            filter_waits.clone(),
+        );
+        let filter_wait_timeouts = Counter::default();
+        registry.register(
+            "filter_wait_timeouts",
+            "Filter waits that ended with pods still in flight (the pod is requeued once they \
+             settle)",
+            filter_wait_timeouts.clone(),
+        );
         let admission_verdicts = Family::<AdmissionVerdictLabels, Counter>::default();
         registry.register(
             "admission_verdicts",
@@ -151,6 +166,8 @@ impl Default for Metrics {
             deadlines,
             requests,
             pass_through,
+            filter_waits,
+            filter_wait_timeouts,
         }
     }
 }
@@ -229,6 +246,16 @@ impl Metrics {
 
     pub fn pass_through(&self) {
         self.pass_through.inc();
+    }
+
+    /// A filter starts waiting for pods in flight.
+    pub fn filter_wait(&self) {
+        self.filter_waits.inc();
+    }
+
+    /// A filter answered with pods it waited for still in flight.
+    pub fn filter_wait_timeout(&self) {
+        self.filter_wait_timeouts.inc();
     }
 
     /// Records the version of `info.policy` that serves now.

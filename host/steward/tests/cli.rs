@@ -420,7 +420,7 @@ fn every_shipped_policy_suite_passes() {
     for (stem, package, cases) in [
         ("pd_quorum", "pd-quorum", 12),
         ("local_pv", "local-pv", 11),
-        ("tidb_guard", "tidb-guard", 19),
+        ("tidb_guard", "tidb-guard", 22),
         ("local_storage_admission", "local-storage-admission", 11),
         ("upgrade_gate", "upgrade-gate", 5),
         ("failover", "failover", 9),

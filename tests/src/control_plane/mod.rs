@@ -384,6 +384,28 @@ impl ControlPlane {
         extender: Option<SocketAddr>,
         client_rate: Option<(u32, u32)>,
     ) -> Result<()> {
+        let (config, origin) = self.shipped_scheduler_config()?;
+        let kubeconfig = self.scheduler_kubeconfig.clone();
+        self.run_scheduler(config, &origin, &kubeconfig, extender, client_rate, false)
+            .await
+    }
+
+    /// [`ControlPlane::start_scheduler`] without the extender's `bindVerb`:
+    /// kube-scheduler binds every pod itself, and Steward learns of each
+    /// binding from its watch (the setup of tidb-scheduler).
+    pub async fn start_scheduler_binding_itself(&mut self, extender: SocketAddr) -> Result<()> {
+        let (mut config, origin) = self.shipped_scheduler_config()?;
+        for extender in config["extenders"].as_array_mut().into_iter().flatten() {
+            extender.as_object_mut().map(|e| e.remove("bindVerb"));
+        }
+        let kubeconfig = self.scheduler_kubeconfig.clone();
+        self.run_scheduler(config, &origin, &kubeconfig, Some(extender), None, false)
+            .await
+    }
+
+    /// The KubeSchedulerConfiguration Steward ships for this release, its
+    /// leader election off; and its path, for messages.
+    fn shipped_scheduler_config(&self) -> Result<(serde_json::Value, String)> {
         let shipped = crate::root()
             .join(self.version.deploy_flavour())
             .join("kube-scheduler.yaml");
@@ -392,10 +414,7 @@ impl ControlPlane {
         let mut config: serde_json::Value = serde_norway::from_str(&text)
             .with_context(|| format!("{} is not YAML", shipped.display()))?;
         config["leaderElection"] = serde_json::json!({"leaderElect": false});
-        let kubeconfig = self.scheduler_kubeconfig.clone();
-        let origin = shipped.display().to_string();
-        self.run_scheduler(config, &origin, &kubeconfig, extender, client_rate, false)
-            .await
+        Ok((config, shipped.display().to_string()))
     }
 
     /// Runs kube-scheduler as `deploy/`'s sidecar runs it: `config` (a
@@ -855,10 +874,13 @@ fn kubeconfig(server: &str, ca: &Path, user: &str, token: &str) -> String {
     )
 }
 
-/// A client from a kubeconfig file.
+/// A client from a kubeconfig file. Tests see every answer as the API
+/// server gave it: kube's client would otherwise retry a 429 (a refused
+/// eviction, say) for many minutes.
 pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    config.default_retry = false;
     Ok(Client::try_from(config)?)
 }
 

@@ -185,9 +185,19 @@ async fn a_tikv_pod_with_leaders_is_refused_while_pd_evicts_them() {
         .expect("begin time recorded");
     assert!(began.parse::<i64>().unwrap() > 1_600_000_000_000);
 
-    // A drain of the same pod waits too, without starting over.
+    // A drain of the same pod waits too, without starting over, told to
+    // retry as a PodDisruptionBudget tells it; the DELETE keeps 403.
     let r = s.review(path, "pod-eviction-basic-tikv-1", false).await;
     assert_eq!(r["allowed"], false);
+    assert_eq!(
+        (&r["status"]["code"], &r["status"]["reason"]),
+        (&json!(429), &json!("TooManyRequests")),
+        "{r}"
+    );
+    let r = s.review(path, "pod-delete-basic-tikv-1", false).await;
+    assert_eq!(r["status"]["code"], 403, "{r}");
+    assert!(r["status"].get("reason").is_none(), "{r}");
+    let r = s.review(path, "pod-eviction-basic-tikv-1", false).await;
     assert!(
         message(&r).contains("evicting Raft leaders from store 4: 10 left"),
         "{r}"
@@ -311,9 +321,20 @@ async fn partitions_and_pd_scale_downs_are_guarded() {
             .review(path, "sts-update-partition-gate-step", dry_run)
             .await;
         assert_eq!(r["allowed"], true, "{r}");
+        let r = s
+            .review(path, "sts-update-partition-protection-lowered", dry_run)
+            .await;
+        assert_eq!(r["allowed"], false, "{r}");
         let r = s.review(path, "sts-update-pd-scale-down", dry_run).await;
-        assert_eq!(r["allowed"], true, "all PD members healthy: {r}");
+        assert_eq!(r["allowed"], false, "basic-pd-2 is still a PD member: {r}");
+        assert!(message(&r).contains("steward.io/scale-in=2"), "{r}");
     }
+    pd.state().members.retain(|m| m.name != "basic-pd-2");
+    let r = s.review(path, "sts-update-pd-scale-down", false).await;
+    assert_eq!(
+        r["allowed"], true,
+        "all PD members healthy, basic-pd-2 gone: {r}"
+    );
     pd.state().member("basic-pd-1").healthy = false;
     let r = s.review(path, "sts-update-pd-scale-down", false).await;
     assert_eq!(r["allowed"], false);

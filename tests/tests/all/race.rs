@@ -1,7 +1,8 @@
 //! Back-to-back scheduling: kube-scheduler binds asynchronously, so when the
 //! next PD pod is filtered the watch may not show the previous one placed.
 //! Steward counts pods it let through (and bound) before the watch does, and
-//! reserves the pool capacity of their claims until the volumes exist.
+//! reserves the pool capacity of their claims until the pools count the
+//! volumes. A filter that meets a member in flight waits for it to be bound.
 
 use steward::extender::CandidateNodes;
 use steward::wit::Pod;
@@ -147,8 +148,27 @@ fn only(node: &str) -> CandidateNodes {
     CandidateNodes::Names(vec![node.to_string()])
 }
 
+/// The snapshot's LocalStorageNode of `node` with `used` bytes of its HDD
+/// pool in use by one volume: what HwameiStor reports once it counts it.
+fn storage_node_using(node: &str, used: u64) -> serde_json::Value {
+    let objects = steward::cluster::read_documents(&steward_tests::example_snapshot()).unwrap();
+    let mut lsn = objects
+        .into_iter()
+        .find(|o| o["kind"] == "LocalStorageNode" && o["metadata"]["name"] == node)
+        .expect("the node's LocalStorageNode is in the snapshot");
+    let pool = &mut lsn["status"]["pools"]["LocalStorage_PoolHDD"];
+    let total = pool["totalCapacityBytes"].as_u64().unwrap();
+    pool["usedCapacityBytes"] = used.into();
+    pool["freeCapacityBytes"] = (total - used).into();
+    pool["usedVolumeCount"] = 1.into();
+    lsn
+}
+
+/// Two pods back to back against one pool that fits only one: the second
+/// is kept off the pool from the first one's placement until the pool's
+/// own figures count the first one's volume, even after the volume exists.
 #[test]
-fn capacity_taken_by_a_placed_pod_is_reserved_until_its_volume_exists() {
+fn capacity_taken_by_a_placed_pod_is_reserved_until_its_pool_reports_it() {
     let app = app_with_big_claims(None);
     let pd0 = pod(&app, "basic-pd-0");
     let pd1 = pod(&app, "basic-pd-1");
@@ -156,21 +176,19 @@ fn capacity_taken_by_a_placed_pod_is_reserved_until_its_volume_exists() {
     // pd-0 is bound to 51; the watch lags: no node on the cached pod, its
     // claim Pending, the pool still reporting 500 GiB free.
     bind(&app, &pd0, NODES[0]);
+    let reserved = "local-pv: pool LocalStorage_PoolHDD on k8s-10-6-163-51 has 200 GiB free (500 \
+                    GiB reported, 300 GiB of it reserved for claims of pods placed there whose \
+                    volumes the source does not count yet); the pod's new claims need 300 GiB";
     let second = app.hooks.extender.filter_pod(&pd1, all_nodes());
     assert_eq!(second.node_names.unwrap(), [NODES[2], NODES[3]]);
-    assert_eq!(
-        second.failed_nodes[NODES[0]],
-        "local-pv: pool LocalStorage_PoolHDD on k8s-10-6-163-51 has 200 GiB free (500 GiB \
-         reported, 300 GiB of it reserved for claims of pods placed there whose volumes do not \
-         exist yet); the pod's new claims need 300 GiB"
-    );
+    assert_eq!(second.failed_nodes[NODES[0]], reserved);
     // The reservation may lapse: kube-scheduler retries, it is resolvable.
     assert!(!second.failed_and_unresolvable_nodes.contains_key(NODES[0]));
     // pd-0's own retry does not count its own reservation.
     assert_eq!(passing(&app, &pd0, only(NODES[0])), [NODES[0]]);
 
-    // The volume appears: the claim is bound to a PV the cache holds, so the
-    // pool's own figures count it from now on and the reservation ends.
+    // The volume appears (the claim is bound to a PV the cache holds), but
+    // HwameiStor's LocalStorageNode does not count it yet: still reserved.
     let query = steward::cluster::ClusterQuery::new(app.hooks.cluster.clone());
     let mut claim = query.get_claim("tidb-cluster", "pd-basic-pd-0").unwrap();
     claim.phase = "Bound".into();
@@ -189,7 +207,20 @@ fn capacity_taken_by_a_placed_pod_is_reserved_until_its_volume_exists() {
         local_path: None,
         node_affinity: Vec::new(),
     });
-    assert_eq!(passing(&app, &pd1, only(NODES[0])), [NODES[0]]);
+    let third = app.hooks.extender.filter_pod(&pd1, only(NODES[0]));
+    assert_eq!(third.failed_nodes[NODES[0]], reserved);
+
+    // The pool reports the volume: its own figures keep pd-1 off, and the
+    // reservation no longer counts on top of them.
+    app.hooks
+        .cluster
+        .upsert_storage_node(&storage_node_using(NODES[0], 300 << 30));
+    let fourth = app.hooks.extender.filter_pod(&pd1, only(NODES[0]));
+    assert_eq!(
+        fourth.failed_nodes[NODES[0]],
+        "local-pv: pool LocalStorage_PoolHDD on k8s-10-6-163-51 has 200 GiB free; the pod's new \
+         claims need 300 GiB"
+    );
 }
 
 #[test]
@@ -229,4 +260,170 @@ fn a_reservation_expires_with_the_in_flight_ttl() {
     assert!(passing(&app, &pd1, only(NODES[0])).is_empty());
     std::thread::sleep(std::time::Duration::from_millis(250));
     assert_eq!(passing(&app, &pd1, only(NODES[0])), [NODES[0]]);
+}
+
+/// A filter fixture of basic-pd-2 on the four nodes as kube-scheduler sends
+/// it (`filter-nodenames.json`: `nodeCacheCapable`, `filter-nodes.json`:
+/// full nodes), with the snapshot's uid of the pod and, when given, the
+/// PodScheduled condition of a failed attempt.
+fn pd2_filter_body(
+    app: &steward::server::App,
+    fixture: &str,
+    failure: Option<(&str, &str)>,
+) -> axum::body::Bytes {
+    let mut request = steward_tests::fixture_json(fixture);
+    request["Pod"]["metadata"]["uid"] = pod(app, "basic-pd-2").uid.into();
+    if let Some((reason, message)) = failure {
+        request["Pod"]["status"]["conditions"] = serde_json::json!([{
+            "type": "PodScheduled", "status": "False", "reason": reason, "message": message,
+        }]);
+    }
+    serde_json::to_vec(&request).unwrap().into()
+}
+
+/// An extender over the app's policies and cache whose filters wait up to
+/// `wait` for pods in flight.
+fn extender_waiting(
+    app: &steward::server::App,
+    wait: std::time::Duration,
+) -> std::sync::Arc<steward::extender::Extender> {
+    let hooks = &app.hooks;
+    let mut extender = steward::extender::Extender::new(
+        hooks.extender.policies.clone(),
+        hooks.cluster.clone(),
+        hooks.metrics.clone(),
+        hooks.extender.backend.clone(),
+    );
+    extender.filter_wait = wait;
+    std::sync::Arc::new(extender)
+}
+
+/// Serves one filter request as the HTTP endpoint does; the answer.
+async fn serve_filter(
+    app: steward::server::App,
+    extender: std::sync::Arc<steward::extender::Extender>,
+    body: axum::body::Bytes,
+) -> serde_json::Value {
+    let answer = extender
+        .serve_filter(&app.hooks.budgets.extender, body)
+        .await
+        .expect("the evaluation ran")
+        .expect("the request is valid");
+    serde_json::from_slice(&answer).unwrap()
+}
+
+/// Filters that started waiting for pods in flight so far.
+fn filter_waits(app: &steward::server::App) -> u64 {
+    let text = app.hooks.metrics.encode();
+    text.lines()
+        .find_map(|l| l.strip_prefix("steward_filter_waits_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+const NODE_NAMES: &str = "extender/filter-nodenames.json";
+
+/// The names of the nodes a filter answer lets through, in either mode.
+fn answered_nodes(answer: &serde_json::Value) -> Vec<String> {
+    match answer["NodeNames"].as_array() {
+        Some(names) => names.iter().map(|n| n.as_str().unwrap().into()).collect(),
+        None => answer["Nodes"]["items"]
+            .as_array()
+            .expect("NodeNames or Nodes")
+            .iter()
+            .map(|n| n["metadata"]["name"].as_str().unwrap().into())
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_waits_for_the_member_in_flight_then_counts_it() {
+    for fixture in [NODE_NAMES, "extender/filter-nodes.json"] {
+        let app = app(PD_QUORUM);
+        let pd0 = pod(&app, "basic-pd-0");
+        assert_eq!(passing(&app, &pd0, all_nodes()).len(), 4);
+        // pd-2's filter finds pd-0 in flight and waits (holding no permit).
+        let extender = extender_waiting(&app, std::time::Duration::from_secs(4));
+        let body = pd2_filter_body(&app, fixture, None);
+        let pd2 = tokio::spawn(serve_filter(app.clone(), extender, body));
+        steward_tests::wait_for(std::time::Duration::from_secs(60), || async {
+            (filter_waits(&app) == 1).then_some(())
+        })
+        .await
+        .expect("pd-2's filter waits for pd-0");
+        // pd-0 is bound: pd-2's answer counts it there.
+        bind(&app, &pd0, NODES[0]);
+        let answer = pd2.await.unwrap();
+        assert_eq!(
+            answered_nodes(&answer),
+            [NODES[1], NODES[2], NODES[3]],
+            "{fixture}"
+        );
+        let reason = answer["FailedNodes"][NODES[0]].as_str().unwrap();
+        assert!(
+            reason.contains("already has 1 pd pod(s)"),
+            "{fixture}: {reason}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_still_refused_when_its_wait_ends_is_requeued_once_the_member_binds() {
+    let app = app(PD_QUORUM);
+    let pd0 = pod(&app, "basic-pd-0");
+    assert_eq!(passing(&app, &pd0, all_nodes()).len(), 4);
+    let extender = extender_waiting(&app, std::time::Duration::ZERO);
+    let answer = serve_filter(
+        app.clone(),
+        extender,
+        pd2_filter_body(&app, NODE_NAMES, None),
+    )
+    .await;
+    assert_eq!(answer["NodeNames"], serde_json::json!([]));
+    let reason = answer["FailedNodes"][NODES[0]].as_str().unwrap();
+    assert!(
+        reason.contains("waiting for pod tidb-cluster/basic-pd-0"),
+        "{reason}"
+    );
+    // Nothing to requeue while pd-0 is in flight; once it is bound, pd-2.
+    assert!(app.hooks.cluster.take_requeue().is_empty());
+    bind(&app, &pd0, NODES[0]);
+    assert_eq!(
+        app.hooks.cluster.take_requeue(),
+        [("tidb-cluster".to_string(), "basic-pd-2".to_string())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placement_that_fails_after_the_filter_releases_its_hold_at_once() {
+    let app = app(PD_QUORUM);
+    let pd1 = pod(&app, "basic-pd-1");
+    let pd2 = pod(&app, "basic-pd-2");
+    // pd-2's earlier attempt failed; kube-scheduler tries it again.
+    let earlier = (
+        "Unschedulable",
+        "0/4 nodes are available: 4 node(s) were unschedulable.",
+    );
+    let answer = serve_filter(
+        app.clone(),
+        extender_waiting(&app, std::time::Duration::ZERO),
+        pd2_filter_body(&app, NODE_NAMES, Some(earlier)),
+    )
+    .await;
+    assert_eq!(answer["NodeNames"].as_array().unwrap().len(), 4);
+    // The watch shows the earlier failure late: pd-2 is still in flight.
+    let cluster = &app.hooks.cluster;
+    cluster.observe_scheduling(&pd2.uid, Some(format!("{}: {}", earlier.0, earlier.1)));
+    let held = app.hooks.extender.filter_pod(&pd1, all_nodes());
+    assert_eq!(held.node_names.unwrap(), Vec::<String>::new());
+    // This attempt fails in PreBind: pd-1 goes ahead at once.
+    cluster.observe_scheduling(
+        &pd2.uid,
+        Some(
+            "SchedulerError: running PreBind plugin \"VolumeBinding\": binding volumes: timed out \
+             waiting for the condition"
+                .into(),
+        ),
+    );
+    assert_eq!(passing(&app, &pd1, all_nodes()).len(), 4);
 }

@@ -2,7 +2,7 @@
 //! the StatefulSet controller, `steward_tests::statefulsets`) and the PD
 //! double over HTTP, with a fast clock: rolling upgrades through the
 //! upgrade-gate guest, a host restart in the middle, PD outages, and
-//! failover through the failover guest.
+//! failover and scale-in through the failover guest.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -489,4 +489,123 @@ async fn a_tikv_failure_is_capped_and_scaled_back_when_asked_once_its_store_is_t
     for (id, state) in [(1, "Up"), (4, "Up"), (5, "Up")] {
         assert_eq!(h.pd.state().store(id).state, state, "store {id}");
     }
+}
+
+/// Asks for a scale-in of `statefulset` to `replicas` (as `kubectl annotate`).
+fn ask_scale_in(h: &Harness, statefulset: &str, replicas: u32) {
+    let mut w = h.cluster.workload(statefulset);
+    w.annotations
+        .push(("steward.io/scale-in".into(), replicas.to_string()));
+    h.cluster.cache.upsert_workload(w);
+}
+
+/// `statefulset` runs `replicas` pods and the scale-in request is gone.
+fn scaled_in(h: &Harness, statefulset: &str, replicas: u32) -> bool {
+    let w = h.cluster.workload(statefulset);
+    w.replicas == replicas
+        && h.cluster.pods(statefulset).len() == replicas as usize
+        && !w
+            .annotations
+            .iter()
+            .any(|(k, _)| k == "steward.io/scale-in")
+}
+
+#[tokio::test]
+async fn a_scale_in_takes_each_member_out_of_pd_before_its_pod_across_a_host_restart() {
+    let (mut h, host) = failover_cluster().await;
+    // PD 3 -> 1, its leader among the members leaving.
+    h.pd.state().leader = "basic-pd-2".into();
+    ask_scale_in(&h, "basic-pd", 1);
+    let done = h
+        .run(&host, &["basic-pd"], 30, 1000, |h| {
+            scaled_in(h, "basic-pd", 1)
+        })
+        .await;
+    assert!(done, "replicas {}", h.cluster.workload("basic-pd").replicas);
+    assert_eq!(h.cluster.violations, Vec::<Violation>::new());
+    let members: Vec<String> =
+        h.pd.state()
+            .members
+            .iter()
+            .map(|m| m.name.clone())
+            .collect();
+    assert_eq!(members, ["basic-pd-0"]);
+    assert_eq!(h.pd.state().leader, "basic-pd-0");
+    let order: Vec<String> = h
+        .log
+        .lock()
+        .iter()
+        .filter(|p| {
+            matches!(
+                p.action,
+                Action::PdTransferLeader(_) | Action::PdDeleteMember(_) | Action::SetReplicas(_)
+            )
+        })
+        .map(|p| steward::actions::describe(&p.action))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "transfer the PD leader of tidb/basic to basic-pd-0",
+            "delete PD member 1002 of tidb/basic",
+            "set replicas to 2",
+            "delete PD member 1001 of tidb/basic",
+            "set replicas to 1",
+        ],
+        "each member leaves PD before its replica, highest first"
+    );
+    for claim in ["pd-basic-pd-1", "pd-basic-pd-2"] {
+        assert!(
+            h.cluster.query().get_claim(NAMESPACE, claim).is_none(),
+            "{claim}"
+        );
+    }
+
+    // TiKV 3 -> 2: the store goes offline and the replica waits while PD
+    // moves its regions (held here).
+    h.pd.state().drain_per_second = 0.0;
+    ask_scale_in(&h, "basic-tikv", 2);
+    h.run(&host, &["basic-tikv"], 5, 1000, |_| false).await;
+    assert_eq!(h.pd.state().count("DELETE /pd/api/v1/store/5"), 1);
+    assert_eq!(h.pd.state().store(5).state, "Offline");
+    assert_eq!(h.cluster.workload("basic-tikv").replicas, 3);
+
+    // A new host, with PD unreachable: nothing changes.
+    let host = h.host();
+    h.pd.set_fault(Fault::Unreachable);
+    let before = h.cluster.workload("basic-tikv");
+    let report = host.reconcile(NAMESPACE, "basic-tikv").await;
+    assert!(report.error.unwrap().contains("PD is unreachable"));
+    assert!(
+        report.performed.iter().all(
+            |a| matches!(a, Action::EmitEvent((EventType::Warning, r, _)) if r == "ReconcileFailed")
+        ),
+        "{:?}",
+        report.performed
+    );
+    let after = h.cluster.workload("basic-tikv");
+    assert_eq!(
+        (after.replicas, after.annotations),
+        (before.replicas, before.annotations)
+    );
+    h.pd.set_fault(Fault::None);
+
+    // The regions move: Tombstone, then the replica and its claim go.
+    h.pd.state().drain_per_second = 1e9;
+    let done = h
+        .run(&host, &["basic-tikv"], 10, 1000, |h| {
+            scaled_in(h, "basic-tikv", 2)
+        })
+        .await;
+    assert!(done);
+    assert_eq!(h.pd.state().store(5).state, "Tombstone");
+    assert_eq!(h.pd.state().count("DELETE /pd/api/v1/store/5"), 1);
+    assert!(
+        h.cluster
+            .query()
+            .get_claim(NAMESPACE, "tikv-basic-tikv-2")
+            .is_none()
+    );
+    assert_eq!(h.cluster.violations, Vec::<Violation>::new());
+    assert_eq!(h.events("TiKVScaleIn").len(), 2, "offline, then removed");
 }

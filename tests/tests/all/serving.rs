@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use http::Request;
+use steward::cluster::{Backend, ClusterCache};
 use steward::config::ConnectionLimits;
 use steward::server::App;
+use steward_tests::campaign::{Scale, Target};
 use steward_tests::pd_double::{Fault, PdDouble};
 use steward_tests::{admission_app, filter_fixture, fixture, review_fixture, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,11 +34,7 @@ async fn reviews_waiting_on_a_silent_pd_never_delay_a_filter() {
         pd.url()
     );
     let app = admission_app(&policies);
-    let body = steward::server::BodyLimit {
-        max_bytes: 1 << 20,
-        read_timeout: Duration::from_secs(10),
-        setting: "admission.maxBodyBytes",
-    };
+    let body = webhook_body_limit();
     let webhook = steward::server::admission::router(app.clone(), body);
     let extender = app.clone().router("/scheduler");
 
@@ -74,6 +72,15 @@ async fn reviews_waiting_on_a_silent_pd_never_delay_a_filter() {
     );
     for r in reviews {
         r.abort();
+    }
+}
+
+/// The webhook's body limit in these tests: 1 MiB within 10 s.
+fn webhook_body_limit() -> steward::server::BodyLimit {
+    steward::server::BodyLimit {
+        max_bytes: 1 << 20,
+        read_timeout: Duration::from_secs(10),
+        setting: "admission.maxBodyBytes",
     }
 }
 
@@ -233,11 +240,7 @@ async fn small_protocol_errors_get_clear_answers() {
     let app = admission_app(
         "- id: local-storage\n  hook: admission\n  module: {local_storage_admission}\n  mutate: true\n",
     );
-    let body = steward::server::BodyLimit {
-        max_bytes: 1 << 20,
-        read_timeout: Duration::from_secs(10),
-        setting: "admission.maxBodyBytes",
-    };
+    let body = webhook_body_limit();
     let webhook = steward::server::admission::router(app, body);
     let review = |body: serde_json::Value| {
         let webhook = webhook.clone();
@@ -263,4 +266,53 @@ async fn small_protocol_errors_get_clear_answers() {
     let (status, message) = review(no_kind).await;
     assert_eq!(status, 400);
     assert!(message.contains("the body has no kind"), "{message}");
+}
+
+/// The abuse campaign against the real `steward serve` process: idle and
+/// trickling connections, a 1 GiB Content-Length, 1,000 reviews held by a
+/// silent PD, 100,000 repeated node names and 100,000-deep JSON. During
+/// each a fresh client is answered, and the server is still up after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_abuse_campaign_leaves_the_server_up_and_serving() {
+    let dir = steward_tests::TempDir::new("campaign");
+    let mut target = Target::start(dir.path(), &steward_tests::example_snapshot())
+        .await
+        .unwrap();
+    let reports = target.run(&Scale::default()).await.unwrap();
+    for r in &reports {
+        eprintln!(
+            "campaign: {}: fresh client answered in {:?}",
+            r.case, r.fresh_client
+        );
+    }
+    assert_eq!(reports.len(), 6, "{reports:?}");
+}
+
+/// A bind the API server cannot take is answered as kube-scheduler
+/// expects (an `Error` in a 200 answer, from this message), and the
+/// message names the API server to check.
+#[tokio::test]
+async fn a_bind_that_cannot_reach_the_api_server_names_it() {
+    let dir = steward_tests::TempDir::new("bind-unreachable");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+         clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}}]\n\
+         users: [{name: u, user: {token: t}}]\n\
+         contexts: [{name: c, context: {cluster: k, user: u}}]\n",
+    )
+    .unwrap();
+    let backend = Backend::connect(&kubeconfig.display().to_string())
+        .await
+        .unwrap();
+    let cache = ClusterCache::default();
+    let refused = backend
+        .bind(&cache, "tidb-cluster", "basic-pd-0", "uid-0", "node-a")
+        .await
+        .unwrap_err();
+    assert!(
+        refused.contains("binding pod tidb-cluster/basic-pd-0 to node node-a through the API server at https://127.0.0.1:1"),
+        "{refused}"
+    );
 }

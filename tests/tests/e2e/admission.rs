@@ -4,71 +4,31 @@
 //! process by `clientConfig.url` and `caBundle`. Steward runs as the
 //! ServiceAccount of `deploy/` (its RBAC).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use base64::Engine;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, EvictParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use steward_sdk::tidb::EVICT_LEADER_BEGIN_ANNOTATION;
+use steward_tests::TempDir;
+use steward_tests::control_plane::{ControlPlane, KubeVersion};
 use steward_tests::e2e::{
-    Cluster, SCHEDULER_NAME, create, events_about, eventually, read_objects, scenario,
+    Cluster, SCHEDULER_NAME, create, deploy_service_account, events_about, eventually,
+    read_objects, scenario,
 };
+use steward_tests::example_snapshot;
 use steward_tests::pd_double::{Fault, PdDouble};
-use steward_tests::tls::TestCa;
-use steward_tests::{TempDir, example_snapshot};
 
-const NAMESPACE: &str = "tidb-cluster";
-
-/// The TidbCluster of the snapshot, whose stores the PD double serves.
-const TIDB_CLUSTER: &str = "basic";
+use crate::tidb::{
+    CLUSTER as TIDB_CLUSTER, NAMESPACE, admission_policies, register_webhooks, webhook_tls,
+};
 
 /// The TiKV pod under test and its store in the PD double.
 const TIKV_POD: &str = "basic-tikv-0";
 const TIKV_STORE: u64 = 1;
-
-/// The admission policies as `deploy/base/steward.yaml` runs them, PD at
-/// the double.
-fn policies(pd_url: &str) -> Vec<String> {
-    vec![
-        format!(
-            "{{id: local-storage-admission, hook: admission, module: '{{local_storage_admission}}', \
-             mutate: true, failureMode: fail-open, settings: {{schedulerName: {SCHEDULER_NAME}}}}}"
-        ),
-        format!(
-            "{{id: tidb-guard, hook: admission, module: '{{tidb_guard}}', mode: enforce, \
-             failureMode: fail-closed, deadlineMs: 2000, pd: {{url: '{pd_url}', timeoutMs: 1000}}}}"
-        ),
-    ]
-}
-
-/// `deploy/base`'s webhook configurations, each webhook calling Steward at
-/// `https://<webhook><its path>` and trusting `ca`.
-async fn register_webhooks(client: &Client, webhook: SocketAddr, ca: &TestCa) -> Result<()> {
-    let bundle = base64::engine::general_purpose::STANDARD.encode(ca.pem());
-    let file = steward_tests::root().join("deploy/base/webhooks.yaml");
-    for mut configuration in read_objects(&file)? {
-        let hooks = configuration["webhooks"]
-            .as_array_mut()
-            .with_context(|| format!("{}: a configuration without webhooks", file.display()))?;
-        for hook in hooks {
-            let path = hook["clientConfig"]["service"]["path"]
-                .as_str()
-                .with_context(|| format!("{}: a webhook without a path", file.display()))?
-                .to_string();
-            hook["clientConfig"] = json!({
-                "url": format!("https://{webhook}{path}"),
-                "caBundle": bundle,
-            });
-        }
-        create(client, configuration).await?;
-    }
-    Ok(())
-}
 
 /// The storage class of the snapshot's claims (HwameiStor's).
 fn local_storage_class() -> Result<String> {
@@ -99,6 +59,32 @@ fn scheduler_name(pod: &Pod) -> String {
         .unwrap_or_default()
 }
 
+/// The control plane of `version` with the snapshot's nodes, namespace
+/// and StorageClass, and Steward serving `policies` behind `deploy/`'s
+/// webhooks; returns once the namespace has its ServiceAccount. The
+/// directory holds the webhook's certificate while it serves.
+async fn serving_webhooks(version: KubeVersion, policies: &[&str]) -> Result<(Cluster, TempDir)> {
+    let (tls, ca, sections) = webhook_tls();
+    let mut cluster = Cluster::start_with(
+        version,
+        &example_snapshot(),
+        &["Node", "Namespace", "StorageClass"],
+        policies,
+        &sections,
+    )
+    .await?;
+    let webhook = cluster
+        .steward
+        .webhook
+        .context("Steward serves no admission webhook")?;
+    register_webhooks(&cluster.client(), webhook, &ca).await?;
+    cluster
+        .control_plane
+        .wait_service_account(NAMESPACE)
+        .await?;
+    Ok((cluster, tls))
+}
+
 /// The apiserver's refusal of a request, or a failure if it was allowed.
 fn refusal<T>(result: kube::Result<T>) -> Result<String> {
     match result {
@@ -121,35 +107,10 @@ fn admission_webhooks_on_a_real_apiserver() {
         "admission_webhooks_on_a_real_apiserver",
         |version| async move {
             let pd = PdDouble::start(NAMESPACE, TIDB_CLUSTER).await;
-            let tls = TempDir::new("e2e-admission-tls");
-            let (cert, key) = (tls.path().join("tls.crt"), tls.path().join("tls.key"));
-            let ca = TestCa::new();
-            ca.issue("steward-webhook").write(&cert, &key);
-            let sections = format!(
-                "admission: {{listen: '127.0.0.1:0', certFile: {}, keyFile: {}}}",
-                cert.display(),
-                key.display()
-            );
-            let policies = policies(&pd.url());
+            let policies = admission_policies(&pd.url());
             let policies: Vec<&str> = policies.iter().map(String::as_str).collect();
-            let mut cluster = Cluster::start_with(
-                version,
-                &example_snapshot(),
-                &["Node", "Namespace", "StorageClass"],
-                &policies,
-                &sections,
-            )
-            .await?;
+            let (mut cluster, _tls) = serving_webhooks(version, &policies).await?;
             let client = cluster.client();
-            let webhook = cluster
-                .steward
-                .webhook
-                .context("Steward serves no admission webhook")?;
-            register_webhooks(&client, webhook, &ca).await?;
-            cluster
-                .control_plane
-                .wait_service_account(NAMESPACE)
-                .await?;
             let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
 
             // (a) A pod with a claim of HwameiStor's class gets Steward's
@@ -261,7 +222,16 @@ fn admission_webhooks_on_a_real_apiserver() {
             // annotation Steward wrote in the first, so either refusal may come
             // back.
             pd.set_fault(Fault::LeadersStuck);
-            let denied = refusal(pods.delete(TIKV_POD, &DeleteParams::default()).await)?;
+            let Err(kube::Error::Api(status)) =
+                pods.delete(TIKV_POD, &DeleteParams::default()).await
+            else {
+                bail!("the delete of {TIKV_POD} was allowed");
+            };
+            ensure!(
+                status.code == 403,
+                "a DELETE is refused with 403: {status:?}"
+            );
+            let denied = status.message;
             eprintln!("admission: delete denied: {denied}");
             let began = format!(
                 "TiKV pod {NAMESPACE}/{TIKV_POD}: store {TIKV_STORE} still holds {leaders} Raft \
@@ -319,12 +289,18 @@ fn admission_webhooks_on_a_real_apiserver() {
             );
             // A node drain evicts instead of deleting: the eviction webhook
             // sends it to tidb-guard, which refuses it the same way.
-            let evicted = refusal(pods.evict(TIKV_POD, &EvictParams::default()).await)?;
+            // It answers 429, as a PodDisruptionBudget does, so drains retry;
+            // the DELETE above got 403.
+            let Err(kube::Error::Api(status)) = pods.evict(TIKV_POD, &EvictParams::default()).await
+            else {
+                bail!("the eviction of {TIKV_POD} was not refused by the API server");
+            };
             ensure!(
-                evicted.contains(
+                status.message.contains(
                     "admission webhook \"tidb-guard-subresources.steward.io\" denied the request"
-                ) && evicted.contains(&evicting),
-                "the eviction is denied with tidb-guard's message: {evicted}"
+                ) && status.message.contains(&evicting)
+                    && status.code == 429,
+                "the eviction is refused with 429 and tidb-guard's message: {status:?}"
             );
 
             // PD moves the leaders away; then the same delete is allowed and
@@ -404,11 +380,219 @@ fn admission_webhooks_on_a_real_apiserver() {
                 ),
                 "kubectl scale is refused with tidb-guard's message: {scale_refusal}"
             );
+            // Healthy, but basic-pd-2 is still a member: refused, naming the
+            // safe way; allowed once it has left PD.
             pd.state().member("basic-pd-0").healthy = true;
+            let in_pd = refusal(
+                sets.patch_scale("basic-pd", &PatchParams::default(), &to_two)
+                    .await,
+            )?;
+            ensure!(
+                in_pd.contains("PD still counts on: PD member basic-pd-2")
+                    && in_pd.contains("steward.io/scale-in=2"),
+                "a scale-down past a PD member is refused: {in_pd}"
+            );
+            pd.state().members.retain(|m| m.name != "basic-pd-2");
             sets.patch_scale("basic-pd", &PatchParams::default(), &to_two)
                 .await
-                .context("scaling PD down once every member is healthy")?;
+                .context("scaling PD down once every member is healthy and basic-pd-2 left")?;
             cluster.control_plane.check().await
+        },
+    );
+}
+
+/// The real StatefulSet controller creates each pod's claim from the
+/// template and the pod right after it, often before Steward's watch has
+/// delivered the claim: every pod of a Parallel StatefulSet with a
+/// HwameiStor claim template still gets Steward's scheduler, because the
+/// mutator reads a claim it lacks from the API server.
+#[test]
+fn statefulset_pods_with_local_claim_templates_get_stewards_scheduler() {
+    scenario(
+        "statefulset_pods_with_local_claim_templates_get_stewards_scheduler",
+        |version| async move {
+            const REPLICAS: usize = 6;
+            let mutator = format!(
+                "{{id: local-storage-admission, hook: admission, \
+                 module: '{{local_storage_admission}}', mutate: true, failureMode: fail-open, \
+                 settings: {{schedulerName: {SCHEDULER_NAME}}}}}"
+            );
+            let (mut cluster, _tls) = serving_webhooks(version, &[mutator.as_str()]).await?;
+            let client = cluster.client();
+            let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+            // The webhook configuration reaches the apiserver's cache
+            // asynchronously: wait until a dry-run pod is reviewed.
+            let probe = pod("probe", json!({}), json!({}))?;
+            let dry_run = PostParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            let reviewed = || {
+                cluster.steward.metric(
+                    "steward_admission_verdicts_total",
+                    &["policy=\"local-storage-admission\""],
+                )
+            };
+            eventually(
+                Duration::from_secs(60),
+                "the mutating webhook to review a dry-run pod",
+                || async {
+                    let before = reviewed();
+                    pods.create(&dry_run, &probe).await?;
+                    Ok((reviewed() > before).then_some(()))
+                },
+            )
+            .await?;
+
+            create(
+                &client,
+                json!({
+                    "apiVersion": "apps/v1", "kind": "StatefulSet",
+                    "metadata": {"name": "local-data", "namespace": NAMESPACE},
+                    "spec": {
+                        "replicas": REPLICAS, "serviceName": "local-data",
+                        "podManagementPolicy": "Parallel",
+                        "selector": {"matchLabels": {"app": "local-data"}},
+                        "template": {
+                            "metadata": {"labels": {"app": "local-data"}},
+                            "spec": {"containers": [{"name": "main",
+                                                     "image": "registry.k8s.io/pause:3.2"}]}},
+                        "volumeClaimTemplates": [{
+                            "metadata": {"name": "data"},
+                            "spec": {"accessModes": ["ReadWriteOnce"],
+                                     "storageClassName": local_storage_class()?,
+                                     "resources": {"requests": {"storage": "1Gi"}}}}],
+                    },
+                }),
+            )
+            .await?;
+            let created = eventually(
+                Duration::from_secs(60),
+                "the StatefulSet controller to create every pod",
+                || async {
+                    let list = pods.list(&Default::default()).await?;
+                    let members: Vec<Pod> = list
+                        .items
+                        .into_iter()
+                        .filter(|p| p.name_any().starts_with("local-data-"))
+                        .collect();
+                    Ok((members.len() == REPLICAS).then_some(members))
+                },
+            )
+            .await?;
+            let wrong: Vec<String> = created
+                .iter()
+                .filter(|p| scheduler_name(p) != SCHEDULER_NAME)
+                .map(|p| format!("{} ({})", p.name_any(), scheduler_name(p)))
+                .collect();
+            ensure!(
+                wrong.is_empty(),
+                "every pod with a HwameiStor claim gets {SCHEDULER_NAME}; these did not: {}",
+                wrong.join(", ")
+            );
+            cluster.control_plane.check().await
+        },
+    );
+}
+
+/// The claim lookup without the race: a hook whose cache has the cluster's
+/// StorageClass but not yet the pod's claim (as when a review outruns
+/// Steward's watch) reads the claim from the real API server, as Steward's
+/// ServiceAccount, and gives the pod Steward's scheduler.
+#[test]
+fn a_claim_the_cache_lacks_is_read_from_the_api_server() {
+    use std::sync::Arc;
+    use steward::Hooks;
+    use steward::admission::Endpoint;
+    use steward::cluster::{Backend, ClusterCache, load_objects};
+    scenario(
+        "a_claim_the_cache_lacks_is_read_from_the_api_server",
+        |version| async move {
+            let mut control_plane = ControlPlane::start(version).await?;
+            let client = control_plane.client.clone();
+            let objects = read_objects(&example_snapshot())?;
+            let of_kind = |kind: &str| -> Vec<serde_json::Value> {
+                objects
+                    .iter()
+                    .filter(|o| o["kind"] == kind)
+                    .cloned()
+                    .collect()
+            };
+            for object in of_kind("Namespace")
+                .into_iter()
+                .chain(of_kind("StorageClass"))
+            {
+                create(&client, object).await?;
+            }
+            create(
+                &client,
+                json!({
+                    "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": "data-db-0", "namespace": NAMESPACE},
+                    "spec": {"accessModes": ["ReadWriteOnce"],
+                             "storageClassName": local_storage_class()?,
+                             "resources": {"requests": {"storage": "1Gi"}}},
+                }),
+            )
+            .await?;
+            let kubeconfig = deploy_service_account(&control_plane).await?;
+
+            let config = steward_tests::config(&format!(
+                "- id: local-storage-admission\n  hook: admission\n  \
+                 module: {{local_storage_admission}}\n  mutate: true\n  \
+                 settings: {{schedulerName: {SCHEDULER_NAME}}}\n"
+            ));
+            let policies = steward_tests::load_policies(steward_tests::runtime(), &config)?;
+            let cache = Arc::new(ClusterCache::default());
+            load_objects(&cache, &of_kind("StorageClass"))?;
+            let backend = Backend::connect(&kubeconfig.display().to_string()).await?;
+            let hooks = Hooks::new(policies, cache, backend);
+            let review = json!({
+                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {
+                    "uid": "5b1c1f1e-0000-4000-8000-000000000001",
+                    "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "resource": {"group": "", "version": "v1", "resource": "pods"},
+                    "name": "db-0", "namespace": NAMESPACE, "operation": "CREATE",
+                    "userInfo": {"username": "system:serviceaccount:kube-system:statefulset-controller"},
+                    "object": {
+                        "apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": "db-0", "namespace": NAMESPACE},
+                        "spec": {"containers": [{"name": "main", "image": "pause"}],
+                                 "volumes": [{"name": "data", "persistentVolumeClaim":
+                                              {"claimName": "data-db-0"}}]},
+                    },
+                },
+            });
+            let reviewed = tokio::task::spawn_blocking(move || {
+                hooks
+                    .admission
+                    .review(
+                        Endpoint::Mutate,
+                        "local-storage-admission",
+                        review.to_string().as_bytes(),
+                    )
+                    .map(|r| r.response)
+                    .map_err(|r| anyhow::anyhow!("HTTP {}: {}", r.status, r.message))
+            })
+            .await??;
+            let patch = reviewed
+                .patch
+                .as_deref()
+                .map(|p| {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD.decode(p)
+                })
+                .transpose()?
+                .map(|p| String::from_utf8_lossy(&p).into_owned())
+                .unwrap_or_default();
+            ensure!(
+                patch.contains("/spec/schedulerName") && patch.contains(SCHEDULER_NAME),
+                "the pod whose claim only the API server had got Steward's scheduler: \
+                 patch {patch:?}, warnings {:?}",
+                reviewed.warnings
+            );
+            control_plane.check().await
         },
     );
 }

@@ -10,5 +10,8 @@
 
 mod admission;
 mod helm;
+mod pd_tls;
 mod placement;
 mod reconcile;
+mod safety;
+mod tidb;

@@ -1,7 +1,8 @@
 //! The reconcile hooks end to end on real Kubernetes control planes, each
 //! release the harness runs (`steward_tests::control_plane`): Steward, as
 //! the ServiceAccount of `deploy/`, reconciles the seed's `basic` TiDB
-//! cluster; the real StatefulSet controller carries out what it decides;
+//! cluster ([`crate::tidb`]: TiKV opted in by the annotation alone, PD by
+//! the label); the real StatefulSet controller carries out what it decides;
 //! the kubelet and TiKV's heartbeats are played by the doubles and PD by
 //! the PD double.
 
@@ -12,117 +13,33 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, ensure};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::json;
-use steward::reconcile::OPT_IN_LABEL;
-use steward_tests::control_plane::KubeVersion;
 use steward_tests::e2e::{
-    Cluster, DEPLOY_NAMESPACE, create, events_about, eventually, read_objects, scenario,
+    Cluster, DEPLOY_NAMESPACE, SCHEDULER_NAME, StewardProcess, events_about, eventually, scenario,
 };
 use steward_tests::example_snapshot;
 use steward_tests::pd_double::PdDouble;
+use steward_tests::tls::{HttpsClient, TestCa};
 use tokio::task::JoinHandle;
 
-const NAMESPACE: &str = "tidb-cluster";
-const CLUSTER: &str = "basic";
-const TIKV: &str = "basic-tikv";
+use crate::tidb::{
+    CLUSTER, KINDS, NAMESPACE, NEW_TIKV_IMAGE, Reconcile, TIKV, Tidb, partition, pod_ready,
+    reconcile_policy, revision, run_tidb, tidb_cluster, upgraded,
+};
 
-/// What the pods need to run: nodes, their namespace and HwameiStor's
-/// StorageClass (placement is the Placement scenario's concern; here the
-/// extender passes every node).
-const KINDS: &[&str] = &["Node", "Namespace", "StorageClass"];
-
-/// The image the upgrade rolls out.
-const NEW_TIKV_IMAGE: &str = "pingcap/tikv:v6.5.0";
-
-/// The seed's cluster running, opted in to one reconcile policy.
-struct Tidb {
-    cluster: Cluster,
-    pd: Arc<PdDouble>,
-    client: Client,
-}
-
-/// Starts the control plane of `version` and Steward with reconcile policy
-/// `policy` (module `{module}`, `settings`) asking the PD double, creates
-/// basic's PD and TiKV StatefulSets opted in to it (TiKV pods on distinct
-/// nodes, so a node is one store), and waits until the six pods are ready
-/// and every store heartbeats.
-async fn tidb_cluster(
-    version: KubeVersion,
-    policy: &str,
-    module: &str,
-    settings: &str,
-) -> Result<Tidb> {
-    let pd = Arc::new(PdDouble::start(NAMESPACE, CLUSTER).await);
-    let spec = format!(
-        "{{id: {policy}, hook: reconcile, module: '{{{module}}}', deadlineMs: 5000, \
-         pd: {{url: '{}', timeoutMs: 1000}}, settings: {settings}}}",
-        pd.url()
-    );
-    // The Lease lives where deploy/'s RBAC allows it; failed reconciles
-    // retry quickly.
-    let sections = format!(
-        "reconcile: {{leaseNamespace: {DEPLOY_NAMESPACE}, backoffBaseMs: 500, backoffMaxMs: 5000}}"
-    );
-    let snapshot = example_snapshot();
-    let mut cluster = Cluster::start_with(version, &snapshot, KINDS, &[&spec], &sections).await?;
-    let client = cluster.client();
-    cluster.doubles.play_tikv(&client, pd.clone(), NAMESPACE);
-    cluster
-        .control_plane
-        .wait_service_account(NAMESPACE)
-        .await?;
-    for mut set in read_objects(&snapshot)?
-        .into_iter()
-        .filter(|o| o["kind"] == "StatefulSet")
-    {
-        set["metadata"]["labels"][OPT_IN_LABEL] = policy.into();
-        if set["metadata"]["name"] == TIKV {
-            set["spec"]["template"]["spec"]["affinity"] = json!({"podAntiAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": [{
-                    "labelSelector": {"matchLabels": {
-                        "app.kubernetes.io/instance": CLUSTER,
-                        "app.kubernetes.io/component": "tikv",
-                    }},
-                    "topologyKey": "kubernetes.io/hostname",
-                }],
-            }});
-        }
-        create(&client, set).await?;
-    }
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
-    eventually(
-        Duration::from_secs(180),
-        "basic's PD and TiKV pods ready and every store heartbeating",
-        || async {
-            for name in ["basic-pd", TIKV] {
-                let ready = sets.get(name).await?.status.and_then(|s| s.ready_replicas);
-                if ready != Some(3) {
-                    return Ok(None);
-                }
-            }
-            let pd = pd.state();
-            let all = pd
-                .stores
-                .iter()
-                .all(|s| s.state == "Up" && pd.is_heartbeating(s.id));
-            Ok(all.then_some(()))
-        },
-    )
-    .await?;
-    Ok(Tidb {
-        cluster,
-        pd,
-        client,
-    })
-}
+/// upgrade-gate's settings in these scenarios: leaders get long enough to
+/// leave, reconciles come often.
+pub const GATE_SETTINGS: &str = "{evictLeaderTimeoutSeconds: 600, \
+    leaderReturnTimeoutSeconds: 120, leaderReturnMinimum: 1, pollMs: 500}";
 
 /// Aborts background watches when dropped.
-struct Watches(Vec<JoinHandle<()>>);
+pub struct Watches(pub Vec<JoinHandle<()>>);
 
 impl Drop for Watches {
     fn drop(&mut self) {
@@ -134,7 +51,7 @@ impl Drop for Watches {
 
 /// Calls `seen` with every version of the StatefulSet `name` a watch
 /// delivers.
-fn watch_statefulset(
+pub fn watch_statefulset(
     client: &Client,
     name: &str,
     mut seen: impl FnMut(&StatefulSet) + Send + 'static,
@@ -149,15 +66,6 @@ fn watch_statefulset(
             }
         }
     })
-}
-
-fn partition(set: &StatefulSet) -> Option<i32> {
-    set.spec
-        .update_strategy
-        .as_ref()?
-        .rolling_update
-        .as_ref()?
-        .partition
 }
 
 /// A partition value the controller set, with what PD said of the store
@@ -189,28 +97,12 @@ struct Seen {
 
 /// The leaders of TiKV pod `pod`'s store now, and whether an evict-leader
 /// scheduler runs for it.
-fn leaders_of(pd: &PdDouble, pod: &str) -> (Option<u64>, bool) {
+pub fn leaders_of(pd: &PdDouble, pod: &str) -> (Option<u64>, bool) {
     let mut state = pd.state();
     match state.store_of_pod(pod) {
         Some(id) => (Some(state.leaders(id)), state.evicting.contains(&id)),
         None => (None, false),
     }
-}
-
-fn pod_ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-fn revision(pod: &Pod) -> String {
-    pod.labels()
-        .get("controller-revision-hash")
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// Records the TiKV StatefulSet's partition values and its pods' deletions
@@ -286,34 +178,135 @@ fn watch_upgrade(client: &Client, pd: &Arc<PdDouble>, seen: &Arc<Mutex<Seen>>) -
     Watches(vec![partitions, pods])
 }
 
-/// Whether the TiKV upgrade is over: every pod ready at the update
-/// revision with the new image, the partition held at 3 again and the
-/// gate's state gone.
-async fn upgraded(client: &Client) -> Result<Option<()>> {
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
-    let set = sets.get(TIKV).await?;
-    let status = set.status.clone().unwrap_or_default();
-    let update = status.update_revision.clone().unwrap_or_default();
-    if status.current_revision.as_deref() != Some(&update)
-        || status.ready_replicas != Some(3)
-        || partition(&set) != Some(3)
-        || set.annotations().contains_key("steward.io/upgrade-gate")
+/// Gives the TiKV StatefulSet the new image and waits until the upgrade is
+/// over; `midway` runs once the first lowered partition is seen. Returns
+/// what the watches saw.
+async fn upgrade_tikv<F>(tidb: &Tidb, midway: impl FnOnce() -> F) -> Result<Seen>
+where
+    F: Future<Output = Result<()>>,
+{
+    let client = tidb.client.clone();
     {
-        return Ok(None);
+        // Leaders take 2 s to drain (10 at 5/s): a partition lowered
+        // before they left would be seen with leaders on the store. A
+        // restarting store is Disconnected after 1 s without heartbeats.
+        let mut pd = tidb.pd.state();
+        pd.drain_per_second = 5.0;
+        pd.disconnect_after = Duration::from_secs(1);
     }
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    let list = pods
-        .list(&ListParams::default().labels("app.kubernetes.io/component=tikv"))
-        .await?;
-    let done = list.items.len() == 3
-        && list.items.iter().all(|p| {
-            let image = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.containers.first()?.image.clone());
-            pod_ready(p) && revision(p) == update && image.as_deref() == Some(NEW_TIKV_IMAGE)
-        });
-    Ok(done.then_some(()))
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let _watches = watch_upgrade(&client, &tidb.pd, &seen);
+    let started = Instant::now();
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
+    sets.patch(
+        TIKV,
+        &PatchParams::default(),
+        &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "tikv", "image": NEW_TIKV_IMAGE},
+        ]}}}})),
+    )
+    .await?;
+    eventually(
+        Duration::from_secs(120),
+        "upgrade-gate to lower the TiKV partition",
+        || async {
+            Ok(seen
+                .lock()
+                .partitions
+                .iter()
+                .any(|s| s.partition < 3)
+                .then_some(()))
+        },
+    )
+    .await
+    .with_context(|| format!("the watches saw {:?}", seen.lock()))?;
+    midway().await?;
+    eventually(
+        Duration::from_secs(300),
+        "the TiKV pods to run the new image",
+        || upgraded(&client),
+    )
+    .await
+    .with_context(|| format!("the watches saw {:?}", seen.lock()))?;
+    eprintln!("upgrade: three TiKV pods rolled in {:?}", started.elapsed());
+    let seen = std::mem::take(&mut *seen.lock());
+    eprintln!(
+        "upgrade: partitions {:?}; restarts {:?}",
+        seen.partitions, seen.restarts
+    );
+    Ok(seen)
+}
+
+/// The upgrade went as upgrade-gate promises: the partition lowered
+/// 3→2→1→0 one step at a time, each only once PD had moved every leader
+/// off the store whose pod restarts next; the pods recreated one by one,
+/// never two unavailable at once; the partition held at 3 again, one
+/// eviction per store and none left in PD.
+async fn check_upgrade(tidb: &Tidb, seen: &Seen) -> Result<()> {
+    let partitions: Vec<i32> = seen.partitions.iter().map(|s| s.partition).collect();
+    ensure!(
+        partitions == [3, 2, 1, 0, 3],
+        "the partition went {partitions:?}, not 3, 2, 1, 0 and back to 3"
+    );
+    for step in seen.partitions.iter().filter(|s| s.partition < 3) {
+        ensure!(
+            step.leaders == Some(0) && step.evicting,
+            "partition {} was set while the store of {TIKV}-{} held {:?} leaders \
+             (eviction running: {})",
+            step.partition,
+            step.partition,
+            step.leaders,
+            step.evicting
+        );
+    }
+    let restarted: Vec<&str> = seen.restarts.iter().map(|r| r.pod.as_str()).collect();
+    ensure!(
+        restarted == ["basic-tikv-2", "basic-tikv-1", "basic-tikv-0"],
+        "the StatefulSet controller deleted {restarted:?}"
+    );
+    let old = &seen.restarts[0].revision;
+    for r in &seen.restarts {
+        ensure!(
+            r.leaders == Some(0) && &r.revision == old,
+            "{r:?}: deleted at the old revision {old} with no leaders"
+        );
+    }
+    ensure!(
+        seen.violations.is_empty(),
+        "two TiKV pods were unavailable at once: {:?}",
+        seen.violations
+    );
+    {
+        let pd = tidb.pd.state();
+        ensure!(
+            pd.evicting.is_empty(),
+            "evict-leader schedulers left in PD for stores {:?}",
+            pd.evicting
+        );
+        let evictions = pd.count("POST /pd/api/v1/schedulers");
+        ensure!(
+            evictions == 3,
+            "one eviction per store (3 stores), PD saw {evictions}"
+        );
+        ensure!(
+            pd.stores.iter().all(|s| s.state == "Up"),
+            "every store is Up again: {:?}",
+            pd.stores
+        );
+    }
+    let events = events_about(&tidb.client, NAMESPACE, TIKV).await?;
+    ensure!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("UpgradeComplete")),
+        "an UpgradeComplete Event on {TIKV}"
+    );
+    let sets: Api<StatefulSet> = Api::namespaced(tidb.client.clone(), NAMESPACE);
+    ensure!(
+        partition(&sets.get("basic-pd").await?) == Some(3),
+        "basic-pd, unchanged, stays held at partition 3"
+    );
+    Ok(())
 }
 
 /// The seed's TiKV StatefulSet gets a new image: upgrade-gate lowers the
@@ -326,113 +319,128 @@ fn an_image_change_restarts_tikv_pods_one_by_one_after_their_leaders_left() {
     scenario(
         "an_image_change_restarts_tikv_pods_one_by_one_after_their_leaders_left",
         |version| async move {
-            let mut tidb = tidb_cluster(
-                version,
-                "upgrade-gate",
-                "upgrade_gate",
-                "{evictLeaderTimeoutSeconds: 600, leaderReturnTimeoutSeconds: 120, \
-             leaderReturnMinimum: 1, pollMs: 500}",
-            )
-            .await?;
-            let client = tidb.client.clone();
-            {
-                // Leaders take 2 s to drain (10 at 5/s): a partition lowered
-                // before they left would be seen with leaders on the store. A
-                // restarting store is Disconnected after 1 s without heartbeats.
-                let mut pd = tidb.pd.state();
-                pd.drain_per_second = 5.0;
-                pd.disconnect_after = Duration::from_secs(1);
-            }
-            let seen = Arc::new(Mutex::new(Seen::default()));
-            let _watches = watch_upgrade(&client, &tidb.pd, &seen);
-            let started = Instant::now();
-            let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
-            sets.patch(
-                TIKV,
-                &PatchParams::default(),
-                &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
-                    {"name": "tikv", "image": NEW_TIKV_IMAGE},
-                ]}}}})),
-            )
-            .await?;
-            eventually(
-                Duration::from_secs(300),
-                "the TiKV pods to run the new image",
-                || upgraded(&client),
-            )
-            .await
-            .with_context(|| format!("the watches saw {:?}", seen.lock()))?;
-            eprintln!("upgrade: three TiKV pods rolled in {:?}", started.elapsed());
+            let reconcile = Reconcile {
+                policy: "upgrade-gate",
+                module: "upgrade_gate",
+                settings: GATE_SETTINGS,
+            };
+            let mut tidb = tidb_cluster(version, Some(reconcile), false).await?;
+            let seen = upgrade_tikv(&tidb, || async { Ok(()) }).await?;
+            check_upgrade(&tidb, &seen).await?;
+            tidb.cluster.control_plane.check().await
+        },
+    );
+}
 
-            let seen = std::mem::take(&mut *seen.lock());
+/// The holder of Steward's reconcile Lease.
+async fn lease_holder(client: &Client) -> Result<Option<String>> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), DEPLOY_NAMESPACE);
+    Ok(leases
+        .get_opt("steward-reconcile")
+        .await?
+        .and_then(|l| l.spec?.holder_identity))
+}
+
+/// Two replicas, as the bundle deploys them: two `steward serve`
+/// processes both serve the extender and the admission webhook, exactly
+/// one holds the Lease and reconciles. The leader is killed (SIGKILL)
+/// midway through a TiKV upgrade: the other takes the Lease once it
+/// expires, resumes from the state upgrade-gate keeps in the cluster, and
+/// finishes the upgrade without taking any step twice.
+#[test]
+fn the_second_replica_takes_over_an_upgrade_when_the_leader_dies() {
+    scenario(
+        "the_second_replica_takes_over_an_upgrade_when_the_leader_dies",
+        |version| async move {
+            const LEASE_SECONDS: u64 = 4;
+            let pd = Arc::new(PdDouble::start(NAMESPACE, CLUSTER).await);
+            // kube-scheduler's extender here passes every node; the
+            // replicas under test reconcile.
+            let pass = "{id: pass, hook: scheduler, module: '{misbehave}', \
+                        settings: {behaviour: pass}}";
+            let cluster =
+                Cluster::start_with(version, &example_snapshot(), KINDS, &[pass], "").await?;
+            let dir = cluster.control_plane.dir.clone();
+            let kubeconfig = steward_tests::e2e::steward_kubeconfig(&cluster.control_plane).await?;
+            let (cert, key) = (dir.join("replicas-tls.crt"), dir.join("replicas-tls.key"));
+            let ca = TestCa::new();
+            ca.issue("steward-webhook").write(&cert, &key);
+            let gate = reconcile_policy(
+                &Reconcile {
+                    policy: "upgrade-gate",
+                    module: "upgrade_gate",
+                    settings: GATE_SETTINGS,
+                },
+                &pd.url(),
+            );
+            let mutator = format!(
+                "{{id: local-storage-admission, hook: admission, \
+                 module: '{{local_storage_admission}}', mutate: true, \
+                 settings: {{schedulerName: {SCHEDULER_NAME}}}}}"
+            );
+            let mut replicas = BTreeMap::new();
+            for name in ["replica-a", "replica-b"] {
+                let sections = format!(
+                    "admission: {{listen: '$webhook', certFile: {}, keyFile: {}}}\n\
+                     reconcile: {{leaseNamespace: {DEPLOY_NAMESPACE}, identity: {name}, \
+                     leaseDurationSeconds: {LEASE_SECONDS}, renewDeadlineSeconds: 3, \
+                     retryPeriodSeconds: 1, backoffBaseMs: 500, backoffMaxMs: 5000}}",
+                    cert.display(),
+                    key.display()
+                );
+                let policies = [pass, gate.as_str(), mutator.as_str()];
+                let replica =
+                    StewardProcess::start(name, &dir, &kubeconfig, &policies, &sections).await?;
+                replicas.insert(name.to_string(), replica);
+            }
+            // Both serve the extender and the webhook.
+            for (name, replica) in &replicas {
+                let (status, answer) = steward_tests::filter_fixture(replica.addr).await;
+                ensure!(
+                    status == 200,
+                    "{name}'s extender answers a filter: {answer}"
+                );
+                let webhook = replica.webhook.context("a replica without its webhook")?;
+                let mut https = HttpsClient::connect(webhook, ca.client_config()).await?;
+                let review =
+                    serde_json::to_vec(&steward_tests::review_fixture("pod-create-local-unbound"))?;
+                let (status, answer) = https
+                    .post("/admission/mutate/local-storage-admission", review)
+                    .await?;
+                ensure!(status == 200, "{name}'s webhook answers a review: {answer}");
+            }
+            let tidb = run_tidb(cluster, pd, Some("upgrade-gate"), None).await?;
+            let leader = eventually(Duration::from_secs(30), "a Lease holder", || {
+                lease_holder(&tidb.client)
+            })
+            .await?;
+            ensure!(
+                replicas.contains_key(&leader),
+                "one of the two replicas holds the Lease, not {leader}"
+            );
+            let killed_at = std::cell::Cell::new(None);
+            let seen = upgrade_tikv(&tidb, || async {
+                replicas
+                    .remove(&leader)
+                    .context("the leader's process")?
+                    .kill();
+                killed_at.set(Some(Instant::now()));
+                eprintln!("two replicas: killed the leader {leader} midway");
+                Ok(())
+            })
+            .await?;
+            let survivor = replicas.keys().next().context("the other replica")?.clone();
+            ensure!(
+                lease_holder(&tidb.client).await?.as_deref() == Some(survivor.as_str()),
+                "the surviving replica {survivor} holds the Lease"
+            );
+            check_upgrade(&tidb, &seen).await?;
+            let killed_at = killed_at.get().context("the leader was killed")?;
             eprintln!(
-                "upgrade: partitions {:?}; restarts {:?}",
-                seen.partitions, seen.restarts
+                "two replicas: {survivor} finished the upgrade {:?} after the leader died",
+                killed_at.elapsed()
             );
-            let partitions: Vec<i32> = seen.partitions.iter().map(|s| s.partition).collect();
-            ensure!(
-                partitions == [3, 2, 1, 0, 3],
-                "the partition went {partitions:?}, not 3, 2, 1, 0 and back to 3"
-            );
-            for step in seen.partitions.iter().filter(|s| s.partition < 3) {
-                ensure!(
-                    step.leaders == Some(0) && step.evicting,
-                    "partition {} was set while the store of {TIKV}-{} held {:?} leaders \
-                 (eviction running: {})",
-                    step.partition,
-                    step.partition,
-                    step.leaders,
-                    step.evicting
-                );
-            }
-            let restarted: Vec<&str> = seen.restarts.iter().map(|r| r.pod.as_str()).collect();
-            ensure!(
-                restarted == ["basic-tikv-2", "basic-tikv-1", "basic-tikv-0"],
-                "the StatefulSet controller deleted {restarted:?}"
-            );
-            let old = &seen.restarts[0].revision;
-            for r in &seen.restarts {
-                ensure!(
-                    r.leaders == Some(0) && &r.revision == old,
-                    "{r:?}: deleted at the old revision {old} with no leaders"
-                );
-            }
-            ensure!(
-                seen.violations.is_empty(),
-                "two TiKV pods were unavailable at once: {:?}",
-                seen.violations
-            );
-
-            {
-                let pd = tidb.pd.state();
-                ensure!(
-                    pd.evicting.is_empty(),
-                    "evict-leader schedulers left in PD for stores {:?}",
-                    pd.evicting
-                );
-                let evictions = pd.count("POST /pd/api/v1/schedulers");
-                ensure!(
-                    evictions == 3,
-                    "one eviction per store (3 stores), PD saw {evictions}"
-                );
-                ensure!(
-                    pd.stores.iter().all(|s| s.state == "Up"),
-                    "every store is Up again: {:?}",
-                    pd.stores
-                );
-            }
-            let events = events_about(&client, NAMESPACE, TIKV).await?;
-            ensure!(
-                events
-                    .iter()
-                    .any(|e| e.reason.as_deref() == Some("UpgradeComplete")),
-                "an UpgradeComplete Event on {TIKV}"
-            );
-            let pd_set = sets.get("basic-pd").await?;
-            ensure!(
-                partition(&pd_set) == Some(3),
-                "basic-pd, unchanged, stays held at partition 3"
-            );
+            let mut tidb = tidb;
             tidb.cluster.control_plane.check().await
         },
     );
@@ -472,16 +480,16 @@ fn a_down_store_on_a_not_ready_node_gets_one_extra_replica_after_the_period() {
         "a_down_store_on_a_not_ready_node_gets_one_extra_replica_after_the_period",
         |version| async move {
             const PERIOD: Duration = Duration::from_secs(5);
-            let mut tidb = tidb_cluster(
-                version,
-                "failover",
-                "failover",
-                &format!(
-                    "{{failoverPeriodSeconds: {}, maxFailoverCount: 3, pollMs: 500}}",
-                    PERIOD.as_secs()
-                ),
-            )
-            .await?;
+            let settings = format!(
+                "{{failoverPeriodSeconds: {}, maxFailoverCount: 3, pollMs: 500}}",
+                PERIOD.as_secs()
+            );
+            let reconcile = Reconcile {
+                policy: "failover",
+                module: "failover",
+                settings: &settings,
+            };
+            let mut tidb = tidb_cluster(version, Some(reconcile), false).await?;
             let client = tidb.client.clone();
             let down_after = Duration::from_secs(3);
             {

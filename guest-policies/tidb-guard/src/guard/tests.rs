@@ -90,6 +90,41 @@ fn an_eviction_names_the_pod_and_the_guard_looks_it_up() {
 }
 
 #[test]
+fn refusals_that_clear_answer_an_eviction_429_and_a_delete_403() {
+    let cluster = FakeCluster::default().with_pod(tikv(1)).with_pod(pd_pod(1));
+    let code = |pd: &FakePd, request: &AdmissionRequest| {
+        let v = review(&cluster, pd, &Settings::default(), request).unwrap();
+        assert!(!v.allowed, "{request:?}");
+        v.code
+    };
+    let evicting = tikv(1).annotation(EVICT_LEADER_BEGIN_ANNOTATION, "1000");
+    let draining = stores(3, "Up").with_scheduler(&evict_leader_scheduler(4));
+    for (pd, pod) in [
+        (stores(7, "Up"), tikv(1)),
+        (draining, evicting),
+        (stores(7, "Offline"), tikv(1)),
+        (pd_members(), pd_pod(1)),
+    ] {
+        let cluster = FakeCluster::default().with_pod(pod.clone());
+        let evict = review(
+            &cluster,
+            &pd,
+            &Settings::default(),
+            &evict_pod(&pod).at(2_000),
+        );
+        assert_eq!(evict.unwrap().code, Some(429), "{pod:?}");
+        assert_eq!(code(&pd, &delete_pod(pod)), None, "a DELETE keeps 403");
+    }
+    // What will not clear by itself stays 403 for a drain too.
+    assert_eq!(code(&stores(7, "Disconnected"), &evict_pod(&tikv(1))), None);
+    let alone = FakePd::default()
+        .with_member(member(12, "basic-pd-1"))
+        .with_member(member(11, "basic-pd-0").unhealthy())
+        .with_leader("basic-pd-1");
+    assert_eq!(code(&alone, &evict_pod(&pd_pod(1))), None);
+}
+
+#[test]
 fn a_dry_run_says_it_would_begin() {
     let v = run(&stores(7, "Up"), &delete_pod(tikv(1)).dry_run());
     assert!(v.message.unwrap().contains("Steward would begin evicting"));
@@ -206,6 +241,9 @@ fn removing_the_pd_leader_moves_leadership_first() {
     assert!(v.allowed, "a follower may go");
 }
 
+/// The user Steward acts as in `deploy/`.
+const STEWARD: &str = "system:serviceaccount:steward-system:steward";
+
 #[test]
 fn partitions_below_the_protected_value_are_refused() {
     let old = statefulset("basic-tikv", 3)
@@ -215,21 +253,48 @@ fn partitions_below_the_protected_value_are_refused() {
     let lowered = old.clone().partition(1);
     let v = run(
         &FakePd::default(),
-        &update_statefulset(old.clone(), lowered),
+        &update_statefulset(old.clone(), lowered.clone()),
     );
     assert!(!v.allowed);
     assert!(v.message.unwrap().contains("may not go from 2 to 1"));
-
-    // The gate lowers the partition and its protection together.
-    let mut stepped = old.clone().partition(1);
-    stepped.annotations = vec![(PROTECTED_PARTITION_ANNOTATION.into(), "1".into())];
     assert!(
         run(
             &FakePd::default(),
-            &update_statefulset(old.clone(), stepped)
+            &update_statefulset(old.clone(), lowered).by(STEWARD)
+        )
+        .allowed,
+        "the gate's own step"
+    );
+
+    // Lowering the protection with the partition proves nothing: anyone
+    // who may update the StatefulSet may write its annotations.
+    let mut stepped = old.clone().partition(1);
+    stepped.annotations = vec![(PROTECTED_PARTITION_ANNOTATION.into(), "1".into())];
+    let v = run(
+        &FakePd::default(),
+        &update_statefulset(old.clone(), stepped.clone()),
+    );
+    assert!(!v.allowed);
+    let message = v.message.unwrap();
+    assert!(
+        message.contains("steward.io/protected-partition may not be lowered to 1"),
+        "{message}"
+    );
+    assert!(
+        run(
+            &FakePd::default(),
+            &update_statefulset(old.clone(), stepped).by(STEWARD)
         )
         .allowed
     );
+    // Nor may it be removed first, to lower the partition afterwards.
+    let mut removed = old.clone();
+    removed.annotations.clear();
+    let v = run(
+        &FakePd::default(),
+        &update_statefulset(old.clone(), removed),
+    );
+    assert!(v.message.unwrap().contains("may not be removed"));
 
     let raised = old.clone().partition(3);
     assert!(run(&FakePd::default(), &update_statefulset(old.clone(), raised)).allowed);
@@ -254,20 +319,58 @@ fn partitions_below_the_protected_value_are_refused() {
 }
 
 #[test]
-fn pd_scale_down_needs_every_member_healthy() {
+fn steward_users_are_a_setting() {
+    let s = settings::parse::<Settings>(r#"{"stewardUsers": ["gate"]}"#).unwrap();
+    let old = statefulset("basic-tikv", 3)
+        .in_namespace(NS)
+        .partition(2)
+        .annotation(PROTECTED_PARTITION_ANNOTATION, "2");
+    let request = update_statefulset(old.clone(), old.partition(0));
+    let verdict = |r: &AdmissionRequest| {
+        review(&FakeCluster::default(), &FakePd::default(), &s, r)
+            .unwrap()
+            .allowed
+    };
+    assert!(verdict(&request.clone().by("gate")));
+    assert!(!verdict(&request.by(STEWARD)));
+    let e = settings::parse::<Settings>(r#"{"stewardUsers": [" "]}"#).unwrap_err();
+    assert!(e.contains("stewardUsers may not name an empty user"), "{e}");
+}
+
+#[test]
+fn pd_scale_down_needs_every_member_healthy_and_the_removed_ones_out_of_pd() {
     let old = pd_statefulset();
     let down = old.clone().replicas(2);
+    let v = run(
+        &pd_members(),
+        &update_statefulset(old.clone(), down.clone()),
+    );
+    assert!(!v.allowed, "basic-pd-2 is still a member");
+    let message = v.message.unwrap();
+    assert!(
+        message.contains(
+            "scaling from 3 to 2 replicas would delete pods PD still counts on: PD member \
+             basic-pd-2 (13); Steward scales in one member at a time"
+        ) && message.ends_with(
+            "kubectl annotate statefulset basic-pd -n tidb-cluster steward.io/scale-in=2"
+        ),
+        "{message}"
+    );
+    let mut left = pd_members();
+    left.members.pop();
+    assert!(run(&left, &update_statefulset(old.clone(), down.clone())).allowed);
     assert!(
         run(
             &pd_members(),
-            &update_statefulset(old.clone(), down.clone())
+            &update_statefulset(old.clone(), down.clone()).by(STEWARD)
         )
-        .allowed
+        .allowed,
+        "Steward's own scale-in step"
     );
 
-    let mut sick = pd_members();
+    let mut sick = left.clone();
     sick.members[0] = member(11, "basic-pd-0").unhealthy();
-    let v = run(&sick, &update_statefulset(old.clone(), down));
+    let v = run(&sick, &update_statefulset(old.clone(), down.clone()));
     assert!(!v.allowed);
     assert!(
         v.message
@@ -276,19 +379,49 @@ fn pd_scale_down_needs_every_member_healthy() {
     );
 
     let up = old.clone().replicas(4);
-    assert!(run(&sick, &update_statefulset(old, up)).allowed);
+    assert!(run(&sick, &update_statefulset(old.clone(), up)).allowed);
+
+    let e = review(
+        &FakeCluster::default(),
+        &FakePd::default().unreachable(),
+        &Settings::default(),
+        &update_statefulset(old, down),
+    )
+    .unwrap_err();
+    assert!(e.contains("unreachable"), "{e}");
+}
+
+#[test]
+fn tikv_scale_down_needs_the_removed_stores_tombstone() {
+    let old = statefulset("basic-tikv", 3)
+        .in_namespace(NS)
+        .component("basic", "tikv");
+    let down = old.clone().replicas(1);
+    let pd = stores(0, "Offline");
+    let v = run(&pd, &update_statefulset(old.clone(), down.clone()));
+    assert!(!v.allowed);
+    let message = v.message.unwrap();
+    assert!(
+        message.contains("PD still counts on: store 4 of basic-tikv-1 (Offline)"),
+        "{message}"
+    );
+    let tombstones = FakePd::default().with_store(store(1, &address(0), 10));
+    assert!(run(&tombstones, &update_statefulset(old, down)).allowed);
 }
 
 #[test]
 fn kubectl_scale_of_pd_needs_every_member_healthy_too() {
     let cluster = FakeCluster::default().with_workload(pd_statefulset());
-    let mut sick = pd_members();
+    let mut left = pd_members();
+    left.members.pop();
+    let mut sick = left.clone();
     sick.members[0] = member(11, "basic-pd-0").unhealthy();
     let scale = |pd: &FakePd, to: u32| {
         let request = scale_statefulset(NS, "basic-pd", 3, to);
         review(&cluster, pd, &Settings::default(), &request).unwrap()
     };
-    assert!(scale(&pd_members(), 2).allowed);
+    assert!(scale(&left, 2).allowed);
+    assert!(!scale(&pd_members(), 2).allowed);
     let v = scale(&sick, 2);
     assert!(!v.allowed);
     let message = v.message.unwrap();

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1 as core;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::pd::{PdClient, PdEndpoint};
+use crate::pd::{PdClient, PdEndpoint, SecretAccess};
 use steward_cluster::Backend;
 use steward_cluster::{ClusterCache, ClusterQuery};
 use steward_wit::{Action, Annotation, EventType, Target};
@@ -112,10 +112,10 @@ impl Executor {
     pub fn new(backend: &Backend, cache: Arc<ClusterCache>) -> Executor {
         let cluster = match backend {
             Backend::Snapshot => Writer::Snapshot(cache),
-            Backend::Kubernetes(client) => Writer::Kubernetes(client.clone()),
+            Backend::Kubernetes { client, .. } => Writer::Kubernetes(client.clone()),
         };
         Executor {
-            pd: PdClient::default(),
+            pd: PdClient::new(SecretAccess::of_backend(backend)),
             cluster,
         }
     }

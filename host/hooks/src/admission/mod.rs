@@ -6,7 +6,7 @@ pub mod wire;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -16,9 +16,9 @@ use crate::actions::{self, ActionContext, Executor, Subject};
 use crate::config::{AdmissionMode, FailureMode};
 use crate::metrics::Metrics;
 use crate::policy::{AdmittingPolicy, PolicyStore};
-use steward_cluster::{ClusterCache, ClusterQuery, convert};
+use steward_cluster::{Backend, ClusterCache, ClusterQuery, convert};
 use steward_runtime::EvalError;
-use steward_wit::{Action, AdmissionRequest, UserInfo, Verdict};
+use steward_wit::{Action, AdmissionRequest, Pod, UserInfo, Verdict};
 use wire::{Response, ReviewIn, ReviewOut, Status};
 
 /// Which webhook endpoint a review came in on.
@@ -69,9 +69,14 @@ impl Reviewed {
     }
 }
 
+/// How long a review waits for the API server to answer for a claim the
+/// cache lacks, well within kube-apiserver's webhook timeout.
+const CLAIM_LOOKUP: Duration = Duration::from_secs(1);
+
 pub struct AdmissionHook {
     pub policies: Arc<PolicyStore>,
     pub cluster: Arc<ClusterCache>,
+    pub backend: Backend,
     pub metrics: Arc<Metrics>,
     pub executor: Executor,
 }
@@ -130,8 +135,40 @@ impl AdmissionHook {
             });
         };
         let (typed, subject) = lower(request)?;
+        if let Some(pod) = &typed.pod {
+            self.read_missing_claims(pod);
+        }
         let verdict = self.evaluate(&policy, &typed, endpoint);
         Ok(self.apply(policy, typed, subject, verdict))
+    }
+
+    /// Brings the claims of `pod` the cache lacks in from the API server,
+    /// each within [`CLAIM_LOOKUP`], so a pod created right after its claim
+    /// is judged with it. A claim still unknown is left to the policy.
+    fn read_missing_claims(&self, pod: &Pod) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let query = ClusterQuery::new(self.cluster.clone());
+        for claim in &pod.claims {
+            if query.get_claim(&pod.namespace, claim).is_some() {
+                continue;
+            }
+            let read = self
+                .backend
+                .read_claim(&self.cluster, &pod.namespace, claim);
+            match runtime.block_on(tokio::time::timeout(CLAIM_LOOKUP, read)) {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!("{e}"),
+                Err(_) => tracing::warn!(
+                    "the API server did not answer for claim {}/{claim} within {}ms; the \
+                     policy judges pod {} without it",
+                    pod.namespace,
+                    CLAIM_LOOKUP.as_millis(),
+                    pod.name
+                ),
+            }
+        }
     }
 
     fn evaluate(
@@ -201,10 +238,10 @@ impl AdmissionHook {
                     }
                     (_, FailureMode::FailClosed) => {
                         response.allowed = false;
-                        response.status = Some(Status {
-                            code: 500,
-                            message: format!("{id}: policy {e}; failing closed"),
-                        });
+                        response.status = Some(Status::new(
+                            500,
+                            format!("{id}: policy {e}; failing closed"),
+                        ));
                         "error-denied"
                     }
                 };
@@ -230,10 +267,10 @@ impl AdmissionHook {
             AdmissionMode::Enforce => {
                 response.allowed = verdict.allowed;
                 if !verdict.allowed {
-                    response.status = Some(Status {
-                        code: verdict.code.unwrap_or(403),
-                        message: format!("{id}: {message}"),
-                    });
+                    response.status = Some(Status::new(
+                        verdict.code.unwrap_or(403),
+                        format!("{id}: {message}"),
+                    ));
                 }
                 response.warnings = verdict.warnings.iter().map(|w| warning(w)).collect();
                 if verdict.allowed && !verdict.patch.is_empty() {

@@ -108,6 +108,21 @@ pub struct Response {
 pub struct Status {
     pub code: u16,
     pub message: String,
+    /// `TooManyRequests` with 429 (what a PodDisruptionBudget answers), so
+    /// clients that look at the reason rather than the code retry too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+impl Status {
+    pub fn new(code: u16, message: String) -> Status {
+        let reason = (code == 429).then_some("TooManyRequests");
+        Status {
+            code,
+            message,
+            reason,
+        }
+    }
 }
 
 impl ReviewOut {

@@ -6,9 +6,10 @@ pub mod wire;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::config::FailureMode;
+use crate::budget::Budget;
+use crate::config::{FailureMode, SchedulerConfig};
 use crate::metrics::Metrics;
 use crate::policy::{PolicySet, PolicyStore, ScheduledPolicy};
 use k8s_openapi::api::core::v1 as k8s;
@@ -26,6 +27,28 @@ pub struct Extender {
     pub cluster: Arc<ClusterCache>,
     pub metrics: Arc<Metrics>,
     pub backend: Backend,
+    /// How long a filter whose answer refused nodes because of pods in
+    /// flight waits for them to settle before answering (`scheduler.filterWaitMs`).
+    pub filter_wait: Duration,
+}
+
+/// A decoded `filter` request.
+struct FilterRequest {
+    pod: Pod,
+    /// The pod's scheduling failure as kube-scheduler sent it (see
+    /// [`convert::scheduling_failure`]).
+    failure: Option<String>,
+    candidates: CandidateNodes,
+}
+
+/// One evaluation of a filter request.
+struct FilterEvaluation {
+    request: FilterRequest,
+    /// `None` when no policy selects the pod (every node passes).
+    verdicts: Option<Verdicts>,
+    /// Pods in flight (not the pod itself) the verdicts depended on, when
+    /// they refused some node: settled, they may let more through.
+    pending: Vec<String>,
 }
 
 /// The candidate nodes of a request.
@@ -196,20 +219,140 @@ struct Verdicts {
 }
 
 impl Extender {
-    /// `filter`: which candidate nodes the pod may use, with a reason for
-    /// every node it may not.
-    pub fn filter(&self, args: ExtenderArgs) -> Result<ExtenderFilterResult, BadRequest> {
-        let pod = decode_pod(args.pod)?;
-        let candidates = CandidateNodes::from_args(&self.cluster, args.nodes, args.node_names)?;
-        Ok(self.filter_pod(&pod, candidates))
+    /// An extender that waits the default `scheduler.filterWaitMs`.
+    pub fn new(
+        policies: Arc<PolicyStore>,
+        cluster: Arc<ClusterCache>,
+        metrics: Arc<Metrics>,
+        backend: Backend,
+    ) -> Extender {
+        Extender {
+            policies,
+            cluster,
+            metrics,
+            backend,
+            filter_wait: Duration::from_millis(SchedulerConfig::default().filter_wait_ms),
+        }
     }
 
-    /// `filter` for a decoded pod.
+    /// `filter`: which candidate nodes the pod may use, with a reason for
+    /// every node it may not. Answers at once; see [`Extender::serve_filter`]
+    /// for the answer that waits for pods in flight.
+    pub fn filter(&self, args: ExtenderArgs) -> Result<ExtenderFilterResult, BadRequest> {
+        let request = self.decode_filter(args)?;
+        Ok(self.answer_filter(self.evaluate_filter(request)))
+    }
+
+    /// `filter` for a decoded pod, answered at once.
     pub fn filter_pod(&self, pod: &Pod, candidates: CandidateNodes) -> ExtenderFilterResult {
+        let request = FilterRequest {
+            pod: pod.clone(),
+            failure: None,
+            candidates,
+        };
+        self.answer_filter(self.evaluate_filter(request))
+    }
+
+    /// The `filter` request body to its answer's body. An evaluation that
+    /// refused nodes because pods of the same policies' concern are in
+    /// flight (filtered, not bound) waits, holding no evaluation permit,
+    /// until they are bound or their attempt failed, at most
+    /// [`Extender::filter_wait`] in all, and evaluates again: the pod is
+    /// then placed in this scheduling cycle instead of being parked by
+    /// kube-scheduler. A pod still refused for pods in flight is requeued
+    /// once they settle (see [`ClusterCache::requeue_when_settled`]).
+    pub async fn serve_filter(
+        self: &Arc<Self>,
+        budget: &Budget,
+        body: bytes::Bytes,
+    ) -> Result<Result<Vec<u8>, BadRequest>, tokio::task::JoinError> {
+        let deadline = tokio::time::Instant::now() + self.filter_wait;
+        let extender = self.clone();
+        let first = budget
+            .run(move || {
+                let request = extender.decode_filter(decode(Verb::Filter, &body)?)?;
+                Ok(extender.evaluate_filter(request))
+            })
+            .await?;
+        let mut evaluation = match first {
+            Ok(evaluation) => evaluation,
+            Err(bad) => return Ok(Err(bad)),
+        };
+        while !evaluation.pending.is_empty() {
+            self.metrics.filter_wait();
+            let still = self
+                .cluster
+                .wait_settled(&evaluation.pending, deadline)
+                .await;
+            if !still.is_empty() || tokio::time::Instant::now() >= deadline {
+                self.metrics.filter_wait_timeout();
+                let pod = &evaluation.request.pod;
+                self.cluster
+                    .requeue_when_settled(&evaluation.pending, &pod.namespace, &pod.name);
+                break;
+            }
+            let extender = self.clone();
+            let request = evaluation.request;
+            evaluation = budget
+                .run(move || extender.evaluate_filter(request))
+                .await?;
+        }
+        Ok(encode(&self.answer_filter(evaluation)))
+    }
+
+    fn decode_filter(&self, args: ExtenderArgs) -> Result<FilterRequest, BadRequest> {
+        let pod = args
+            .pod
+            .ok_or_else(|| BadRequest("the request has no Pod".into()))?;
+        let candidates = CandidateNodes::from_args(&self.cluster, args.nodes, args.node_names)?;
+        Ok(FilterRequest {
+            failure: convert::scheduling_failure(&pod),
+            pod: convert::pod(&pod),
+            candidates,
+        })
+    }
+
+    /// Runs the filter chain over the request's candidates.
+    fn evaluate_filter(&self, request: FilterRequest) -> FilterEvaluation {
         let set = self.policies.current();
-        let policies: Vec<&Arc<ScheduledPolicy>> = set.scheduler_for(pod).collect();
+        let policies: Vec<&Arc<ScheduledPolicy>> = set.scheduler_for(&request.pod).collect();
         if policies.is_empty() {
             self.metrics.pass_through();
+            return FilterEvaluation {
+                request,
+                verdicts: None,
+                pending: Vec::new(),
+            };
+        }
+        let names = request.candidates.names();
+        let mut failed = BTreeMap::new();
+        let alive = Alive::known(&self.cluster, names, &mut failed);
+        let known = alive.ids.len();
+        let query = ClusterQuery::new(self.cluster.clone());
+        let v = self.run_filters(&policies, &request.pod, names, alive, failed, &query);
+        let pending = if v.alive.len() < known {
+            let mut seen = query.in_flight_seen();
+            seen.retain(|uid| *uid != request.pod.uid);
+            seen
+        } else {
+            Vec::new()
+        };
+        FilterEvaluation {
+            request,
+            verdicts: Some(v),
+            pending,
+        }
+    }
+
+    /// The answer to an evaluated request; the pod is in flight on the
+    /// nodes it passed.
+    fn answer_filter(&self, evaluation: FilterEvaluation) -> ExtenderFilterResult {
+        let FilterRequest {
+            pod,
+            failure,
+            candidates,
+        } = evaluation.request;
+        let Some(v) = evaluation.verdicts else {
             let all: Vec<usize> = (0..candidates.names().len()).collect();
             let (nodes, node_names) = candidates.answer(&all);
             return ExtenderFilterResult {
@@ -217,13 +360,9 @@ impl Extender {
                 node_names,
                 ..Default::default()
             };
-        }
-        let mut failed = BTreeMap::new();
-        let alive = Alive::known(&self.cluster, candidates.names(), &mut failed);
-        let query = ClusterQuery::new(self.cluster.clone());
-        let v = self.run_filters(&policies, pod, candidates.names(), alive, failed, &query);
+        };
         if !v.alive.is_empty() && pod.node_name.is_none() {
-            self.cluster.begin_placement(pod, &v.alive_ids);
+            self.cluster.begin_placement(&pod, &v.alive_ids, failure);
         }
         let (nodes, node_names) = candidates.answer(&v.alive);
         ExtenderFilterResult {

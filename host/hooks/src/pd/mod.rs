@@ -1,9 +1,12 @@
 //! A client of PD's HTTP API (`/pd/api/v1/...`), the paths and JSON shapes
-//! tidb-operator's `pkg/pdapi` uses. Reads serve the guests' `pd` import;
-//! writes serve the action executor. Every call has a timeout.
+//! tidb-operator's `pkg/pdapi` uses, over plain HTTP or mutual TLS. Reads
+//! serve the guests' `pd` import; writes serve the action executor. Every
+//! call has a timeout.
 
+mod tls;
 mod wire;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -16,7 +19,9 @@ use hyper_util::rt::TokioExecutor;
 use steward_runtime::PdReader;
 use steward_wit::{Member, PdCluster, Store};
 
-use crate::config::PdConfig;
+use crate::config::{PdConfig, PdTlsConfig};
+use tls::TlsClients;
+pub use tls::{SecretAccess, TlsSource};
 
 /// Largest PD answer read (`/stores` of a large cluster is a few MiB).
 const MAX_ANSWER_BYTES: usize = 16 << 20;
@@ -27,6 +32,7 @@ pub struct PdEndpoint {
     /// Base URL with `{cluster}` and `{namespace}` placeholders.
     pub url: String,
     pub timeout: Duration,
+    pub tls: Option<PdTlsConfig>,
 }
 
 impl PdEndpoint {
@@ -34,32 +40,71 @@ impl PdEndpoint {
         PdEndpoint {
             url: c.url.trim_end_matches('/').to_string(),
             timeout: Duration::from_millis(c.timeout_ms),
+            tls: c.tls.clone(),
         }
     }
 
-    /// The base URL of `cluster`'s PD.
-    pub fn base(&self, cluster: &PdCluster) -> String {
-        self.url
-            .replace("{cluster}", &cluster.name)
-            .replace("{namespace}", &cluster.namespace)
+    /// Where `cluster`'s PD is and how to reach it.
+    pub fn base(&self, cluster: &PdCluster) -> PdBase {
+        PdBase {
+            url: self
+                .url
+                .replace("{cluster}", &cluster.name)
+                .replace("{namespace}", &cluster.namespace),
+            tls: self.tls.as_ref().map(|t| TlsSource::of(t, cluster)),
+        }
     }
 }
 
-/// A pooled HTTP/1.1 client of PD (plain HTTP, as tidb-operator's default
-/// cluster TLS is off). Cheap to clone.
+/// One TiDB cluster's PD: its base URL, and its TLS material if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PdBase {
+    pub url: String,
+    pub tls: Option<TlsSource>,
+}
+
+impl PdBase {
+    /// A PD reached over plain HTTP at `url`.
+    pub fn plain(url: impl Into<String>) -> PdBase {
+        PdBase {
+            url: url.into(),
+            tls: None,
+        }
+    }
+}
+
+impl std::fmt::Display for PdBase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// A pooled HTTP/1.1 client of PD: plain HTTP (tidb-operator's default)
+/// or HTTPS with the cluster's TLS material. Cheap to clone.
 #[derive(Clone)]
 pub struct PdClient {
     http: Client<HttpConnector, Full<Bytes>>,
+    tls: Arc<TlsClients>,
 }
 
 impl Default for PdClient {
     fn default() -> Self {
+        PdClient::new(SecretAccess::None)
+    }
+}
+
+impl PdClient {
+    /// A client that reads TLS Secrets through `secrets`.
+    pub fn new(secrets: SecretAccess) -> PdClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        PdClient { http }
+        PdClient {
+            http,
+            tls: Arc::new(TlsClients::new(secrets)),
+        }
     }
 }
 
@@ -80,7 +125,7 @@ impl PdReads {
         &self,
         cluster: &PdCluster,
         within: Duration,
-        read: impl FnOnce(PdClient, String, Duration) -> F,
+        read: impl FnOnce(PdClient, PdBase, Duration) -> F,
     ) -> Result<T, PdError>
     where
         F: Future<Output = Result<T, PdError>>,
@@ -119,7 +164,7 @@ impl PdReader for PdReads {
 
 impl PdClient {
     /// Every store PD lists (PD leaves Tombstones out by default).
-    pub async fn stores(&self, base: &str, timeout: Duration) -> Result<Vec<Store>, PdError> {
+    pub async fn stores(&self, base: &PdBase, timeout: Duration) -> Result<Vec<Store>, PdError> {
         let answer: wire::StoresInfo = self.get_json(base, "/pd/api/v1/stores", timeout).await?;
         Ok(answer
             .stores
@@ -129,7 +174,7 @@ impl PdClient {
     }
 
     /// Every member, with its health from `/health`.
-    pub async fn members(&self, base: &str, timeout: Duration) -> Result<Vec<Member>, PdError> {
+    pub async fn members(&self, base: &PdBase, timeout: Duration) -> Result<Vec<Member>, PdError> {
         let members: wire::Members = self.get_json(base, "/pd/api/v1/members", timeout).await?;
         let health: Vec<wire::Health> = self.get_json(base, "/pd/api/v1/health", timeout).await?;
         Ok(members
@@ -146,7 +191,7 @@ impl PdClient {
             .collect())
     }
 
-    pub async fn leader(&self, base: &str, timeout: Duration) -> Result<String, PdError> {
+    pub async fn leader(&self, base: &PdBase, timeout: Duration) -> Result<String, PdError> {
         let leader: wire::Member = self.get_json(base, "/pd/api/v1/leader", timeout).await?;
         Ok(leader.name)
     }
@@ -154,7 +199,11 @@ impl PdClient {
     /// Scheduler names. PD ≥ 4 runs one `evict-leader-scheduler` for all
     /// stores; it is listed as `evict-leader-scheduler-<id>` per store, as
     /// older PDs name it (tidb-operator's `filterLeaderEvictScheduler`).
-    pub async fn schedulers(&self, base: &str, timeout: Duration) -> Result<Vec<String>, PdError> {
+    pub async fn schedulers(
+        &self,
+        base: &PdBase,
+        timeout: Duration,
+    ) -> Result<Vec<String>, PdError> {
         let mut names: Vec<String> = self
             .get_json(base, "/pd/api/v1/schedulers", timeout)
             .await?;
@@ -184,7 +233,7 @@ impl PdClient {
     /// Adds the evict-leader scheduler for `store`. An existing one is fine.
     pub async fn evict_leader_begin(
         &self,
-        base: &str,
+        base: &PdBase,
         store: u64,
         timeout: Duration,
     ) -> Result<(), PdError> {
@@ -217,7 +266,7 @@ impl PdClient {
     /// Removes the evict-leader scheduler of `store`; absent is fine.
     pub async fn evict_leader_end(
         &self,
-        base: &str,
+        base: &PdBase,
         store: u64,
         timeout: Duration,
     ) -> Result<(), PdError> {
@@ -235,7 +284,7 @@ impl PdClient {
     /// Moves PD leadership to member `name`.
     pub async fn transfer_leader(
         &self,
-        base: &str,
+        base: &PdBase,
         name: &str,
         timeout: Duration,
     ) -> Result<(), PdError> {
@@ -253,7 +302,7 @@ impl PdClient {
     /// Deletes PD member `id`; an unknown member is fine.
     pub async fn delete_member(
         &self,
-        base: &str,
+        base: &PdBase,
         id: u64,
         timeout: Duration,
     ) -> Result<(), PdError> {
@@ -274,7 +323,7 @@ impl PdClient {
     /// already Offline needs no call.
     pub async fn delete_store(
         &self,
-        base: &str,
+        base: &PdBase,
         id: u64,
         timeout: Duration,
     ) -> Result<(), PdError> {
@@ -299,7 +348,7 @@ impl PdClient {
     /// tidb-operator treats these calls.
     async fn expect_ok(
         &self,
-        base: &str,
+        base: &PdBase,
         method: Method,
         path: &str,
         timeout: Duration,
@@ -315,7 +364,7 @@ impl PdClient {
 
     async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
-        base: &str,
+        base: &PdBase,
         path: &str,
         timeout: Duration,
     ) -> Result<T, PdError> {
@@ -329,7 +378,7 @@ impl PdClient {
 
     async fn call(
         &self,
-        base: &str,
+        base: &PdBase,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
@@ -349,11 +398,18 @@ impl PdClient {
             format!("PD base URL {base} is not usable: {e}; fix the policy's pd.url")
         })?;
         let exchange = async {
-            let response = self
-                .http
-                .request(request)
-                .await
-                .map_err(|e| format!("PD is unreachable: {what} failed: {}", cause(&e)))?;
+            let sent = match &base.tls {
+                None => self.http.request(request).await,
+                Some(source) => self.tls.client(source).await?.request(request).await,
+            };
+            let response = sent.map_err(|e| match &base.tls {
+                Some(source) if e.is_connect() => format!(
+                    "PD is unreachable over TLS: {what} failed: {}; check that {source} holds \
+                     the CA that issued PD's certificate and a client certificate PD accepts",
+                    cause(&e)
+                ),
+                _ => format!("PD is unreachable: {what} failed: {}", cause(&e)),
+            })?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                 .collect()
@@ -368,7 +424,7 @@ impl PdClient {
     }
 }
 
-fn refused(base: &str, what: &str, status: StatusCode, text: &str) -> PdError {
+fn refused(base: &PdBase, what: &str, status: StatusCode, text: &str) -> PdError {
     let text: String = text.trim().chars().take(300).collect();
     format!("PD at {base} refused {what}: HTTP {status}: {text}")
 }

@@ -19,7 +19,7 @@ use steward_wit::Pod;
 use crate::config::{
     AdmissionMode, Config, FailureMode, Hook, ModuleSource, PodSelectorConfig, PolicyConfig,
 };
-use crate::pd::{PdClient, PdEndpoint, PdReads};
+use crate::pd::{PdClient, PdEndpoint, PdReads, SecretAccess};
 use source::{Module, fetch};
 
 /// Which pods a policy sees.
@@ -220,7 +220,8 @@ pub async fn load(
     source: &ModuleSource,
 ) -> Result<(LoadedPolicy, Module), LoadError> {
     let module = fetch(client, config, source).await?;
-    let loaded = build_off_reactor(runtime, p, &module).await?;
+    let secrets = SecretAccess::of_cluster(&config.cluster);
+    let loaded = build_off_reactor(runtime, p, &module, &secrets).await?;
     Ok((loaded, module))
 }
 
@@ -229,9 +230,11 @@ pub async fn build_off_reactor(
     runtime: &Runtime,
     p: &PolicyConfig,
     module: &Module,
+    secrets: &SecretAccess,
 ) -> Result<LoadedPolicy, LoadError> {
     let (runtime, p, wasm) = (runtime.clone(), p.clone(), module.wasm.clone());
-    tokio::task::spawn_blocking(move || build(&runtime, &p, &wasm))
+    let secrets = secrets.clone();
+    tokio::task::spawn_blocking(move || build(&runtime, &p, &wasm, &secrets))
         .await
         .unwrap_or_else(|e| {
             Err(LoadError::Component(anyhow::anyhow!(
@@ -241,8 +244,14 @@ pub async fn build_off_reactor(
 }
 
 /// Compiles (or loads precompiled) `wasm`, checks it implements the
-/// configured hook's world, and has it validate its settings.
-pub fn build(runtime: &Runtime, p: &PolicyConfig, wasm: &[u8]) -> Result<LoadedPolicy, LoadError> {
+/// configured hook's world, and has it validate its settings. `secrets`
+/// reaches the TLS Secrets of its PD, if it names any.
+pub fn build(
+    runtime: &Runtime,
+    p: &PolicyConfig,
+    wasm: &[u8],
+    secrets: &SecretAccess,
+) -> Result<LoadedPolicy, LoadError> {
     let (component, world) = runtime.load(wasm).map_err(LoadError::Component)?;
     let expected = match p.hook {
         Hook::Scheduler => World::Scheduler,
@@ -280,7 +289,7 @@ pub fn build(runtime: &Runtime, p: &PolicyConfig, wasm: &[u8]) -> Result<LoadedP
             }))
         }
         Hook::Admission => {
-            let (pd, reads) = pd_route(p);
+            let (pd, reads) = pd_route(p, secrets);
             let policy = AdmissionPolicy::new(runtime, &p.id, &component, settings, limits, reads)
                 .map_err(LoadError::Settings)?;
             LoadedPolicy::Admission(Arc::new(AdmittingPolicy {
@@ -294,7 +303,7 @@ pub fn build(runtime: &Runtime, p: &PolicyConfig, wasm: &[u8]) -> Result<LoadedP
             }))
         }
         Hook::Reconcile => {
-            let (pd, reads) = pd_route(p);
+            let (pd, reads) = pd_route(p, secrets);
             let policy = ReconcilePolicy::new(runtime, &p.id, &component, settings, limits, reads)
                 .map_err(LoadError::Settings)?;
             LoadedPolicy::Reconcile(Arc::new(ReconcilingPolicy {
@@ -309,10 +318,10 @@ pub fn build(runtime: &Runtime, p: &PolicyConfig, wasm: &[u8]) -> Result<LoadedP
 }
 
 /// Where policy `p`'s PD is, and the reads its guest makes there.
-fn pd_route(p: &PolicyConfig) -> (PdEndpoint, Arc<dyn PdReader>) {
+fn pd_route(p: &PolicyConfig, secrets: &SecretAccess) -> (PdEndpoint, Arc<dyn PdReader>) {
     let endpoint = PdEndpoint::from_config(&p.pd);
     let reads = PdReads {
-        client: PdClient::default(),
+        client: PdClient::new(secrets.clone()),
         endpoint: endpoint.clone(),
     };
     (endpoint, Arc::new(reads))

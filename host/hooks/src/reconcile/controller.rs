@@ -1,7 +1,10 @@
 //! The kube-runtime controller that drives [`Reconciler`]: it watches the
-//! StatefulSets that opt in (label [`OPT_IN_LABEL`]), their pods (through
-//! owner references) and their claims (by the claim-template naming), and
-//! runs one reconcile per change or requested requeue. It runs only while
+//! StatefulSets, their pods (through owner references) and their claims (by
+//! the claim-template naming), and runs one reconcile per change or
+//! requested requeue of those that opt in (label [`super::OPT_IN_LABEL`] or
+//! annotation [`super::OPT_IN_ANNOTATION`]). An annotation cannot be selected on
+//! by the API server, so every StatefulSet is watched and the others are
+//! passed over here. It runs only while
 //! this replica holds the Lease; the extender and admission hooks are served
 //! by every replica.
 
@@ -18,7 +21,7 @@ use kube::{Api, Client, ResourceExt};
 
 use super::lease::{Elector, KubeLease, Timing};
 use super::state::{same_version, statefulset_of_claim};
-use super::{Effects, OPT_IN_LABEL, Reconciler, SystemClock};
+use super::{Effects, Reconciler, SystemClock, policy_ids};
 use crate::config::ReconcileConfig;
 use steward_cluster::{ClusterQuery, convert};
 
@@ -59,8 +62,7 @@ fn default_identity() -> String {
 
 async fn run_controller<E: Effects>(client: Client, reconciler: Arc<Reconciler<E>>) {
     let statefulsets = Api::<StatefulSet>::all(client.clone());
-    let opted_in = watcher::Config::default().labels(OPT_IN_LABEL);
-    let controller = Controller::new(statefulsets, opted_in);
+    let controller = Controller::new(statefulsets, watcher::Config::default());
     let known = controller.store();
     controller
         .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
@@ -106,6 +108,11 @@ async fn reconcile<E: Effects>(
 ) -> Result<Requeue, Never> {
     let namespace = sts.namespace().unwrap_or_default();
     let name = sts.name_any();
+    let workload = convert::workload(&sts);
+    if policy_ids(&workload).is_empty() {
+        // Not opted in: looked at again when it changes.
+        return Ok(Requeue::await_change());
+    }
     // The trigger comes from this controller's watch, the state policies
     // see from the cache's own. Planning on an older version than the
     // trigger could end idle (no requeue) and miss the change for good.
@@ -114,7 +121,7 @@ async fn reconcile<E: Effects>(
         &namespace,
         &name,
     );
-    if !cached.is_some_and(|c| same_version(&c, &convert::workload(&sts))) {
+    if !cached.is_some_and(|c| same_version(&c, &workload)) {
         return Ok(Requeue::requeue(CATCH_UP));
     }
     let report = reconciler.reconcile(&namespace, &name).await;

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, ModuleSource, PolicyConfig};
 use crate::metrics::{Metrics, PolicyInfoLabels};
+use crate::pd::SecretAccess;
 use crate::policy::source::{Module, fetch};
 use crate::policy::{LoadError, LoadedPolicy, PolicySet, PolicyStore, build_off_reactor, load_all};
 use status::{ConfigStatus, PolicyStatus, Report, State, Status, now};
@@ -367,7 +368,8 @@ impl Reloader {
                 return false;
             }
         };
-        match build_off_reactor(&self.runtime, &p, &module).await {
+        let secrets = SecretAccess::of_cluster(&self.config.cluster);
+        match build_off_reactor(&self.runtime, &p, &module, &secrets).await {
             Ok(loaded) => {
                 let entry = &mut self.entries[i];
                 entry.config = p;

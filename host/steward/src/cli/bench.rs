@@ -246,14 +246,14 @@ fn scheduler(
     pods: &[&Pod],
     options: &Options,
 ) -> Result<[Timings; 2]> {
-    let extender = Extender {
-        policies: Arc::new(PolicyStore::new(PolicySet::assemble([
+    let extender = Extender::new(
+        Arc::new(PolicyStore::new(PolicySet::assemble([
             LoadedPolicy::Scheduler(policy.clone()),
         ]))),
-        cluster: hooks.cluster.clone(),
-        metrics: hooks.metrics.clone(),
-        backend: hooks.extender.backend.clone(),
-    };
+        hooks.cluster.clone(),
+        hooks.metrics.clone(),
+        hooks.extender.backend.clone(),
+    );
     let names: Vec<String> = hooks
         .cluster
         .all_nodes()

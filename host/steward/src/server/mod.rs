@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod listener;
+mod memory;
 pub mod tls;
 
 use anyhow::{Context, Result};
@@ -79,6 +80,7 @@ impl App {
 /// Serves until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<()> {
     raise_open_files_limit();
+    tokio::spawn(memory::trim_periodically());
     let app = App::start(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -199,12 +201,11 @@ async fn evaluate(app: App, verb: Verb, body: Body) -> Response {
         Err((code, message)) => text(code, message),
         Ok(bytes) => {
             let extender = app.hooks.extender.clone();
-            let outcome = app
-                .hooks
-                .budgets
-                .extender
-                .run(move || extender.serve(verb, &bytes))
-                .await;
+            let budget = &app.hooks.budgets.extender;
+            let outcome = match verb {
+                Verb::Filter => extender.serve_filter(budget, bytes).await,
+                _ => budget.run(move || extender.serve(verb, &bytes)).await,
+            };
             match outcome {
                 Ok(Ok(body)) => json(body),
                 Ok(Err(BadRequest(message))) => text(StatusCode::BAD_REQUEST, message),

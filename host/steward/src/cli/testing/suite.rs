@@ -41,6 +41,7 @@
 //!       dryRun: true                  # replaces request.dryRun
 //!       allowed: false
 //!       message: "still holds 12 Raft leader"  # regex on the status message
+//!       code: 403                     # the status code of a refusal (429: retry later)
 //!       warnings: []                  # one regex per warning, in order
 //!       patch: []                     # the JSON patch operations, exactly
 //!       actions: []                   # action names Steward would perform (none on a dry run)
@@ -274,6 +275,9 @@ pub struct ReviewCheck {
     pub allowed: bool,
     /// A regex on the response's status message (`<policy>: <message>`).
     pub message: Option<String>,
+    /// The status code of a refusal: 403, or 429 for one that clears by
+    /// itself (drains retry it).
+    pub code: Option<u16>,
     /// One regex per warning, in order; the count must match too.
     pub warnings: Option<Vec<String>>,
     /// The JSON patch operations, exactly; `[]`: no patch.
@@ -475,6 +479,7 @@ fn run_case(
         let hook = AdmissionHook {
             policies: store.clone(),
             cluster: cluster.clone(),
+            backend: Backend::Snapshot,
             metrics: Arc::new(Metrics::default()),
             executor: Executor::new(&Backend::Snapshot, cluster),
         };
@@ -494,12 +499,12 @@ fn run_case(
             )],
         });
     }
-    let extender = Extender {
-        policies: store,
-        cluster: cluster.clone(),
-        metrics: Arc::new(Metrics::default()),
-        backend: Backend::Snapshot,
-    };
+    let extender = Extender::new(
+        store,
+        cluster.clone(),
+        Arc::new(Metrics::default()),
+        Backend::Snapshot,
+    );
     match check {
         Check::Filter(f) => {
             let pod = pod(&cluster, &f.pod)?;
@@ -656,6 +661,12 @@ pub fn compare_review(expected: &ReviewCheck, reviewed: &Reviewed) -> Result<Vec
                 differences.push(format!("message: \"{m}\" does not match `{pattern}`"))
             }
             Some(_) => {}
+        }
+    }
+    if let Some(want) = expected.code {
+        let got = response.status.as_ref().map(|s| s.code);
+        if got != Some(want) {
+            differences.push(format!("code: expected {want}, got {got:?}"));
         }
     }
     if let Some(patterns) = &expected.warnings
