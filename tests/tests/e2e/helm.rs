@@ -229,7 +229,8 @@ fn helm_chart_renders_the_bundle_installs_and_its_webhooks_answer() {
             let deployment = deployments.get("steward").await?;
             let images: Vec<String> = deployment
                 .spec
-                .and_then(|s| s.template.spec)
+                .template
+                .spec
                 .map(|s| s.containers.into_iter().filter_map(|c| c.image).collect())
                 .unwrap_or_default();
             let sidecar = format!("{SCHEDULER_IMAGE}:{}", version.release());
