@@ -4,7 +4,8 @@
 # scratch, with podman (or buildah).
 #
 # Usage: deploy/image/build.sh [IMAGE]   (default: steward:<version>, the bundle's)
-#   STEWARD_IMAGE_PROFILE=release|dev  cargo profile (default release)
+#   STEWARD_IMAGE_PROFILE=PROFILE      cargo profile (default release; the image
+#                                      test builds with image-test, unoptimised)
 #   STEWARD_IMAGE_CONTEXT=DIR          also keep the staged context there
 #   STEWARD_IMAGE_TARGET_DIR=DIR       cargo's target directory for the musl build
 #                                      (default: $CARGO_TARGET_DIR or target/)
@@ -30,16 +31,13 @@ cd "$ROOT"
 CC_x86_64_unknown_linux_musl="${CC_x86_64_unknown_linux_musl:-musl-gcc}" \
   cargo build --profile "$PROFILE" --target "$TARGET" --target-dir "$TARGET_DIR" \
   -p steward --bin steward >&2
-say "building the policies"
-cargo xtask build >&2
 
 [[ "$PROFILE" == dev ]] && OUT=debug || OUT="$PROFILE"
 CONTEXT="${STEWARD_IMAGE_CONTEXT:-$(mktemp -d)}"
 [[ -n "${STEWARD_IMAGE_CONTEXT:-}" ]] || trap 'rm -rf "$CONTEXT"' EXIT
-mkdir -p "$CONTEXT/policies"
+say "building the policies into $CONTEXT/policies"
+cargo xtask policies "$CONTEXT/policies" >&2
 cp "$TARGET_DIR/$TARGET/$OUT/steward" "$CONTEXT/steward"
-# `cargo xtask build` installs them under the checkout's target/policies.
-cp "$ROOT"/target/policies/*.wasm "$CONTEXT/policies/"
 cp /etc/ssl/certs/ca-certificates.crt "$CONTEXT/ca-certificates.crt"
 cp "$ROOT/deploy/image/Containerfile" "$CONTEXT/Containerfile"
 say "building $IMAGE with ${BUILD[*]}"

@@ -181,17 +181,17 @@ pub fn policy_dir() -> PathBuf {
     workspace_root().join("target").join("policies")
 }
 
-/// Builds the guests and copies them into [`policy_dir`].
-pub fn install_policies() -> Result<PathBuf> {
+/// Builds the guests and copies the built-in policies ([`policy_crates`],
+/// not the test guests) into `dir`.
+pub fn install_policies(dir: &Path) -> Result<()> {
     let built = build_guests()?;
-    let dir = policy_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for (_, stem) in GUESTS {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (_, stem) in policy_crates() {
         let file = format!("{stem}.wasm");
         std::fs::copy(built.join(&file), dir.join(&file))
             .with_context(|| format!("cannot copy {file} into {}", dir.display()))?;
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// Path of the built guest component `<stem>.wasm` (see [`GUESTS`]), building

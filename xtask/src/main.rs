@@ -1,10 +1,11 @@
 //! `cargo xtask <command>`: see `USAGE`.
 
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
 use xtask::{
-    build_guests, cargo, ensure_wasm_target, install_policies, policy_fixture_suites,
+    build_guests, cargo, ensure_wasm_target, install_policies, policy_dir, policy_fixture_suites,
     policy_wasm_tests, run, show, target_dir, workspace_root,
 };
 
@@ -12,9 +13,10 @@ const USAGE: &str = "\
 Usage: cargo xtask <command> [args...]
 
 Commands:
-  build          build the guest components (wasm32-wasip2, profile `guest`),
-                 copy them to target/policies/, then
-                 `cargo build --release -p steward`
+  build          `policies`, then `cargo build --release -p steward`
+  policies [DIR] build the guest components (wasm32-wasip2, profile `guest`)
+                 and copy the built-in policies (guest-policies/) to DIR
+                 (default: target/policies/)
   demo [args]    build, then run `steward simulate --config
                  deploy/examples/steward.yaml [args]`; exits with its code
   test [args]    build the guests, then `cargo test --workspace [args]`
@@ -49,11 +51,16 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         "build" if rest.is_empty() => build(),
+        "policies" if rest.len() <= 1 => policies(rest.first().map(PathBuf::from)),
         "demo" => return demo(rest),
         "test" => test(rest),
         "ci" => ci(rest),
         "build" => {
             eprintln!("error: `build` takes no arguments\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        "policies" => {
+            eprintln!("error: `policies` takes at most one directory\n\n{USAGE}");
             return ExitCode::from(2);
         }
         other => {
@@ -70,10 +77,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// Guests, then the release host.
+/// The guests, the built-in policies copied to `dir` (default
+/// target/policies/).
+fn policies(dir: Option<PathBuf>) -> Result<()> {
+    let dir = dir.unwrap_or_else(policy_dir);
+    install_policies(&dir)?;
+    eprintln!("policies installed in {}", dir.display());
+    Ok(())
+}
+
+/// Policies, then the release host.
 fn build() -> Result<()> {
-    let policies = install_policies()?;
-    eprintln!("policies installed in {}", policies.display());
+    policies(None)?;
     run(cargo().args(["build", "--release", "-p", "steward"]))
 }
 
