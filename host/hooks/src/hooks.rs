@@ -10,6 +10,7 @@ use steward_runtime::Runtime;
 
 use crate::actions::Executor;
 use crate::admission::AdmissionHook;
+use crate::availability;
 use crate::budget::Budgets;
 use crate::config::{ClusterSource, Config};
 use crate::extender::Extender;
@@ -17,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::policy::{PolicySet, PolicyStore};
 use crate::reconcile::{Reconciler, SystemClock, controller};
 use crate::reload::Reloader;
-use crate::reload::status::Status;
+use crate::reload::status::{Report, Status};
 
 /// The hooks, their cluster cache, metrics and policy status.
 #[derive(Clone)]
@@ -45,22 +46,33 @@ impl Hooks {
         let cluster = Arc::new(ClusterCache::new(Duration::from_secs(
             config.scheduler.in_flight_seconds,
         )));
-        let backend = match &config.cluster {
+        let (backend, live) = match &config.cluster {
             ClusterSource::Snapshot(path) => {
                 let path = config.resolve(path);
                 let n = load_snapshot(&cluster, &path)?;
                 tracing::info!(objects = n, snapshot = %path.display(), "snapshot loaded");
-                Backend::Snapshot
+                (Backend::Snapshot, None)
             }
-            ClusterSource::Kubeconfig(path) => {
+            ClusterSource::Kubeconfig {
+                path,
+                discovery_interval,
+            } => {
                 let (backend, server) = Backend::connect(path).await?;
-                if let Backend::Kubernetes(client) = &backend {
-                    tokio::spawn(watch_cluster(client.clone(), server, cluster.clone()));
-                }
-                backend
+                (backend, Some((server, *discovery_interval)))
             }
         };
         let hooks = Hooks::new(policies, cluster, backend);
+        if let (Backend::Kubernetes(client), Some((server, discovery_interval))) =
+            (&hooks.extender.backend, live)
+        {
+            tokio::spawn(watch_cluster(
+                client.clone(),
+                server,
+                hooks.cluster.clone(),
+                hooks.extender.policies.wanted_kinds(),
+                discovery_interval,
+            ));
+        }
         reloader.spawn(
             hooks.extender.policies.clone(),
             hooks.status.clone(),
@@ -100,6 +112,21 @@ impl Hooks {
             reconciler,
             config.reconcile.clone(),
         ));
+    }
+
+    /// What `GET /status` reports: every policy's version and reload
+    /// state, and the kinds missing for it.
+    pub fn status_report(&self) -> Report {
+        availability::with_missing_kinds(
+            self.status.report(),
+            &self.extender.policies.current(),
+            &self.cluster,
+        )
+    }
+
+    /// What `GET /readyz` answers (see [`availability::readiness`]).
+    pub fn readiness(&self) -> Result<(), String> {
+        availability::readiness(&self.extender.policies.current(), &self.cluster)
     }
 
     pub fn new(policies: PolicySet, cluster: Arc<ClusterCache>, backend: Backend) -> Hooks {

@@ -11,3 +11,5 @@
 mod admission;
 mod placement;
 mod reconcile;
+mod sources;
+mod tidb_operator;
