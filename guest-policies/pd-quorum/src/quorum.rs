@@ -3,18 +3,21 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use desired::{Desired, Unknown};
+
 use serde::Deserialize;
 use steward_sdk::cluster::ClusterView;
 use steward_sdk::filter::Rejections;
-use steward_sdk::labels::{self, ordinal};
-use steward_sdk::scheduler::Candidates;
-use steward_sdk::tidb::{self, COMPONENT_LABEL, INSTANCE_LABEL};
+use steward_sdk::labels;
+use steward_sdk::scheduler::{Candidates, NO_LABEL};
+use steward_sdk::tidb::{COMPONENT_LABEL, INSTANCE_LABEL};
 use steward_sdk::{Pod, settings};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Settings {
-    /// Node label whose values are the failure domains.
+    /// Node label whose values are the failure domains; a TidbCluster's
+    /// `pingcap.com/ha-topology-key` annotation overrides it for its pods.
     pub topology_key: String,
 }
 
@@ -124,43 +127,37 @@ pub fn filter(
         return out;
     }
 
-    let Some(owner) = pod.owner.as_ref().filter(|o| o.kind == "StatefulSet") else {
-        let reason = format!(
-            "pod {}/{} has no owning StatefulSet, so its {} replica count is unknown",
-            pod.namespace,
-            pod.name,
-            component.name()
-        );
-        reject_all(&mut out, &reason, true);
-        return out;
-    };
-    let Some(workload) = cluster.get_workload("StatefulSet", &pod.namespace, &owner.name) else {
-        let reason = format!(
-            "StatefulSet {}/{} of pod {} is not in the cluster cache yet",
-            pod.namespace, owner.name, pod.name
-        );
-        reject_all(&mut out, &reason, false);
-        return out;
-    };
-    let failures = match tidb::failures(&workload) {
-        Ok(f) => f,
-        Err(e) => {
-            reject_all(&mut out, &e, false);
+    let desired = match Desired::of(cluster, pod, instance, component.name(), &s.topology_key) {
+        Ok(d) => d,
+        Err(Unknown {
+            reason,
+            unresolvable,
+        }) => {
+            reject_all(&mut out, &reason, unresolvable);
             return out;
         }
     };
-    let failed: BTreeSet<&str> = failures.iter().map(|f| f.pod.as_str()).collect();
-    let replicas = workload.replicas;
-    let key = &s.topology_key;
-    let column = || (0..count).map(|i| nodes.label(0, i));
+    let replicas = desired.replicas;
+    let key = &desired.topology_key;
+    // The candidates' domains: the column of the setting's key, or the
+    // TidbCluster's own key asked for now.
+    let domains: Vec<Option<u32>> = if *key == s.topology_key {
+        (0..count).map(|i| nodes.label(0, i)).collect()
+    } else {
+        cluster
+            .node_label_ids(key, &nodes.nodes)
+            .into_iter()
+            .map(|id| (id != NO_LABEL).then_some(id))
+            .collect()
+    };
+    let column = || domains.iter().copied();
 
     // Desired, healthy members per domain; every domain hosting one counts
     // as in use.
     let mut counts = DomainCounts::default();
     let mut domains_in_use: BTreeSet<u32> = BTreeSet::new();
     for member in &members {
-        let desired = ordinal(&member.name).is_some_and(|o| o < replicas);
-        if member.uid == pod.uid || !desired || failed.contains(member.name.as_str()) {
+        if member.uid == pod.uid || !desired.counts(member) {
             continue;
         }
         let Some(domain) = member
@@ -262,5 +259,6 @@ fn claims_bound(cluster: &impl ClusterView, pod: &Pod) -> bool {
     })
 }
 
+mod desired;
 #[cfg(test)]
 mod tests;

@@ -8,29 +8,32 @@ mod backend;
 mod capacity;
 pub mod convert;
 mod import;
+pub mod kinds;
 mod requeue;
 mod snapshot;
 pub mod storage;
+pub mod tidb;
 mod watch;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 
+use kinds::{KindState, OptionalKind};
 use steward_wit::{
-    Claim, LocalVolume, Node, Pod, SelectorOperator, SelectorRequirement, StorageClass, Volume,
-    Workload,
+    Claim, LocalVolume, Node, Pod, SelectorOperator, SelectorRequirement, StorageClass,
+    TidbCluster, Volume, Workload,
 };
-use storage::{CsiCapacity, PoolFigures, StorageTables, set_slot};
+use storage::{CsiCapacity, PoolColumns, PoolFigures, StorageTables, set_slot};
 
 pub use backend::Backend;
 pub use requeue::{REQUEUE_ANNOTATION, requeue_pods};
 pub use snapshot::{load_objects, load_snapshot, read_documents};
-pub use watch::watch_cluster;
+pub use watch::{DEFAULT_DISCOVERY_INTERVAL, watch_cluster};
 
 /// A candidate's label value id when the node lacks the label.
 pub const NO_LABEL: u32 = u32::MAX;
@@ -226,6 +229,8 @@ struct State {
     volumes: HashMap<String, Volume>,
     storage_classes: HashMap<String, StorageClass>,
     workloads: HashMap<(String, String, String), Workload>,
+    /// By (namespace, name).
+    tidb_clusters: HashMap<(String, String), TidbCluster>,
     /// By pod uid.
     placements: HashMap<String, Placement>,
     storage: StorageTables,
@@ -341,6 +346,11 @@ pub struct ClusterCache {
     synced: AtomicBool,
     /// Woken whenever a placement settles (see [`ClusterCache::wait_settled`]).
     settled: tokio::sync::Notify,
+    /// Fed by watches (not a snapshot): an optional kind is only there
+    /// once its watch has listed it.
+    watched: AtomicBool,
+    /// Optional kinds the watches have found served or not.
+    kinds: Mutex<BTreeMap<OptionalKind, KindState>>,
 }
 
 impl Default for ClusterCache {
@@ -359,16 +369,69 @@ impl ClusterCache {
             in_flight_ttl,
             synced: AtomicBool::new(false),
             settled: tokio::sync::Notify::new(),
+            watched: AtomicBool::new(false),
+            kinds: Mutex::default(),
         }
     }
 
-    /// Whether every source has delivered its initial state.
+    /// Whether the core kinds (pods, nodes, claims, volumes, storage
+    /// classes, StatefulSets) have delivered their initial state; optional
+    /// kinds are asked with [`ClusterCache::kind_state`].
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
     }
 
     pub fn mark_synced(&self) {
         self.synced.store(true, Ordering::Release);
+    }
+
+    /// From now on optional kinds count as listed only when their watch
+    /// says so (a snapshot holds all it will ever hold).
+    pub fn mark_watched(&self) {
+        self.watched.store(true, Ordering::Release);
+    }
+
+    pub fn kind_state(&self, kind: OptionalKind) -> KindState {
+        match self.kinds.lock().get(&kind) {
+            Some(&state) => state,
+            None if self.watched.load(Ordering::Acquire) => KindState::Listing,
+            None => KindState::Synced,
+        }
+    }
+
+    pub fn set_kind_state(&self, kind: OptionalKind, state: KindState) {
+        self.kinds.lock().insert(kind, state);
+    }
+
+    /// Those of `kinds` the API server does not serve.
+    pub fn not_served(&self, kinds: impl IntoIterator<Item = OptionalKind>) -> Vec<OptionalKind> {
+        kinds
+            .into_iter()
+            .filter(|&k| self.kind_state(k) == KindState::NotServed)
+            .collect()
+    }
+
+    /// Drops every object of `kind` (its watch stopped) and records `state`.
+    pub fn clear_kind(&self, kind: OptionalKind, state: KindState) {
+        {
+            let mut guard = self.state.write();
+            let s = &mut *guard;
+            let storage = &mut s.storage;
+            match kind {
+                OptionalKind::CsiStorageCapacity => storage.csi.clear(),
+                OptionalKind::LocalStorageNode => {
+                    storage.lvm.clear();
+                    storage.lvm_pools = PoolColumns::default();
+                }
+                OptionalKind::LocalDiskNode => storage.disks.clear(),
+                OptionalKind::LocalVolume => storage.local_volumes.clear(),
+                OptionalKind::TidbCluster => s.tidb_clusters.clear(),
+                OptionalKind::AdvancedStatefulSet => s
+                    .workloads
+                    .retain(|(kind, _, _), _| kind != tidb::ADVANCED_STATEFULSET),
+            }
+        }
+        self.set_kind_state(kind, state);
     }
 
     pub fn upsert_pod(&self, pod: Pod) {
@@ -577,6 +640,18 @@ impl ClusterCache {
             namespace.to_string(),
             name.to_string(),
         ));
+    }
+
+    pub fn upsert_tidb_cluster(&self, tc: TidbCluster) {
+        let key = (tc.namespace.clone(), tc.name.clone());
+        self.state.write().tidb_clusters.insert(key, tc);
+    }
+
+    pub fn remove_tidb_cluster(&self, namespace: &str, name: &str) {
+        self.state
+            .write()
+            .tidb_clusters
+            .remove(&(namespace.to_string(), name.to_string()));
     }
 
     /// The pod passed a filter on the nodes of ids `passed`: until it is
@@ -1031,6 +1106,24 @@ impl ClusterQuery {
             .workloads
             .get(&(kind.to_string(), namespace.to_string(), name.to_string()))
             .cloned()
+    }
+
+    pub fn get_tidb_cluster(&self, namespace: &str, name: &str) -> Option<TidbCluster> {
+        self.cache
+            .state
+            .read()
+            .tidb_clusters
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Label `key`'s value id on each node id (its column made on first
+    /// use, as for the keys of scheduler needs).
+    pub fn node_label_ids(&self, key: &str, nodes: &[u32]) -> Vec<u32> {
+        self.cache
+            .label_columns(nodes, &[key.to_string()])
+            .pop()
+            .unwrap_or_default()
     }
 }
 

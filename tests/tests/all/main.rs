@@ -4,6 +4,7 @@
 //! but no Kubernetes control plane: those tests are in `tests/e2e/`.
 
 mod admission;
+mod availability;
 mod extender_wire;
 mod hot_swap;
 mod http;
