@@ -28,8 +28,9 @@
 //! - Only the least-loaded eligible domains stay open (strict balancing).
 //! - Nodes without the topology label are never eligible.
 //! - A pod whose claim is bound, offered exactly one node, goes back there.
-//! - While another pod of the same component is between filter and bind,
-//!   the pod waits: counts are only trustworthy one placement at a time.
+//! - A member between filter and bind (`in-flight`) may land in any
+//!   domain: it counts in every domain against the limit, but not towards
+//!   balance or the domains in use (either would loosen the rule).
 //!
 //! Deliberate differences from tidb-scheduler:
 //! - Every refused node gets its own reason (`FailedNodes`, and
@@ -38,8 +39,9 @@
 //!   then shows why each node was refused and tries no preemption that
 //!   cannot help.
 //! - No PVC scheduling lock (`tidb.pingcap.com/pod-scheduling`): a filter
-//!   writes nothing. The in-flight rule above serialises placements of one
-//!   component instead, from Steward's own record of pods it let through.
+//!   writes nothing. The in-flight rule above keeps placements of one
+//!   component within the limit instead, from Steward's own record of pods
+//!   it let through and the nodes their claims name.
 //! - Members' domains are read from Steward's cache of Nodes rather than a
 //!   GET per member, and a member on a node the cache does not know counts
 //!   nowhere (the HA predicate fails the whole call then).

@@ -110,17 +110,6 @@ pub fn filter(
             labels::eq(COMPONENT_LABEL, component.name()),
         ],
     );
-    if let Some(other) = members.iter().find(|p| p.in_flight && p.uid != pod.uid) {
-        let reason = format!(
-            "waiting for pod {}/{} to be bound: {} pods of {instance} are placed one at a time",
-            other.namespace,
-            other.name,
-            component.name()
-        );
-        reject_all(&mut out, &reason, false);
-        return out;
-    }
-
     // Rescheduling: kube-scheduler already narrowed a pod with a bound local
     // volume to the volume's node.
     if count == 1 && claims_bound(cluster, pod) {
@@ -153,11 +142,19 @@ pub fn filter(
     let column = || domains.iter().copied();
 
     // Desired, healthy members per domain; every domain hosting one counts
-    // as in use.
+    // as in use. Members between filter and bind may still land in any
+    // domain: each counts in every domain against the limit (never towards
+    // balance or the domains in use, which would loosen it), so several
+    // members are placed at once and the limit holds wherever they land.
     let mut counts = DomainCounts::default();
     let mut domains_in_use: BTreeSet<u32> = BTreeSet::new();
+    let mut in_flight: Vec<&str> = Vec::new();
     for member in &members {
         if member.uid == pod.uid || !desired.counts(member) {
+            continue;
+        }
+        if member.in_flight {
+            in_flight.push(&member.name);
             continue;
         }
         let Some(domain) = member
@@ -180,7 +177,8 @@ pub fn filter(
         }
         return out;
     };
-    let least = counts.least_below(column().flatten(), max);
+    let unsettled = in_flight.len() as u32;
+    let least = counts.least_below(column().flatten(), max.saturating_sub(unsettled));
     let comp = component.name();
     let mut reasons: HashMap<u32, String> = HashMap::new();
     for (i, domain) in column().enumerate() {
@@ -189,9 +187,10 @@ pub fn filter(
             continue;
         };
         let n = counts.get(domain);
-        if n < max && Some(n) == least {
+        if n + unsettled < max && Some(n) == least {
             continue;
         }
+        let settled_full = n >= max || n + unsettled < max;
         let reason = reasons.entry(domain).or_insert_with(|| {
             let text = cluster
                 .label_text(key, domain)
@@ -202,6 +201,14 @@ pub fn filter(
                      {replicas} may share a domain {}",
                     component.why()
                 )
+            } else if n + unsettled >= max {
+                format!(
+                    "{key}={text} has {n} {comp} pod(s) of {instance}, and {} may still land \
+                     there (placed, not bound yet); at most {max} of {replicas} may share a \
+                     domain {}",
+                    in_flight.join(", "),
+                    component.why()
+                )
             } else {
                 format!(
                     "{key}={text} has {n} {comp} pod(s) of {instance} while other domains have \
@@ -210,7 +217,7 @@ pub fn filter(
                 )
             }
         });
-        out.reject(i, &*reason, true);
+        out.reject(i, &*reason, settled_full);
     }
     out
 }

@@ -77,11 +77,28 @@ impl NamespacePods {
     }
 }
 
+/// The annotation kube-scheduler's volume binding writes on a claim it
+/// provisions for the node it chose.
+pub const SELECTED_NODE_ANNOTATION: &str = "volume.kubernetes.io/selected-node";
+
+fn selected_node(claim: &Claim) -> Option<&str> {
+    claim
+        .annotations
+        .iter()
+        .find(|(k, _)| k == SELECTED_NODE_ANNOTATION)
+        .map(|(_, v)| v.as_str())
+}
+
 /// A pod Steward let through a filter (and maybe bound) that the cache does
 /// not show on a node yet.
 struct Placement {
     pod: Pod,
+    /// Where it goes, once known: the node Steward bound it to, or the one
+    /// kube-scheduler chose for its volumes (see
+    /// [`ClusterCache::upsert_claim`]).
     node: Option<String>,
+    /// Steward's bind succeeded: the pod cannot fail placement any more.
+    bound: bool,
     since: Instant,
     /// The pod's scheduling failure (see [`convert::scheduling_failure`])
     /// when it was filtered: a different one seen later means this attempt
@@ -458,15 +475,16 @@ impl ClusterCache {
     /// [`convert::scheduling_failure`]): a failure other than the one the
     /// pod carried when it was filtered means kube-scheduler's attempt
     /// failed after Steward's filter (a PreBind, a bind, a later
-    /// extender): the pod is no longer in flight.
+    /// extender): the pod is no longer placed.
     pub fn observe_scheduling(&self, uid: &str, failure: Option<String>) {
         let Some(failure) = failure else {
             return;
         };
         let mut s = self.state.write();
-        let failed = s.placements.get(uid).is_some_and(|p| {
-            p.node.is_none() && p.failure_at_filter.as_deref() != Some(failure.as_str())
-        });
+        let failed = s
+            .placements
+            .get(uid)
+            .is_some_and(|p| !p.bound && p.failure_at_filter.as_deref() != Some(failure.as_str()));
         if failed {
             tracing::debug!(uid, failure, "a placement failed after the filter");
             s.placements.remove(uid);
@@ -592,9 +610,45 @@ impl ClusterCache {
         self.state.write().nodes.remove(name);
     }
 
+    /// Stores a claim. A claim whose `volume.kubernetes.io/selected-node`
+    /// annotation just changed to a node tells where kube-scheduler placed
+    /// its in-flight pod: its volume binding (PreBind) writes it before
+    /// waiting for the volume, at least a second before the pod is bound.
+    /// The pod counts on that node from now on, so its siblings need not
+    /// wait for the bind. An unchanged annotation (a relist, or one left
+    /// from an earlier attempt) says nothing.
     pub fn upsert_claim(&self, claim: Claim) {
         let key = (claim.namespace.clone(), claim.name.clone());
-        self.state.write().claims.insert(key, claim);
+        let selected = selected_node(&claim).map(str::to_string);
+        let mut s = self.state.write();
+        let old = s.claims.insert(key.clone(), claim);
+        let Some(node) = selected.filter(|n| old.as_ref().and_then(selected_node) != Some(n))
+        else {
+            return;
+        };
+        let (namespace, name) = key;
+        let placed: Vec<String> = s
+            .placements
+            .iter()
+            .filter(|(_, p)| {
+                p.node.is_none() && p.pod.namespace == namespace && p.pod.claims.contains(&name)
+            })
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        if placed.is_empty() {
+            return;
+        }
+        for uid in &placed {
+            let Some(p) = s.placements.get_mut(uid) else {
+                continue;
+            };
+            p.node = Some(node.clone());
+            let pod = p.pod.clone();
+            s.reserve_on(&pod, &node);
+            s.settle(uid);
+        }
+        drop(s);
+        self.settled.notify_waiters();
     }
 
     pub fn remove_claim(&self, namespace: &str, name: &str) {
@@ -667,6 +721,7 @@ impl ClusterCache {
             Placement {
                 pod: pod.clone(),
                 node: None,
+                bound: false,
                 since: Instant::now(),
                 failure_at_filter: failure,
             },
@@ -794,6 +849,7 @@ impl ClusterCache {
                 Placement {
                     pod,
                     node: Some(node.to_string()),
+                    bound: true,
                     since: Instant::now(),
                     failure_at_filter: None,
                 },

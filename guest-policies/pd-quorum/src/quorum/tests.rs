@@ -220,22 +220,42 @@ fn a_pod_with_a_bound_claim_returns_to_its_only_node() {
 }
 
 #[test]
-fn a_member_waits_while_another_is_between_filter_and_bind() {
-    let c = cluster_with(
-        statefulset("basic-pd", 3),
-        vec![
-            member("pd", 0).pending().in_flight(),
-            member("pd", 1).pending(),
-        ],
-    );
+fn members_in_flight_count_in_every_domain_against_the_limit() {
     let s = Settings::default();
-    let p = member("pd", 1).pending();
-    let candidates: &[&str] = &["A", "B"];
-    assert!(accepted(&c, &s, &p, candidates).is_empty());
-    assert!(reasons(&c, &s, &p, candidates)[0].contains("waiting for pod default/basic-pd-0"));
-    // The in-flight pod itself is not blocked by its own earlier attempt.
+    let candidates: &[&str] = &["A", "B", "C"];
+    // Three PD replicas: one per domain, so a member in flight anywhere
+    // leaves no domain open.
+    let three = cluster_with(
+        statefulset("basic-pd", 3),
+        vec![member("pd", 0).pending().in_flight()],
+    );
+    let p1 = member("pd", 1).pending();
+    assert!(accepted(&three, &s, &p1, candidates).is_empty());
+    let why = reasons(&three, &s, &p1, candidates);
+    assert!(
+        why[0].contains("and basic-pd-0 may still land there"),
+        "{why:?}"
+    );
+    // The in-flight pod itself is not held back by its own earlier attempt.
     let p0 = member("pd", 0).pending();
-    assert_eq!(accepted(&c, &s, &p0, candidates), ["A", "B"]);
+    assert_eq!(accepted(&three, &s, &p0, candidates), candidates);
+
+    // Five replicas: two per domain, so a second member goes at once.
+    let five = |members: Vec<Pod>| cluster_with(statefulset("basic-pd", 5), members);
+    let c = five(vec![member("pd", 0).pending().in_flight()]);
+    assert_eq!(accepted(&c, &s, &p1, candidates), candidates);
+    // One placed on A and one in flight: A could reach three, B and C not.
+    let c = five(vec![
+        member("pd", 0).on("A"),
+        member("pd", 2).pending().in_flight(),
+    ]);
+    assert_eq!(accepted(&c, &s, &p1, candidates), ["B", "C"]);
+    // Two in flight: either could join the third anywhere.
+    let c = five(vec![
+        member("pd", 0).pending().in_flight(),
+        member("pd", 2).pending().in_flight(),
+    ]);
+    assert!(accepted(&c, &s, &p1, candidates).is_empty());
 }
 
 #[test]
