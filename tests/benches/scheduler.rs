@@ -700,7 +700,29 @@ impl ClusterView for NativeView {
                 update_revision: w.update_revision,
                 selector: Vec::new(),
                 claim_templates: w.claim_templates,
+                desired_ordinals: w.desired_ordinals,
             })
+    }
+    fn get_tidb_cluster(&self, ns: &str, name: &str) -> Option<steward_sdk::TidbCluster> {
+        let component = |c: steward::wit::TidbComponent| steward_sdk::TidbComponent {
+            replicas: c.replicas,
+            desired_replicas: c.desired_replicas,
+            desired_ordinals: c.desired_ordinals,
+            failure_pods: c.failure_pods,
+            scheduler_name: c.scheduler_name,
+        };
+        self.0
+            .get_tidb_cluster(ns, name)
+            .map(|t| steward_sdk::TidbCluster {
+                namespace: t.namespace,
+                name: t.name,
+                ha_topology_key: t.ha_topology_key,
+                pd: t.pd.map(component),
+                tikv: t.tikv.map(component),
+            })
+    }
+    fn node_label_ids(&self, key: &str, nodes: &[u32]) -> Vec<u32> {
+        self.0.node_label_ids(key, nodes)
     }
 }
 

@@ -145,12 +145,7 @@ impl Steward {
             ),
             None => None,
         };
-        eventually(
-            Duration::from_secs(60),
-            "Steward's cluster cache to sync",
-            || async { Ok((crate::get(addr, "/readyz").await.0 == 200).then_some(())) },
-        )
-        .await?;
+        wait_ready(addr).await?;
         Ok(Steward { addr, app, webhook })
     }
 
@@ -515,6 +510,18 @@ pub async fn events_about(client: &Client, namespace: &str, name: &str) -> Resul
 
 /// Polls `check` every 200 ms until it yields a value; fails naming `what`
 /// after `timeout`, with the last error if there was one.
+/// Waits until the Steward serving on `addr` answers `/readyz` with 200;
+/// on timeout the error gives its last answer.
+pub async fn wait_ready(addr: SocketAddr) -> Result<()> {
+    eventually(Duration::from_secs(60), "Steward to be ready", || async {
+        match crate::get(addr, "/readyz").await {
+            (200, _) => Ok(Some(())),
+            (code, body) => bail!("/readyz answers {code}: {body}"),
+        }
+    })
+    .await
+}
+
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
 where
     F: FnMut() -> Fut,

@@ -1,6 +1,11 @@
 //! local-pv: places pods whose claims use local volumes where the volumes
 //! are, or where there is room for them.
 //!
+//! The policy needs its `capacitySource`'s kinds (HwameiStor:
+//! LocalStorageNode, LocalDiskNode, LocalVolume; CSIStorageCapacity: its
+//! objects; TopoLVM: Node annotations only): while the API server does
+//! not serve them, Steward reports the policy degraded.
+//!
 //! # Filter
 //! - A **bound** claim pins the pod: a HwameiStor LVM volume
 //!   (`lvm.hwameistor.io`) to the hosts of its `LocalVolume` replicas, or
@@ -56,14 +61,21 @@ pub use filter::filter;
 pub use score::{capacity_to_score, hwameistor_volume_score, prioritize};
 pub use settings::Settings;
 
-use steward_sdk::Pod;
 use steward_sdk::cluster::ClusterView;
 use steward_sdk::scheduler::{Candidates, FilterResult, NodeScore, SchedulerPolicy};
+use steward_sdk::{CapacitySource, Pod};
 
 pub struct LocalPv;
 
 impl SchedulerPolicy for LocalPv {
     type Settings = Settings;
+
+    /// The configured source: its kinds are all the policy reads besides
+    /// the core ones (a TopoLVM or CSI cluster has no HwameiStor volumes
+    /// or disk nodes to look up).
+    fn capacity_sources(s: &Settings) -> Vec<CapacitySource> {
+        vec![s.capacity_source.wit()]
+    }
 
     fn filter(
         cluster: &impl ClusterView,

@@ -437,3 +437,22 @@ fn settings_are_checked() {
     .unwrap();
     assert_eq!(s.capacity_source, Source::CsiStorageCapacity);
 }
+
+#[test]
+fn the_configured_capacity_source_is_the_one_needed() {
+    use steward_sdk::scheduler::validate_settings;
+    let needs = |json: &str| {
+        validate_settings::<crate::LocalPv>(json)
+            .unwrap()
+            .capacity_sources
+    };
+    assert_eq!(needs(""), [CapacitySource::Hwameistor]);
+    assert_eq!(
+        needs(r#"{"capacitySource": "topolvm"}"#),
+        [CapacitySource::Topolvm]
+    );
+    assert_eq!(
+        needs(r#"{"capacitySource": "csiStorageCapacity"}"#),
+        [CapacitySource::CsiStorageCapacity]
+    );
+}

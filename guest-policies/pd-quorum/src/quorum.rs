@@ -3,18 +3,21 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use desired::{Desired, Unknown};
+
 use serde::Deserialize;
 use steward_sdk::cluster::ClusterView;
 use steward_sdk::filter::Rejections;
-use steward_sdk::labels::{self, ordinal};
-use steward_sdk::scheduler::Candidates;
-use steward_sdk::tidb::{self, COMPONENT_LABEL, INSTANCE_LABEL};
+use steward_sdk::labels;
+use steward_sdk::scheduler::{Candidates, NO_LABEL};
+use steward_sdk::tidb::{COMPONENT_LABEL, INSTANCE_LABEL};
 use steward_sdk::{Pod, settings};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Settings {
-    /// Node label whose values are the failure domains.
+    /// Node label whose values are the failure domains; a TidbCluster's
+    /// `pingcap.com/ha-topology-key` annotation overrides it for its pods.
     pub topology_key: String,
 }
 
@@ -107,60 +110,51 @@ pub fn filter(
             labels::eq(COMPONENT_LABEL, component.name()),
         ],
     );
-    if let Some(other) = members.iter().find(|p| p.in_flight && p.uid != pod.uid) {
-        let reason = format!(
-            "waiting for pod {}/{} to be bound: {} pods of {instance} are placed one at a time",
-            other.namespace,
-            other.name,
-            component.name()
-        );
-        reject_all(&mut out, &reason, false);
-        return out;
-    }
-
     // Rescheduling: kube-scheduler already narrowed a pod with a bound local
     // volume to the volume's node.
     if count == 1 && claims_bound(cluster, pod) {
         return out;
     }
 
-    let Some(owner) = pod.owner.as_ref().filter(|o| o.kind == "StatefulSet") else {
-        let reason = format!(
-            "pod {}/{} has no owning StatefulSet, so its {} replica count is unknown",
-            pod.namespace,
-            pod.name,
-            component.name()
-        );
-        reject_all(&mut out, &reason, true);
-        return out;
-    };
-    let Some(workload) = cluster.get_workload("StatefulSet", &pod.namespace, &owner.name) else {
-        let reason = format!(
-            "StatefulSet {}/{} of pod {} is not in the cluster cache yet",
-            pod.namespace, owner.name, pod.name
-        );
-        reject_all(&mut out, &reason, false);
-        return out;
-    };
-    let failures = match tidb::failures(&workload) {
-        Ok(f) => f,
-        Err(e) => {
-            reject_all(&mut out, &e, false);
+    let desired = match Desired::of(cluster, pod, instance, component.name(), &s.topology_key) {
+        Ok(d) => d,
+        Err(Unknown {
+            reason,
+            unresolvable,
+        }) => {
+            reject_all(&mut out, &reason, unresolvable);
             return out;
         }
     };
-    let failed: BTreeSet<&str> = failures.iter().map(|f| f.pod.as_str()).collect();
-    let replicas = workload.replicas;
-    let key = &s.topology_key;
-    let column = || (0..count).map(|i| nodes.label(0, i));
+    let replicas = desired.replicas;
+    let key = &desired.topology_key;
+    // The candidates' domains: the column of the setting's key, or the
+    // TidbCluster's own key asked for now.
+    let domains: Vec<Option<u32>> = if *key == s.topology_key {
+        (0..count).map(|i| nodes.label(0, i)).collect()
+    } else {
+        cluster
+            .node_label_ids(key, &nodes.nodes)
+            .into_iter()
+            .map(|id| (id != NO_LABEL).then_some(id))
+            .collect()
+    };
+    let column = || domains.iter().copied();
 
     // Desired, healthy members per domain; every domain hosting one counts
-    // as in use.
+    // as in use. Members between filter and bind may still land in any
+    // domain: each counts in every domain against the limit (never towards
+    // balance or the domains in use, which would loosen it), so several
+    // members are placed at once and the limit holds wherever they land.
     let mut counts = DomainCounts::default();
     let mut domains_in_use: BTreeSet<u32> = BTreeSet::new();
+    let mut in_flight: Vec<&str> = Vec::new();
     for member in &members {
-        let desired = ordinal(&member.name).is_some_and(|o| o < replicas);
-        if member.uid == pod.uid || !desired || failed.contains(member.name.as_str()) {
+        if member.uid == pod.uid || !desired.counts(member) {
+            continue;
+        }
+        if member.in_flight {
+            in_flight.push(&member.name);
             continue;
         }
         let Some(domain) = member
@@ -183,7 +177,8 @@ pub fn filter(
         }
         return out;
     };
-    let least = counts.least_below(column().flatten(), max);
+    let unsettled = in_flight.len() as u32;
+    let least = counts.least_below(column().flatten(), max.saturating_sub(unsettled));
     let comp = component.name();
     let mut reasons: HashMap<u32, String> = HashMap::new();
     for (i, domain) in column().enumerate() {
@@ -192,9 +187,10 @@ pub fn filter(
             continue;
         };
         let n = counts.get(domain);
-        if n < max && Some(n) == least {
+        if n + unsettled < max && Some(n) == least {
             continue;
         }
+        let settled_full = n >= max || n + unsettled < max;
         let reason = reasons.entry(domain).or_insert_with(|| {
             let text = cluster
                 .label_text(key, domain)
@@ -205,6 +201,14 @@ pub fn filter(
                      {replicas} may share a domain {}",
                     component.why()
                 )
+            } else if n + unsettled >= max {
+                format!(
+                    "{key}={text} has {n} {comp} pod(s) of {instance}, and {} may still land \
+                     there (placed, not bound yet); at most {max} of {replicas} may share a \
+                     domain {}",
+                    in_flight.join(", "),
+                    component.why()
+                )
             } else {
                 format!(
                     "{key}={text} has {n} {comp} pod(s) of {instance} while other domains have \
@@ -213,7 +217,7 @@ pub fn filter(
                 )
             }
         });
-        out.reject(i, &*reason, true);
+        out.reject(i, &*reason, settled_full);
     }
     out
 }
@@ -262,5 +266,6 @@ fn claims_bound(cluster: &impl ClusterView, pod: &Pod) -> bool {
     })
 }
 
+mod desired;
 #[cfg(test)]
 mod tests;

@@ -44,12 +44,12 @@ macro_rules! export_admission_policy {
             $crate::__generate!(
                 world: "admission",
                 with: {
-                    "steward:policy/types@0.1.0": ::steward_sdk::bindings::steward::policy::types,
-                    "steward:policy/cluster@0.1.0": ::steward_sdk::bindings::steward::policy::cluster,
-                    "steward:policy/log@0.1.0": ::steward_sdk::bindings::steward::policy::log,
-                    "steward:policy/pd@0.1.0": ::steward_sdk::bindings::steward::policy::pd,
-                    "steward:policy/actions@0.1.0": ::steward_sdk::bindings::steward::policy::actions,
-                    "steward:policy/reviewing@0.1.0": ::steward_sdk::bindings::steward::policy::reviewing,
+                    "steward:policy/types@0.2.0": ::steward_sdk::bindings::steward::policy::types,
+                    "steward:policy/cluster@0.2.0": ::steward_sdk::bindings::steward::policy::cluster,
+                    "steward:policy/log@0.2.0": ::steward_sdk::bindings::steward::policy::log,
+                    "steward:policy/pd@0.2.0": ::steward_sdk::bindings::steward::policy::pd,
+                    "steward:policy/actions@0.2.0": ::steward_sdk::bindings::steward::policy::actions,
+                    "steward:policy/reviewing@0.2.0": ::steward_sdk::bindings::steward::policy::reviewing,
                 },
             );
 

@@ -4,7 +4,7 @@
 use crate::cluster::{FakeDisks, FakePool, PoolCapacity};
 use crate::{
     CapacitySource, Claim, LocalVolume, Node, NodeDisks, NodeSelectorTerm, Owner, Pod, PoolState,
-    SelectorRequirement, StorageClass, Volume, Workload,
+    SelectorRequirement, StorageClass, TidbCluster, TidbComponent, Volume, Workload,
 };
 
 fn pairs(map: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -158,6 +158,7 @@ pub fn statefulset(name: &str, replicas: u32) -> Workload {
         update_revision: format!("{name}-1"),
         selector: Vec::new(),
         claim_templates: Vec::new(),
+        desired_ordinals: (0..replicas).collect(),
     }
 }
 
@@ -180,7 +181,23 @@ impl Workload {
     }
     pub fn replicas(mut self, replicas: u32) -> Self {
         self.replicas = replicas;
+        self.desired_ordinals = (0..replicas).collect();
         self
+    }
+    /// tidb-operator's Advanced StatefulSet with these delete slots
+    /// (annotation and desired ordinals as the host sets them).
+    pub fn advanced(mut self, delete_slots: &[i32]) -> Self {
+        let text = format!(
+            "[{}]",
+            delete_slots
+                .iter()
+                .map(i32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        self.kind = crate::tidb::ADVANCED_STATEFULSET.into();
+        self.desired_ordinals = steward_wit::ordinals::desired(self.replicas, delete_slots);
+        self.annotation(steward_wit::ordinals::ADVANCED_DELETE_SLOTS, &text)
     }
     /// A StatefulSet of TiDB cluster `instance`'s `component`, with the
     /// component's labels (`basic`, `tikv` → `basic-tikv`).
@@ -192,6 +209,70 @@ impl Workload {
     pub fn updating_to(mut self, revision: &str) -> Self {
         self.update_revision = revision.into();
         self.updated_replicas = 0;
+        self
+    }
+}
+
+/// A TidbCluster `name` in namespace `default` without components; add
+/// them with [`TidbCluster::with_pd`] / [`TidbCluster::with_tikv`].
+pub fn tidb_cluster(name: &str) -> TidbCluster {
+    TidbCluster {
+        namespace: "default".into(),
+        name: name.into(),
+        ha_topology_key: None,
+        pd: None,
+        tikv: None,
+    }
+}
+
+/// A component of `replicas` without failures or delete slots: desired
+/// replicas and ordinals as tidb-operator computes them then.
+pub fn tidb_component(replicas: u32) -> TidbComponent {
+    TidbComponent {
+        replicas,
+        desired_replicas: replicas,
+        desired_ordinals: (0..replicas).collect(),
+        failure_pods: Vec::new(),
+        scheduler_name: String::new(),
+    }
+}
+
+impl TidbCluster {
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+    /// Annotation `pingcap.com/ha-topology-key`.
+    pub fn ha_topology_key(mut self, key: &str) -> Self {
+        self.ha_topology_key = Some(key.into());
+        self
+    }
+    pub fn with_pd(mut self, pd: TidbComponent) -> Self {
+        self.pd = Some(pd);
+        self
+    }
+    pub fn with_tikv(mut self, tikv: TidbComponent) -> Self {
+        self.tikv = Some(tikv);
+        self
+    }
+}
+
+impl TidbComponent {
+    /// A failure member (PD) or store (TiKV) on `pod`; `counted` when
+    /// tidb-operator adds a replica for it (a PD member deleted from PD,
+    /// every TiKV failure store).
+    pub fn failure(mut self, pod: &str, counted: bool) -> Self {
+        self.failure_pods.push(pod.into());
+        if counted {
+            self.desired_replicas += 1;
+        }
+        self.desired_ordinals = steward_wit::ordinals::desired(self.desired_replicas, &[]);
+        self
+    }
+    /// Delete slots (annotation `<component>.tidb.pingcap.com/delete-slots`);
+    /// after any [`TidbComponent::failure`].
+    pub fn delete_slots(mut self, slots: &[i32]) -> Self {
+        self.desired_ordinals = steward_wit::ordinals::desired(self.desired_replicas, slots);
         self
     }
 }

@@ -4,7 +4,7 @@
 use crate::bindings::steward::policy::cluster as host;
 use crate::{
     CapacitySource, Claim, LocalVolume, Node, NodeDisks, NodeSelectorTerm, Pod, PoolColumns,
-    PoolState, SelectorRequirement, StorageClass, Volume, Workload, labels,
+    PoolState, SelectorRequirement, StorageClass, TidbCluster, Volume, Workload, labels,
 };
 
 /// One node's pool as a policy reads it: a row of the host's
@@ -92,6 +92,12 @@ pub trait ClusterView {
     fn get_volume(&self, name: &str) -> Option<Volume>;
     fn get_storage_class(&self, name: &str) -> Option<StorageClass>;
     fn get_workload(&self, kind: &str, namespace: &str, name: &str) -> Option<Workload>;
+    /// A tidb-operator TidbCluster (for policies whose needs ask for
+    /// tidb-operator's kinds, while the API server serves them).
+    fn get_tidb_cluster(&self, namespace: &str, name: &str) -> Option<TidbCluster>;
+    /// The value id of label `key` on each node id,
+    /// [`NO_LABEL`](crate::scheduler::NO_LABEL) where the node lacks it.
+    fn node_label_ids(&self, key: &str, nodes: &[u32]) -> Vec<u32>;
     /// Name of the node with host id `id` (scheduler candidates carry ids).
     fn node_name(&self, id: u32) -> Option<String>;
     /// `node_name` of each id (one host call for many).
@@ -168,6 +174,12 @@ impl ClusterView for HostCluster {
     fn get_workload(&self, kind: &str, namespace: &str, name: &str) -> Option<Workload> {
         host::get_workload(kind, namespace, name)
     }
+    fn get_tidb_cluster(&self, namespace: &str, name: &str) -> Option<TidbCluster> {
+        host::get_tidb_cluster(namespace, name)
+    }
+    fn node_label_ids(&self, key: &str, nodes: &[u32]) -> Vec<u32> {
+        host::node_label_ids(key, nodes)
+    }
     fn node_name(&self, id: u32) -> Option<String> {
         host::node_name(id)
     }
@@ -234,6 +246,7 @@ pub struct FakeCluster {
     pub storage_classes: Vec<StorageClass>,
     pub workloads: Vec<Workload>,
     pub local_volumes: Vec<LocalVolume>,
+    pub tidb_clusters: Vec<TidbCluster>,
     pub pools: Vec<FakePool>,
     pub disks: Vec<FakeDisks>,
 }
@@ -285,6 +298,10 @@ impl FakeCluster {
     }
     pub fn with_local_volume(mut self, volume: LocalVolume) -> Self {
         self.local_volumes.push(volume);
+        self
+    }
+    pub fn with_tidb_cluster(mut self, tc: TidbCluster) -> Self {
+        self.tidb_clusters.push(tc);
         self
     }
     pub fn with_pool(mut self, pool: FakePool) -> Self {
@@ -352,6 +369,24 @@ impl ClusterView for FakeCluster {
             .iter()
             .find(|w| w.kind == kind && w.namespace == namespace && w.name == name)
             .cloned()
+    }
+    fn get_tidb_cluster(&self, namespace: &str, name: &str) -> Option<TidbCluster> {
+        self.tidb_clusters
+            .iter()
+            .find(|t| t.namespace == namespace && t.name == name)
+            .cloned()
+    }
+    fn node_label_ids(&self, key: &str, nodes: &[u32]) -> Vec<u32> {
+        nodes
+            .iter()
+            .map(|&id| {
+                self.nodes
+                    .get(id as usize)
+                    .and_then(|n| labels::get(&n.labels, key))
+                    .and_then(|text| self.label_id(key, text))
+                    .unwrap_or(crate::scheduler::NO_LABEL)
+            })
+            .collect()
     }
     fn node_name(&self, id: u32) -> Option<String> {
         self.node_at(id).map(str::to_string)
@@ -489,15 +524,7 @@ impl FakeCluster {
             .collect();
         let labels = label_keys
             .iter()
-            .map(|key| {
-                ids.iter()
-                    .map(|&id| {
-                        labels::get(&self.nodes[id as usize].labels, key)
-                            .and_then(|text| self.label_id(key, text))
-                            .unwrap_or(crate::scheduler::NO_LABEL)
-                    })
-                    .collect()
-            })
+            .map(|key| self.node_label_ids(key, &ids))
             .collect();
         crate::scheduler::Candidates { nodes: ids, labels }
     }

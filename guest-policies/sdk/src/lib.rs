@@ -45,14 +45,14 @@ pub mod bindings {
             package steward:sdk;
 
             world sdk {
-                import steward:policy/types@0.1.0;
-                import steward:policy/cluster@0.1.0;
-                import steward:policy/log@0.1.0;
-                import steward:policy/pd@0.1.0;
-                import steward:policy/actions@0.1.0;
-                import steward:policy/scheduling@0.1.0;
-                import steward:policy/reviewing@0.1.0;
-                import steward:policy/reconciling@0.1.0;
+                import steward:policy/types@0.2.0;
+                import steward:policy/cluster@0.2.0;
+                import steward:policy/log@0.2.0;
+                import steward:policy/pd@0.2.0;
+                import steward:policy/actions@0.2.0;
+                import steward:policy/scheduling@0.2.0;
+                import steward:policy/reviewing@0.2.0;
+                import steward:policy/reconciling@0.2.0;
             }
         ",
         generate_all,
@@ -72,8 +72,8 @@ pub use bindings::steward::policy::actions::{Action, Annotation, EventType, Targ
 pub use bindings::steward::policy::pd::{Member, PdCluster, Store};
 pub use bindings::steward::policy::types::{
     CapacitySource, Claim, LocalVolume, LogLevel, Node, NodeDisks, NodeSelectorTerm, Owner, Pod,
-    PoolColumns, PoolState, SelectorOperator, SelectorRequirement, StorageClass, Taint, Volume,
-    Workload,
+    PoolColumns, PoolState, SelectorOperator, SelectorRequirement, StorageClass, Taint,
+    TidbCluster, TidbComponent, Volume, Workload,
 };
 pub use cluster::PoolCapacity;
 pub use settings::Settings;

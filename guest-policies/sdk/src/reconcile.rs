@@ -43,12 +43,12 @@ macro_rules! export_reconcile_policy {
             $crate::__generate!(
                 world: "reconcile",
                 with: {
-                    "steward:policy/types@0.1.0": ::steward_sdk::bindings::steward::policy::types,
-                    "steward:policy/cluster@0.1.0": ::steward_sdk::bindings::steward::policy::cluster,
-                    "steward:policy/log@0.1.0": ::steward_sdk::bindings::steward::policy::log,
-                    "steward:policy/pd@0.1.0": ::steward_sdk::bindings::steward::policy::pd,
-                    "steward:policy/actions@0.1.0": ::steward_sdk::bindings::steward::policy::actions,
-                    "steward:policy/reconciling@0.1.0": ::steward_sdk::bindings::steward::policy::reconciling,
+                    "steward:policy/types@0.2.0": ::steward_sdk::bindings::steward::policy::types,
+                    "steward:policy/cluster@0.2.0": ::steward_sdk::bindings::steward::policy::cluster,
+                    "steward:policy/log@0.2.0": ::steward_sdk::bindings::steward::policy::log,
+                    "steward:policy/pd@0.2.0": ::steward_sdk::bindings::steward::policy::pd,
+                    "steward:policy/actions@0.2.0": ::steward_sdk::bindings::steward::policy::actions,
+                    "steward:policy/reconciling@0.2.0": ::steward_sdk::bindings::steward::policy::reconciling,
                 },
             );
 

@@ -6,9 +6,9 @@ pub use crate::bindings::steward::policy::scheduling::{
     Candidates, FilterResult, NodeScore, Rejection, SchedulerNeeds,
 };
 
-use crate::Pod;
 use crate::cluster::ClusterView;
 use crate::settings::{self, Settings};
+use crate::{CapacitySource, Pod};
 
 /// A candidate's value id in a `labels` column when the node lacks the
 /// label.
@@ -32,6 +32,20 @@ pub trait SchedulerPolicy {
     /// column per key in this order; asked once, when the policy loads.
     fn node_labels(_settings: &Self::Settings) -> Vec<String> {
         Vec::new()
+    }
+
+    /// Capacity sources the policy reads through the cluster queries; the
+    /// host watches a source's kinds only for policies that name it (and
+    /// reports the policy degraded while they are not served). Asked once,
+    /// when the policy loads.
+    fn capacity_sources(_settings: &Self::Settings) -> Vec<CapacitySource> {
+        Vec::new()
+    }
+
+    /// Whether the policy reads tidb-operator's TidbClusters and Advanced
+    /// StatefulSets; the host watches them (where served) only then.
+    fn tidb_operator(_settings: &Self::Settings) -> bool {
+        false
     }
 
     /// Refuses the candidate nodes the pod may not run on.
@@ -73,10 +87,10 @@ macro_rules! export_scheduler_policy {
             $crate::__generate!(
                 world: "scheduler",
                 with: {
-                    "steward:policy/types@0.1.0": ::steward_sdk::bindings::steward::policy::types,
-                    "steward:policy/cluster@0.1.0": ::steward_sdk::bindings::steward::policy::cluster,
-                    "steward:policy/log@0.1.0": ::steward_sdk::bindings::steward::policy::log,
-                    "steward:policy/scheduling@0.1.0": ::steward_sdk::bindings::steward::policy::scheduling,
+                    "steward:policy/types@0.2.0": ::steward_sdk::bindings::steward::policy::types,
+                    "steward:policy/cluster@0.2.0": ::steward_sdk::bindings::steward::policy::cluster,
+                    "steward:policy/log@0.2.0": ::steward_sdk::bindings::steward::policy::log,
+                    "steward:policy/scheduling@0.2.0": ::steward_sdk::bindings::steward::policy::scheduling,
                 },
             );
 
@@ -118,6 +132,8 @@ pub fn validate_settings<P: SchedulerPolicy>(settings: &str) -> Result<Scheduler
     let settings = settings::parse::<P::Settings>(settings)?;
     Ok(SchedulerNeeds {
         node_labels: P::node_labels(&settings),
+        capacity_sources: P::capacity_sources(&settings),
+        tidb_operator: P::tidb_operator(&settings),
     })
 }
 

@@ -3,10 +3,29 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Workload, labels};
+use crate::{TidbCluster, TidbComponent, Workload, labels};
 
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+
+/// The kind owner and workload records give tidb-operator's Advanced
+/// StatefulSet (`apps.pingcap.com/v1` `StatefulSet`).
+pub const ADVANCED_STATEFULSET: &str = "AdvancedStatefulSet";
+
+/// Whether an owner kind is a StatefulSet of either API: the pods of a
+/// TiDB component belong to one or the other.
+pub fn is_statefulset(kind: &str) -> bool {
+    kind == "StatefulSet" || kind == ADVANCED_STATEFULSET
+}
+
+/// The TidbCluster's spec of `component` (`pd`, `tikv`), if it has one.
+pub fn component_of<'a>(tc: &'a TidbCluster, component: &str) -> Option<&'a TidbComponent> {
+    match component {
+        "pd" => tc.pd.as_ref(),
+        "tikv" => tc.tikv.as_ref(),
+        _ => None,
+    }
+}
 
 /// StatefulSet annotation holding the failure store: a JSON list of
 /// [`Failure`]s. It lives in the cluster so a host restart loses nothing.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
 
+use super::kinds::{OptionalKind, not_served_sentence};
 use super::storage::{CsiCapacity, NO_POOL, Pool, PoolFigures};
 use super::{ClusterQuery, State, selector_matches};
 use steward_wit::{
@@ -157,6 +158,12 @@ impl ClusterQuery {
     }
 
     pub fn pool_problem(&self, source: CapacitySource, pool: &str, id: u32) -> Option<String> {
+        let missing = self
+            .cache
+            .not_served(OptionalKind::of_source(source).iter().copied());
+        if let Some(why) = not_served_sentence(&missing) {
+            return Some(why);
+        }
         let s = self.cache.state.read();
         let figures = figures(&s, source, pool, id);
         let node = s
@@ -420,6 +427,7 @@ mod tests {
     use super::*;
     use crate::ClusterCache;
     use crate::convert::requirement;
+    use crate::kinds::KindState;
     use steward_wit::Node;
 
     fn node(name: &str, zone: &str) -> Node {
@@ -457,6 +465,36 @@ mod tests {
             "metadata": {"name": name},
             "status": {"state": state, "pools": pools},
         })
+    }
+
+    /// A kind the API server stops serving takes its objects with it, and
+    /// refusals then name the missing CRD rather than each node.
+    #[test]
+    fn an_unserved_kind_is_emptied_and_named_in_pool_problems() {
+        let cache = Arc::new(ClusterCache::default());
+        cache.upsert_node(node("a", "z"));
+        cache.upsert_storage_node(&storage_node("a", "Ready", &["LocalStorage_PoolHDD"]));
+        let q = ClusterQuery::new(cache.clone());
+        let id = q.node_id("a").unwrap();
+        let pool = "LocalStorage_PoolHDD";
+        assert_eq!(q.pool_problem(CapacitySource::Hwameistor, pool, id), None);
+        cache.clear_kind(OptionalKind::LocalStorageNode, KindState::NotServed);
+        let caps = q.pool_capacities(CapacitySource::Hwameistor, pool, &[], "", &[id]);
+        assert_eq!(caps.state, [state_code(PoolState::Missing)]);
+        let problem = q
+            .pool_problem(CapacitySource::Hwameistor, pool, id)
+            .unwrap();
+        assert!(
+            problem.contains("CRD localstoragenodes.hwameistor.io"),
+            "{problem}"
+        );
+        assert_eq!(
+            q.storage_nodes(CapacitySource::Hwameistor),
+            Vec::<u32>::new()
+        );
+        // TopoLVM reads Node annotations: nothing of it can be unserved.
+        let topolvm = q.pool_problem(CapacitySource::Topolvm, "ssd", id).unwrap();
+        assert!(topolvm.contains("has no annotation"), "{topolvm}");
     }
 
     /// The pool columns answer what each node's own object says, whatever

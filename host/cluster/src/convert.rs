@@ -34,7 +34,15 @@ fn owner(meta: &ObjectMeta) -> Option<Owner> {
         .flatten()
         .find(|o| o.controller == Some(true))
         .map(|o| Owner {
-            kind: o.kind.clone(),
+            // tidb-operator's Advanced StatefulSet is a `StatefulSet` of
+            // another group: its own kind name keeps the two apart.
+            kind: if o.kind == "StatefulSet"
+                && o.api_version.split('/').next() == Some(crate::tidb::ADVANCED_STATEFULSET_GROUP)
+            {
+                crate::tidb::ADVANCED_STATEFULSET.into()
+            } else {
+                o.kind.clone()
+            },
             name: o.name.clone(),
         })
 }
@@ -313,5 +321,6 @@ pub fn workload(s: &StatefulSet) -> Workload {
             .flatten()
             .map(|t| text(&t.metadata.name))
             .collect(),
+        desired_ordinals: (0..count(Some(spec.and_then(|s| s.replicas).unwrap_or(1)))).collect(),
     }
 }

@@ -3,7 +3,7 @@
 use steward_wit::common::steward::policy::cluster;
 use steward_wit::{
     CapacitySource, Claim, LocalVolume, Node, NodeDisks, NodeSelectorTerm, Pod, PoolColumns,
-    SelectorRequirement, StorageClass, Volume, Workload,
+    SelectorRequirement, StorageClass, TidbCluster, Volume, Workload,
 };
 
 use crate::ClusterQuery;
@@ -32,6 +32,12 @@ impl cluster::Host for ClusterQuery {
     }
     fn get_workload(&mut self, kind: String, namespace: String, name: String) -> Option<Workload> {
         ClusterQuery::get_workload(self, &kind, &namespace, &name)
+    }
+    fn get_tidb_cluster(&mut self, namespace: String, name: String) -> Option<TidbCluster> {
+        ClusterQuery::get_tidb_cluster(self, &namespace, &name)
+    }
+    fn node_label_ids(&mut self, key: String, nodes: Vec<u32>) -> Vec<u32> {
+        ClusterQuery::node_label_ids(self, &key, &nodes)
     }
     fn node_name(&mut self, id: u32) -> Option<String> {
         ClusterQuery::node_name(self, id)

@@ -8,29 +8,32 @@ mod backend;
 mod capacity;
 pub mod convert;
 mod import;
+pub mod kinds;
 mod requeue;
 mod snapshot;
 pub mod storage;
+pub mod tidb;
 mod watch;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 
+use kinds::{KindState, OptionalKind};
 use steward_wit::{
-    Claim, LocalVolume, Node, Pod, SelectorOperator, SelectorRequirement, StorageClass, Volume,
-    Workload,
+    Claim, LocalVolume, Node, Pod, SelectorOperator, SelectorRequirement, StorageClass,
+    TidbCluster, Volume, Workload,
 };
-use storage::{CsiCapacity, PoolFigures, StorageTables, set_slot};
+use storage::{CsiCapacity, PoolColumns, PoolFigures, StorageTables, set_slot};
 
 pub use backend::Backend;
 pub use requeue::{REQUEUE_ANNOTATION, requeue_pods};
 pub use snapshot::{load_objects, load_snapshot, read_documents};
-pub use watch::watch_cluster;
+pub use watch::{DEFAULT_DISCOVERY_INTERVAL, watch_cluster};
 
 /// A candidate's label value id when the node lacks the label.
 pub const NO_LABEL: u32 = u32::MAX;
@@ -74,11 +77,28 @@ impl NamespacePods {
     }
 }
 
+/// The annotation kube-scheduler's volume binding writes on a claim it
+/// provisions for the node it chose.
+pub const SELECTED_NODE_ANNOTATION: &str = "volume.kubernetes.io/selected-node";
+
+fn selected_node(claim: &Claim) -> Option<&str> {
+    claim
+        .annotations
+        .iter()
+        .find(|(k, _)| k == SELECTED_NODE_ANNOTATION)
+        .map(|(_, v)| v.as_str())
+}
+
 /// A pod Steward let through a filter (and maybe bound) that the cache does
 /// not show on a node yet.
 struct Placement {
     pod: Pod,
+    /// Where it goes, once known: the node Steward bound it to, or the one
+    /// kube-scheduler chose for its volumes (see
+    /// [`ClusterCache::upsert_claim`]).
     node: Option<String>,
+    /// Steward's bind succeeded: the pod cannot fail placement any more.
+    bound: bool,
     since: Instant,
     /// The pod's scheduling failure (see [`convert::scheduling_failure`])
     /// when it was filtered: a different one seen later means this attempt
@@ -226,6 +246,8 @@ struct State {
     volumes: HashMap<String, Volume>,
     storage_classes: HashMap<String, StorageClass>,
     workloads: HashMap<(String, String, String), Workload>,
+    /// By (namespace, name).
+    tidb_clusters: HashMap<(String, String), TidbCluster>,
     /// By pod uid.
     placements: HashMap<String, Placement>,
     storage: StorageTables,
@@ -341,6 +363,11 @@ pub struct ClusterCache {
     synced: AtomicBool,
     /// Woken whenever a placement settles (see [`ClusterCache::wait_settled`]).
     settled: tokio::sync::Notify,
+    /// Fed by watches (not a snapshot): an optional kind is only there
+    /// once its watch has listed it.
+    watched: AtomicBool,
+    /// Optional kinds the watches have found served or not.
+    kinds: Mutex<BTreeMap<OptionalKind, KindState>>,
 }
 
 impl Default for ClusterCache {
@@ -359,16 +386,69 @@ impl ClusterCache {
             in_flight_ttl,
             synced: AtomicBool::new(false),
             settled: tokio::sync::Notify::new(),
+            watched: AtomicBool::new(false),
+            kinds: Mutex::default(),
         }
     }
 
-    /// Whether every source has delivered its initial state.
+    /// Whether the core kinds (pods, nodes, claims, volumes, storage
+    /// classes, StatefulSets) have delivered their initial state; optional
+    /// kinds are asked with [`ClusterCache::kind_state`].
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
     }
 
     pub fn mark_synced(&self) {
         self.synced.store(true, Ordering::Release);
+    }
+
+    /// From now on optional kinds count as listed only when their watch
+    /// says so (a snapshot holds all it will ever hold).
+    pub fn mark_watched(&self) {
+        self.watched.store(true, Ordering::Release);
+    }
+
+    pub fn kind_state(&self, kind: OptionalKind) -> KindState {
+        match self.kinds.lock().get(&kind) {
+            Some(&state) => state,
+            None if self.watched.load(Ordering::Acquire) => KindState::Listing,
+            None => KindState::Synced,
+        }
+    }
+
+    pub fn set_kind_state(&self, kind: OptionalKind, state: KindState) {
+        self.kinds.lock().insert(kind, state);
+    }
+
+    /// Those of `kinds` the API server does not serve.
+    pub fn not_served(&self, kinds: impl IntoIterator<Item = OptionalKind>) -> Vec<OptionalKind> {
+        kinds
+            .into_iter()
+            .filter(|&k| self.kind_state(k) == KindState::NotServed)
+            .collect()
+    }
+
+    /// Drops every object of `kind` (its watch stopped) and records `state`.
+    pub fn clear_kind(&self, kind: OptionalKind, state: KindState) {
+        {
+            let mut guard = self.state.write();
+            let s = &mut *guard;
+            let storage = &mut s.storage;
+            match kind {
+                OptionalKind::CsiStorageCapacity => storage.csi.clear(),
+                OptionalKind::LocalStorageNode => {
+                    storage.lvm.clear();
+                    storage.lvm_pools = PoolColumns::default();
+                }
+                OptionalKind::LocalDiskNode => storage.disks.clear(),
+                OptionalKind::LocalVolume => storage.local_volumes.clear(),
+                OptionalKind::TidbCluster => s.tidb_clusters.clear(),
+                OptionalKind::AdvancedStatefulSet => s
+                    .workloads
+                    .retain(|(kind, _, _), _| kind != tidb::ADVANCED_STATEFULSET),
+            }
+        }
+        self.set_kind_state(kind, state);
     }
 
     pub fn upsert_pod(&self, pod: Pod) {
@@ -395,15 +475,16 @@ impl ClusterCache {
     /// [`convert::scheduling_failure`]): a failure other than the one the
     /// pod carried when it was filtered means kube-scheduler's attempt
     /// failed after Steward's filter (a PreBind, a bind, a later
-    /// extender): the pod is no longer in flight.
+    /// extender): the pod is no longer placed.
     pub fn observe_scheduling(&self, uid: &str, failure: Option<String>) {
         let Some(failure) = failure else {
             return;
         };
         let mut s = self.state.write();
-        let failed = s.placements.get(uid).is_some_and(|p| {
-            p.node.is_none() && p.failure_at_filter.as_deref() != Some(failure.as_str())
-        });
+        let failed = s
+            .placements
+            .get(uid)
+            .is_some_and(|p| !p.bound && p.failure_at_filter.as_deref() != Some(failure.as_str()));
         if failed {
             tracing::debug!(uid, failure, "a placement failed after the filter");
             s.placements.remove(uid);
@@ -529,9 +610,45 @@ impl ClusterCache {
         self.state.write().nodes.remove(name);
     }
 
+    /// Stores a claim. A claim whose `volume.kubernetes.io/selected-node`
+    /// annotation just changed to a node tells where kube-scheduler placed
+    /// its in-flight pod: its volume binding (PreBind) writes it before
+    /// waiting for the volume, at least a second before the pod is bound.
+    /// The pod counts on that node from now on, so its siblings need not
+    /// wait for the bind. An unchanged annotation (a relist, or one left
+    /// from an earlier attempt) says nothing.
     pub fn upsert_claim(&self, claim: Claim) {
         let key = (claim.namespace.clone(), claim.name.clone());
-        self.state.write().claims.insert(key, claim);
+        let selected = selected_node(&claim).map(str::to_string);
+        let mut s = self.state.write();
+        let old = s.claims.insert(key.clone(), claim);
+        let Some(node) = selected.filter(|n| old.as_ref().and_then(selected_node) != Some(n))
+        else {
+            return;
+        };
+        let (namespace, name) = key;
+        let placed: Vec<String> = s
+            .placements
+            .iter()
+            .filter(|(_, p)| {
+                p.node.is_none() && p.pod.namespace == namespace && p.pod.claims.contains(&name)
+            })
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        if placed.is_empty() {
+            return;
+        }
+        for uid in &placed {
+            let Some(p) = s.placements.get_mut(uid) else {
+                continue;
+            };
+            p.node = Some(node.clone());
+            let pod = p.pod.clone();
+            s.reserve_on(&pod, &node);
+            s.settle(uid);
+        }
+        drop(s);
+        self.settled.notify_waiters();
     }
 
     pub fn remove_claim(&self, namespace: &str, name: &str) {
@@ -579,6 +696,18 @@ impl ClusterCache {
         ));
     }
 
+    pub fn upsert_tidb_cluster(&self, tc: TidbCluster) {
+        let key = (tc.namespace.clone(), tc.name.clone());
+        self.state.write().tidb_clusters.insert(key, tc);
+    }
+
+    pub fn remove_tidb_cluster(&self, namespace: &str, name: &str) {
+        self.state
+            .write()
+            .tidb_clusters
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+
     /// The pod passed a filter on the nodes of ids `passed`: until it is
     /// bound, guests see it `in-flight`, and its unprovisioned claims are
     /// reserved on every one of those nodes. `failure` is the scheduling
@@ -592,6 +721,7 @@ impl ClusterCache {
             Placement {
                 pod: pod.clone(),
                 node: None,
+                bound: false,
                 since: Instant::now(),
                 failure_at_filter: failure,
             },
@@ -719,6 +849,7 @@ impl ClusterCache {
                 Placement {
                     pod,
                     node: Some(node.to_string()),
+                    bound: true,
                     since: Instant::now(),
                     failure_at_filter: None,
                 },
@@ -1031,6 +1162,24 @@ impl ClusterQuery {
             .workloads
             .get(&(kind.to_string(), namespace.to_string(), name.to_string()))
             .cloned()
+    }
+
+    pub fn get_tidb_cluster(&self, namespace: &str, name: &str) -> Option<TidbCluster> {
+        self.cache
+            .state
+            .read()
+            .tidb_clusters
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Label `key`'s value id on each node id (its column made on first
+    /// use, as for the keys of scheduler needs).
+    pub fn node_label_ids(&self, key: &str, nodes: &[u32]) -> Vec<u32> {
+        self.cache
+            .label_columns(nodes, &[key.to_string()])
+            .pop()
+            .unwrap_or_default()
     }
 }
 

@@ -1,6 +1,6 @@
 //! Kubernetes watches that keep the cache current.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,25 +13,34 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
-use super::{ClusterCache, convert, storage};
+use super::kinds::{KindState, OptionalKind, not_served_sentence};
+use super::{ClusterCache, convert, storage, tidb};
 
 /// How one watched kind enters and leaves the cache.
 struct Kind<K> {
     name: &'static str,
-    /// A kind the API server may not serve (a CRD that is not installed,
-    /// an API version this Kubernetes lacks): a 404 means "none", not an
-    /// error, and does not hold back the cache's sync.
-    optional: bool,
     upsert: fn(&K, &ClusterCache),
     remove: fn(&ClusterCache, &str, &str),
 }
 
-/// HwameiStor's custom resources, read as dynamic objects.
-fn hwameistor(kind: &str, plural: &str) -> ApiResource {
+/// Where a watch reports its initial list: the core kinds to
+/// [`watch_cluster`], which marks the cache synced once all have; an
+/// optional kind in the cache's kind states.
+enum SyncReport {
+    Core(mpsc::Sender<&'static str>),
+    Optional(OptionalKind),
+}
+
+/// A custom resource (HwameiStor's, tidb-operator's), read as a dynamic
+/// object.
+fn custom(kind: OptionalKind) -> ApiResource {
+    let (group, version) = kind.group_version();
     ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("hwameistor.io", "v1alpha1", kind),
-        plural,
+        &GroupVersionKind::gvk(group, version, kind.name()),
+        kind.plural(),
     )
 }
 
@@ -43,190 +52,335 @@ fn json(obj: &DynamicObject) -> serde_json::Value {
 /// retries with backoff, and the log should say what is wrong, not flood.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Watches every kind the cache holds; marks the cache synced once each
-/// watch has delivered its initial list (or found its kind not served).
-/// `server` names the API server in messages. Runs until the process stops.
-pub async fn watch_cluster(client: Client, server: String, cache: Arc<ClusterCache>) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(16);
+/// Default of `cluster.discoveryIntervalSeconds`: how often the API
+/// server's discovery is asked which wanted optional kinds it serves.
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Watches the core kinds, and the optional kinds `wanted` names (the
+/// configured policies' needs, updated when they change) while the API
+/// server serves them: discovery is asked at start, every
+/// `discovery_interval` and whenever `wanted` changes, so a CRD installed
+/// (or removed) later is picked up without a restart. Marks the cache
+/// synced once every core watch has delivered its initial list. `server`
+/// names the API server in messages. Runs until `wanted`'s sender is
+/// dropped.
+pub async fn watch_cluster(
+    client: Client,
+    server: String,
+    cache: Arc<ClusterCache>,
+    wanted: tokio::sync::watch::Receiver<BTreeSet<OptionalKind>>,
+    discovery_interval: Duration,
+) {
+    cache.mark_watched();
+    let (tx, mut rx) = mpsc::channel::<&'static str>(16);
     let server: Arc<str> = server.into();
-    let c = || (client.clone(), (cache.clone(), server.clone()), tx.clone());
-    let dynamic = |c: &Client, r: &ApiResource| Api::<DynamicObject>::all_with(c.clone(), r);
-    let (cl, ca, t) = c();
-    let mut kinds = vec![tokio::spawn(watch::<Pod>(
-        Api::all(cl),
-        Kind {
-            name: "Pod",
-            optional: false,
-            upsert: |o, c| {
-                let pod = convert::pod(o);
-                let uid = pod.uid.clone();
-                c.upsert_pod(pod);
-                c.observe_scheduling(&uid, convert::scheduling_failure(o));
-            },
-            remove: |c, ns, n| c.remove_pod(ns, n),
-        },
-        ca,
-        t,
-    ))];
-    let (cl, ca, t) = c();
-    kinds.push(tokio::spawn(watch::<Node>(
-        Api::all(cl),
-        Kind {
-            name: "Node",
-            optional: false,
-            upsert: |o, c| {
-                let node = convert::node(o);
-                let capacity =
-                    storage::topolvm_capacity(&node.name, o.metadata.annotations.as_ref());
-                c.set_topolvm_capacity(&node.name, capacity);
-                c.upsert_node(node);
-            },
-            remove: |c, _, n| {
-                c.set_topolvm_capacity(n, Vec::new());
-                c.remove_node(n);
-            },
-        },
-        ca,
-        t,
-    )));
-    let (cl, ca, t) = c();
-    kinds.push(tokio::spawn(watch::<PersistentVolumeClaim>(
-        Api::all(cl),
-        Kind {
-            name: "PersistentVolumeClaim",
-            optional: false,
-            upsert: |o, c| c.upsert_claim(convert::claim(o)),
-            remove: |c, ns, n| c.remove_claim(ns, n),
-        },
-        ca,
-        t,
-    )));
-    let (cl, ca, t) = c();
-    kinds.push(tokio::spawn(watch::<PersistentVolume>(
-        Api::all(cl),
-        Kind {
-            name: "PersistentVolume",
-            optional: false,
-            upsert: |o, c| c.upsert_volume(convert::volume(o)),
-            remove: |c, _, n| c.remove_volume(n),
-        },
-        ca,
-        t,
-    )));
-    let (cl, ca, t) = c();
-    kinds.push(tokio::spawn(watch::<StorageClass>(
-        Api::all(cl),
-        Kind {
-            name: "StorageClass",
-            optional: false,
-            upsert: |o, c| c.upsert_storage_class(convert::storage_class(o)),
-            remove: |c, _, n| c.remove_storage_class(n),
-        },
-        ca,
-        t,
-    )));
-    let (cl, ca, t) = c();
-    kinds.push(tokio::spawn(watch::<StatefulSet>(
-        Api::all(cl),
-        Kind {
-            name: "StatefulSet",
-            optional: false,
-            upsert: |o, c| c.upsert_workload(convert::workload(o)),
-            remove: |c, ns, n| c.remove_workload("StatefulSet", ns, n),
-        },
-        ca,
-        t,
-    )));
-    let (cl, ca, t) = c();
-    kinds.push(tokio::spawn(watch::<CSIStorageCapacity>(
-        Api::all(cl),
-        Kind {
-            name: "CSIStorageCapacity",
-            optional: true,
-            upsert: |o, c| {
-                c.upsert_csi_capacity(
-                    o.metadata.namespace.as_deref().unwrap_or_default(),
-                    o.metadata.name.as_deref().unwrap_or_default(),
-                    storage::csi_capacity(o),
-                )
-            },
-            remove: |c, ns, n| c.remove_csi_capacity(ns, n),
-        },
-        ca,
-        t,
-    )));
-    let (cl, ca, t) = c();
-    kinds.push(tokio::spawn(watch::<DynamicObject>(
-        dynamic(&cl, &hwameistor("LocalStorageNode", "localstoragenodes")),
-        Kind {
-            name: "LocalStorageNode",
-            optional: true,
-            upsert: |o, c| c.upsert_storage_node(&json(o)),
-            remove: |c, _, n| c.remove_storage_node(n),
-        },
-        ca,
-        t,
-    )));
-    let (cl, ca, t) = c();
-    kinds.push(tokio::spawn(watch::<DynamicObject>(
-        dynamic(&cl, &hwameistor("LocalDiskNode", "localdisknodes")),
-        Kind {
-            name: "LocalDiskNode",
-            optional: true,
-            upsert: |o, c| c.upsert_disk_node(&json(o)),
-            remove: |c, _, n| c.remove_disk_node(n),
-        },
-        ca,
-        t,
-    )));
-    let (cl, ca, t) = c();
-    kinds.push(tokio::spawn(watch::<DynamicObject>(
-        dynamic(&cl, &hwameistor("LocalVolume", "localvolumes")),
-        Kind {
-            name: "LocalVolume",
-            optional: true,
-            upsert: |o, c| c.upsert_local_volume(&json(o)),
-            remove: |c, _, n| c.remove_local_volume(n),
-        },
-        ca,
-        t,
-    )));
+    let core = core_watches(&client, &(cache.clone(), server.clone()), &tx);
     drop(tx);
-    let mut pending: HashSet<&str> = HashSet::new();
-    let total = kinds.len();
-    while let Some(kind) = rx.recv().await {
-        pending.insert(kind);
-        if pending.len() == total {
-            tracing::info!(
-                nodes = cache.node_count(),
-                pods = cache.pod_count(),
-                "cluster cache synced"
-            );
-            cache.mark_synced();
-            break;
+    let total = core.len();
+    let synced = cache.clone();
+    let core_synced = tokio::spawn(async move {
+        let mut pending: HashSet<&str> = HashSet::new();
+        while let Some(kind) = rx.recv().await {
+            pending.insert(kind);
+            if pending.len() == total {
+                tracing::info!(
+                    nodes = synced.node_count(),
+                    pods = synced.pod_count(),
+                    "cluster cache synced"
+                );
+                synced.mark_synced();
+                break;
+            }
         }
-    }
-    for k in kinds {
-        let _ = k.await;
+    });
+    let optional = Optional {
+        client,
+        cache,
+        server,
+        watches: BTreeMap::new(),
+        failures: FailureLog::default(),
+    };
+    optional.supervise(wanted, discovery_interval).await;
+    core_synced.abort();
+    for k in core {
+        k.abort();
     }
 }
 
-/// Whether a watch error says the API server does not serve the kind.
-fn not_served(e: &watcher::Error) -> bool {
-    match e {
-        watcher::Error::InitialListFailed(kube::Error::Api(s))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.is_not_found(),
-        watcher::Error::WatchError(s) => s.is_not_found(),
-        _ => false,
+/// The watches of the kinds every Steward needs.
+fn core_watches(
+    client: &Client,
+    to: &(Arc<ClusterCache>, Arc<str>),
+    tx: &mpsc::Sender<&'static str>,
+) -> Vec<JoinHandle<()>> {
+    let report = || SyncReport::Core(tx.clone());
+    vec![
+        tokio::spawn(watch::<Pod>(
+            Api::all(client.clone()),
+            Kind {
+                name: "Pod",
+                upsert: |o, c| {
+                    let pod = convert::pod(o);
+                    let uid = pod.uid.clone();
+                    c.upsert_pod(pod);
+                    c.observe_scheduling(&uid, convert::scheduling_failure(o));
+                },
+                remove: |c, ns, n| c.remove_pod(ns, n),
+            },
+            to.clone(),
+            report(),
+        )),
+        tokio::spawn(watch::<Node>(
+            Api::all(client.clone()),
+            Kind {
+                name: "Node",
+                upsert: |o, c| {
+                    let node = convert::node(o);
+                    let capacity =
+                        storage::topolvm_capacity(&node.name, o.metadata.annotations.as_ref());
+                    c.set_topolvm_capacity(&node.name, capacity);
+                    c.upsert_node(node);
+                },
+                remove: |c, _, n| {
+                    c.set_topolvm_capacity(n, Vec::new());
+                    c.remove_node(n);
+                },
+            },
+            to.clone(),
+            report(),
+        )),
+        tokio::spawn(watch::<PersistentVolumeClaim>(
+            Api::all(client.clone()),
+            Kind {
+                name: "PersistentVolumeClaim",
+                upsert: |o, c| c.upsert_claim(convert::claim(o)),
+                remove: |c, ns, n| c.remove_claim(ns, n),
+            },
+            to.clone(),
+            report(),
+        )),
+        tokio::spawn(watch::<PersistentVolume>(
+            Api::all(client.clone()),
+            Kind {
+                name: "PersistentVolume",
+                upsert: |o, c| c.upsert_volume(convert::volume(o)),
+                remove: |c, _, n| c.remove_volume(n),
+            },
+            to.clone(),
+            report(),
+        )),
+        tokio::spawn(watch::<StorageClass>(
+            Api::all(client.clone()),
+            Kind {
+                name: "StorageClass",
+                upsert: |o, c| c.upsert_storage_class(convert::storage_class(o)),
+                remove: |c, _, n| c.remove_storage_class(n),
+            },
+            to.clone(),
+            report(),
+        )),
+        tokio::spawn(watch::<StatefulSet>(
+            Api::all(client.clone()),
+            Kind {
+                name: "StatefulSet",
+                upsert: |o, c| c.upsert_workload(convert::workload(o)),
+                remove: |c, ns, n| c.remove_workload("StatefulSet", ns, n),
+            },
+            to.clone(),
+            report(),
+        )),
+    ]
+}
+
+/// The optional kinds' watches, started and stopped as discovery and the
+/// policies' needs say.
+struct Optional {
+    client: Client,
+    cache: Arc<ClusterCache>,
+    server: Arc<str>,
+    watches: BTreeMap<OptionalKind, JoinHandle<()>>,
+    failures: FailureLog,
+}
+
+impl Optional {
+    async fn supervise(
+        mut self,
+        mut wanted: tokio::sync::watch::Receiver<BTreeSet<OptionalKind>>,
+        interval: Duration,
+    ) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let want = wanted.borrow_and_update().clone();
+            self.reconcile(&want).await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = wanted.changed() => if changed.is_err() { break },
+            }
+        }
+        for (_, watch) in std::mem::take(&mut self.watches) {
+            watch.abort();
+        }
     }
+
+    /// Stops the watches of kinds no longer wanted; asks discovery about
+    /// the wanted ones, starting the watch of each newly served kind and
+    /// stopping that of each no longer served.
+    async fn reconcile(&mut self, want: &BTreeSet<OptionalKind>) {
+        let unwanted: Vec<OptionalKind> = self
+            .watches
+            .keys()
+            .filter(|k| !want.contains(k))
+            .copied()
+            .collect();
+        for kind in unwanted {
+            self.stop(kind, KindState::Listing);
+        }
+        for &kind in want {
+            match served(&self.client, kind).await {
+                Ok(true) if !self.watches.contains_key(&kind) => {
+                    tracing::info!(kind = %kind, "the API server serves {kind}: watching it");
+                    let watch = self.start(kind);
+                    self.watches.insert(kind, watch);
+                }
+                Ok(true) => {}
+                Ok(false) => {
+                    if self.cache.kind_state(kind) != KindState::NotServed {
+                        tracing::warn!(
+                            kind = %kind,
+                            server = %self.server,
+                            "{}",
+                            not_served_sentence(&[kind]).unwrap_or_default()
+                        );
+                    }
+                    self.stop(kind, KindState::NotServed);
+                }
+                Err(e) => {
+                    if let Some(repeats) = self.failures.record() {
+                        tracing::warn!(
+                            kind = %kind,
+                            server = %self.server,
+                            error = %e,
+                            repeats,
+                            "asking the API server at {} whether it serves {kind} failed; asked \
+                             again at the next discovery (further failures are logged once a \
+                             minute)",
+                            self.server
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn stop(&mut self, kind: OptionalKind, state: KindState) {
+        if let Some(watch) = self.watches.remove(&kind) {
+            watch.abort();
+        }
+        self.cache.clear_kind(kind, state);
+    }
+
+    fn start(&self, kind: OptionalKind) -> JoinHandle<()> {
+        let to = (self.cache.clone(), self.server.clone());
+        let report = SyncReport::Optional(kind);
+        let client = self.client.clone();
+        match kind {
+            OptionalKind::CsiStorageCapacity => tokio::spawn(watch::<CSIStorageCapacity>(
+                Api::all(client),
+                Kind {
+                    name: kind.name(),
+                    upsert: |o, c| {
+                        c.upsert_csi_capacity(
+                            o.metadata.namespace.as_deref().unwrap_or_default(),
+                            o.metadata.name.as_deref().unwrap_or_default(),
+                            storage::csi_capacity(o),
+                        )
+                    },
+                    remove: |c, ns, n| c.remove_csi_capacity(ns, n),
+                },
+                to,
+                report,
+            )),
+            OptionalKind::LocalStorageNode => tokio::spawn(watch::<DynamicObject>(
+                Api::all_with(client, &custom(kind)),
+                Kind {
+                    name: kind.name(),
+                    upsert: |o, c| c.upsert_storage_node(&json(o)),
+                    remove: |c, _, n| c.remove_storage_node(n),
+                },
+                to,
+                report,
+            )),
+            OptionalKind::LocalDiskNode => tokio::spawn(watch::<DynamicObject>(
+                Api::all_with(client, &custom(kind)),
+                Kind {
+                    name: kind.name(),
+                    upsert: |o, c| c.upsert_disk_node(&json(o)),
+                    remove: |c, _, n| c.remove_disk_node(n),
+                },
+                to,
+                report,
+            )),
+            OptionalKind::LocalVolume => tokio::spawn(watch::<DynamicObject>(
+                Api::all_with(client, &custom(kind)),
+                Kind {
+                    name: kind.name(),
+                    upsert: |o, c| c.upsert_local_volume(&json(o)),
+                    remove: |c, _, n| c.remove_local_volume(n),
+                },
+                to,
+                report,
+            )),
+            OptionalKind::TidbCluster => tokio::spawn(watch::<DynamicObject>(
+                Api::all_with(client, &custom(kind)),
+                Kind {
+                    name: kind.name(),
+                    upsert: |o, c| c.upsert_tidb_cluster(tidb::tidb_cluster(&json(o))),
+                    remove: |c, ns, n| c.remove_tidb_cluster(ns, n),
+                },
+                to,
+                report,
+            )),
+            OptionalKind::AdvancedStatefulSet => tokio::spawn(watch::<DynamicObject>(
+                Api::all_with(client, &custom(kind)),
+                Kind {
+                    name: "StatefulSet (apps.pingcap.com/v1)",
+                    upsert: |o, c| c.upsert_workload(tidb::advanced_statefulset(&json(o))),
+                    remove: |c, ns, n| c.remove_workload(tidb::ADVANCED_STATEFULSET, ns, n),
+                },
+                to,
+                report,
+            )),
+        }
+    }
+}
+
+/// Whether the API server's discovery lists `kind`: its group version is
+/// served (else a 404) and names the resource.
+async fn served(client: &Client, kind: OptionalKind) -> Result<bool, kube::Error> {
+    let (group, version) = kind.group_version();
+    match client
+        .list_api_group_resources(&format!("{group}/{version}"))
+        .await
+    {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == kind.plural())),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A 404, whether as a Status or as the plain-text "404 page not found"
+/// the API server answers for a group it does not serve (which kube's
+/// `is_not_found` misses: it prefers the reason kube makes up for it).
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
 async fn watch<K>(
     api: Api<K>,
     kind: Kind<K>,
     (cache, server): (Arc<ClusterCache>, Arc<str>),
-    synced: tokio::sync::mpsc::Sender<&'static str>,
+    synced: SyncReport,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -237,7 +391,6 @@ async fn watch<K>(
     // Objects of the current (re)list, to drop the ones that disappeared.
     let mut relist: Option<Vec<K>> = None;
     let mut known: HashSet<(String, String)> = HashSet::new();
-    let mut reported_absent = false;
     let mut failures = FailureLog::default();
     while let Some(event) = stream.next().await {
         match event {
@@ -266,20 +419,11 @@ async fn watch<K>(
                     (kind.upsert)(obj, &cache);
                 }
                 known = fresh;
-                let _ = synced.send(name).await;
-            }
-            Err(e) if kind.optional && not_served(&e) => {
-                if !reported_absent {
-                    reported_absent = true;
-                    tracing::info!(
-                        kind = name,
-                        "the API server does not serve this kind; Steward sees none until it \
-                         does (checked again with backoff)"
-                    );
-                    for (ns, n) in known.drain() {
-                        (kind.remove)(&cache, &ns, &n);
+                match &synced {
+                    SyncReport::Core(tx) => {
+                        let _ = tx.send(name).await;
                     }
-                    let _ = synced.send(name).await;
+                    SyncReport::Optional(k) => cache.set_kind_state(*k, KindState::Synced),
                 }
             }
             Err(e) => {
@@ -350,25 +494,21 @@ mod tests {
     }
 
     #[test]
-    fn a_404_means_the_kind_is_not_served() {
-        let missing = || {
-            kube::Error::Api(
-                Status::failure(
-                    "the server could not find the requested resource",
-                    "NotFound",
-                )
-                .with_code(404)
-                .boxed(),
+    fn a_404_from_discovery_means_the_kind_is_not_served() {
+        let missing = kube::Error::Api(
+            Status::failure(
+                "the server could not find the requested resource",
+                "NotFound",
             )
-        };
-        assert!(not_served(&watcher::Error::InitialListFailed(missing())));
-        assert!(not_served(&watcher::Error::WatchStartFailed(missing())));
+            .with_code(404)
+            .boxed(),
+        );
+        assert!(is_not_found(&missing));
         let forbidden = kube::Error::Api(
             Status::failure("forbidden", "Forbidden")
                 .with_code(403)
                 .boxed(),
         );
-        assert!(!not_served(&watcher::Error::InitialListFailed(forbidden)));
-        assert!(!not_served(&watcher::Error::NoResourceVersion));
+        assert!(!is_not_found(&forbidden));
     }
 }

@@ -4,10 +4,12 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use steward_cluster::DEFAULT_DISCOVERY_INTERVAL;
 use steward_oci::signature::PublicKey;
 use steward_runtime::MAX_MEMORY_MIB;
 
@@ -116,9 +118,16 @@ impl std::fmt::Display for ModuleSource {
 pub enum ClusterSource {
     /// A multi-document YAML of Kubernetes objects.
     Snapshot(PathBuf),
-    /// A kubeconfig file; `""` uses the in-cluster service account or the
-    /// default kubeconfig (`$KUBECONFIG`, `~/.kube/config`).
-    Kubeconfig(String),
+    /// A live cluster, watched.
+    Kubeconfig {
+        /// A kubeconfig file; `""` uses the in-cluster service account or
+        /// the default kubeconfig (`$KUBECONFIG`, `~/.kube/config`).
+        path: String,
+        /// How often the API server's discovery is asked which of the
+        /// kinds the policies need it serves (a CRD installed or removed
+        /// later is picked up within this).
+        discovery_interval: Duration,
+    },
 }
 
 #[derive(Deserialize)]
@@ -126,15 +135,24 @@ pub enum ClusterSource {
 struct ClusterFields {
     snapshot: Option<PathBuf>,
     kubeconfig: Option<String>,
+    discovery_interval_seconds: Option<u64>,
 }
 
 impl TryFrom<ClusterFields> for ClusterSource {
     type Error = String;
 
     fn try_from(f: ClusterFields) -> Result<Self, String> {
-        match (f.snapshot, f.kubeconfig) {
-            (Some(s), None) => Ok(ClusterSource::Snapshot(s)),
-            (None, Some(k)) => Ok(ClusterSource::Kubeconfig(k)),
+        match (f.snapshot, f.kubeconfig, f.discovery_interval_seconds) {
+            (Some(_), None, Some(_)) => Err(
+                "discoveryIntervalSeconds applies to a kubeconfig source; a snapshot is read once"
+                    .into(),
+            ),
+            (Some(s), None, None) => Ok(ClusterSource::Snapshot(s)),
+            (None, Some(_), Some(0)) => Err("discoveryIntervalSeconds must be at least 1".into()),
+            (None, Some(path), seconds) => Ok(ClusterSource::Kubeconfig {
+                path,
+                discovery_interval: seconds.map_or(DEFAULT_DISCOVERY_INTERVAL, Duration::from_secs),
+            }),
             _ => Err(
                 "set exactly one of snapshot (a YAML file of objects) or kubeconfig \
                       (a kubeconfig path, or \"\" for in-cluster)"
@@ -851,6 +869,35 @@ mod tests {
             let e = refusal(&with_pd(pd));
             assert!(e.contains(says), "{pd}: {e}");
         }
+    }
+
+    #[test]
+    fn discovery_runs_every_30_s_unless_set_for_a_kubeconfig_source() {
+        let live = |cluster: &str| {
+            Config::parse(&MINIMAL.replace("cluster: {snapshot: s.yaml}", cluster))
+                .map(|c| c.cluster)
+        };
+        let interval = |cluster: &str| match live(cluster).unwrap() {
+            ClusterSource::Kubeconfig {
+                discovery_interval, ..
+            } => discovery_interval,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            interval("cluster: {kubeconfig: ''}"),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            interval("cluster: {kubeconfig: '', discoveryIntervalSeconds: 2}"),
+            Duration::from_secs(2)
+        );
+        let e = live("cluster: {kubeconfig: '', discoveryIntervalSeconds: 0}").unwrap_err();
+        assert!(e.to_string().contains("at least 1"), "{e}");
+        let e = live("cluster: {snapshot: s.yaml, discoveryIntervalSeconds: 5}").unwrap_err();
+        assert!(
+            e.to_string().contains("applies to a kubeconfig source"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use steward_runtime::Runtime;
 
 use crate::actions::Executor;
 use crate::admission::AdmissionHook;
+use crate::availability;
 use crate::budget::Budgets;
 use crate::config::{ClusterSource, Config, SchedulerConfig};
 use crate::extender::Extender;
@@ -17,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::policy::{PolicySet, PolicyStore};
 use crate::reconcile::{Reconciler, SystemClock, controller};
 use crate::reload::Reloader;
-use crate::reload::status::Status;
+use crate::reload::status::{Report, Status};
 
 /// The hooks, their cluster cache, metrics and policy status.
 #[derive(Clone)]
@@ -45,28 +46,30 @@ impl Hooks {
         let cluster = Arc::new(ClusterCache::new(Duration::from_secs(
             config.scheduler.in_flight_seconds,
         )));
-        let backend = match &config.cluster {
+        let (backend, live) = match &config.cluster {
             ClusterSource::Snapshot(path) => {
                 let path = config.resolve(path);
                 let n = load_snapshot(&cluster, &path)?;
                 tracing::info!(objects = n, snapshot = %path.display(), "snapshot loaded");
-                Backend::Snapshot
+                (Backend::Snapshot, None)
             }
-            ClusterSource::Kubeconfig(path) => {
-                let backend = Backend::connect(path).await?;
-                if let Backend::Kubernetes { client, server } = &backend {
-                    tokio::spawn(watch_cluster(
-                        client.clone(),
-                        server.clone(),
-                        cluster.clone(),
-                    ));
-                }
-                backend
-            }
+            ClusterSource::Kubeconfig {
+                path,
+                discovery_interval,
+            } => (Backend::connect(path).await?, Some(*discovery_interval)),
         };
         let filter_wait = Duration::from_millis(config.scheduler.filter_wait_ms);
         let hooks = Hooks::build(policies, cluster, backend, filter_wait);
-        if let Backend::Kubernetes { client, .. } = &hooks.extender.backend {
+        if let (Backend::Kubernetes { client, server }, Some(discovery_interval)) =
+            (&hooks.extender.backend, live)
+        {
+            tokio::spawn(watch_cluster(
+                client.clone(),
+                server.clone(),
+                hooks.cluster.clone(),
+                hooks.extender.policies.wanted_kinds(),
+                discovery_interval,
+            ));
             tokio::spawn(steward_cluster::requeue_pods(
                 client.clone(),
                 hooks.cluster.clone(),
@@ -111,6 +114,21 @@ impl Hooks {
             reconciler,
             config.reconcile.clone(),
         ));
+    }
+
+    /// What `GET /status` reports: every policy's version and reload
+    /// state, and the kinds missing for it.
+    pub fn status_report(&self) -> Report {
+        availability::with_missing_kinds(
+            self.status.report(),
+            &self.extender.policies.current(),
+            &self.cluster,
+        )
+    }
+
+    /// What `GET /readyz` answers (see [`availability::readiness`]).
+    pub fn readiness(&self) -> Result<(), String> {
+        availability::readiness(&self.extender.policies.current(), &self.cluster)
     }
 
     /// The hooks over `policies`, with the default `scheduler` settings.

@@ -8,11 +8,14 @@
 //! - [`actions`]: the fixed vocabulary policies act through (PD, Kubernetes);
 //! - [`policy`]: the one loader of configured policies, and [`reload`] which
 //!   watches their sources and swaps new versions in;
+//! - [`availability`]: policies degraded for kinds the API server lacks,
+//!   and readiness;
 //! - [`config`], [`pd`] (PD's HTTP API), [`metrics`];
 //! - [`Hooks`]: all of them, built from one configuration.
 
 pub mod actions;
 pub mod admission;
+pub mod availability;
 pub mod budget;
 pub mod config;
 pub mod extender;

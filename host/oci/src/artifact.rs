@@ -67,7 +67,7 @@ pub struct WasmConfig {
 pub struct ComponentConfig {
     pub exports: Vec<String>,
     pub imports: Vec<String>,
-    /// The world the component targets, e.g. `steward:policy/scheduler@0.1.0`.
+    /// The world the component targets, e.g. `steward:policy/scheduler@0.2.0`.
     #[serde(default)]
     pub target: Option<String>,
 }
@@ -194,8 +194,8 @@ mod tests {
     fn lays_out_the_cncf_artifact() {
         let component = ComponentConfig {
             exports: vec!["filter".into()],
-            imports: vec!["steward:policy/cluster@0.1.0".into()],
-            target: Some("steward:policy/scheduler@0.1.0".into()),
+            imports: vec!["steward:policy/cluster@0.2.0".into()],
+            target: Some("steward:policy/scheduler@0.2.0".into()),
         };
         let meta = PushMeta {
             title: Some("p.wasm".into()),
@@ -215,7 +215,7 @@ mod tests {
         assert_eq!(config["layerDigests"][0], digest(&a.wasm).as_str());
         assert_eq!(
             config["component"]["target"],
-            "steward:policy/scheduler@0.1.0"
+            "steward:policy/scheduler@0.2.0"
         );
     }
 

@@ -251,8 +251,8 @@ mod tests {
     #[test]
     fn imports_of_this_wit_version_and_std_plumbing_pass() {
         for name in [
-            "steward:policy/cluster@0.1.0",
-            "steward:policy/log@0.1.0",
+            "steward:policy/cluster@0.2.0",
+            "steward:policy/log@0.2.0",
             "wasi:cli/stderr@0.2.6",
             "wasi:io/streams@0.2.6",
             "wasi:random/insecure-seed@0.2.6",
@@ -263,12 +263,12 @@ mod tests {
 
     #[test]
     fn another_wit_version_is_refused_naming_both() {
-        let e = check_import("steward:policy/cluster@0.2.0")
+        let e = check_import("steward:policy/cluster@0.1.0")
             .unwrap_err()
             .to_string();
         assert!(
             e.contains(
-                "built against steward:policy@0.2.0, but this host serves steward:policy@0.1.0"
+                "built against steward:policy@0.1.0, but this host serves steward:policy@0.2.0"
             ),
             "{e}"
         );

@@ -8,7 +8,7 @@ use std::time::Duration;
 use steward_wit::common::steward::policy::{cluster, log, types};
 use steward_wit::{
     CapacitySource, Claim, LocalVolume, LogLevel, Node, NodeDisks, NodeSelectorTerm, Pod,
-    PoolColumns, SelectorRequirement, StorageClass, Volume, Workload,
+    PoolColumns, SelectorRequirement, StorageClass, TidbCluster, Volume, Workload,
 };
 use wasmtime::component::{HasData, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
@@ -279,6 +279,12 @@ impl cluster::Host for NoCluster {
     }
     fn get_workload(&mut self, _: String, _: String, _: String) -> Option<Workload> {
         None
+    }
+    fn get_tidb_cluster(&mut self, _: String, _: String) -> Option<TidbCluster> {
+        None
+    }
+    fn node_label_ids(&mut self, _: String, nodes: Vec<u32>) -> Vec<u32> {
+        vec![u32::MAX; nodes.len()]
     }
     fn node_name(&mut self, _: u32) -> Option<String> {
         None

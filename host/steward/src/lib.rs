@@ -17,7 +17,8 @@ pub mod server;
 
 pub use steward_cluster as cluster;
 pub use steward_hooks::{
-    Hooks, actions, admission, config, extender, metrics, pd, policy, reconcile, reload,
+    Hooks, actions, admission, availability, config, extender, metrics, pd, policy, reconcile,
+    reload,
 };
 pub use steward_oci as oci;
 pub use steward_runtime as runtime;

@@ -64,8 +64,8 @@ pub use reconcile::steward::policy::reconciling::{Plan, Replica, WorkloadState};
 
 pub use common::steward::policy::types::{
     CapacitySource, Claim, LocalVolume, LogLevel, Node, NodeDisks, NodeSelectorTerm, Owner, Pod,
-    PoolColumns, PoolState, SelectorOperator, SelectorRequirement, StorageClass, Taint, Volume,
-    Workload,
+    PoolColumns, PoolState, SelectorOperator, SelectorRequirement, StorageClass, Taint,
+    TidbCluster, TidbComponent, Volume, Workload,
 };
 pub use scheduler::steward::policy::scheduling::{
     Candidates, FilterResult, NodeScore, SchedulerNeeds,

@@ -92,6 +92,7 @@ pub fn statefulset(namespace: &str, name: &str, replicas: u32) -> Workload {
         update_revision: format!("{name}-r1"),
         selector: Vec::new(),
         claim_templates: Vec::new(),
+        desired_ordinals: (0..replicas).collect(),
     }
 }
 

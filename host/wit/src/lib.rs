@@ -5,11 +5,12 @@
 //! The shared interfaces are generated once (`common`) so every world uses
 //! the same `Pod`, `Node`, ... types and the same host implementations.
 
+pub mod ordinals;
 pub mod quantity;
 
 /// The WIT package version this host serves; components built against
 /// another version are refused at load.
-pub const WIT_PACKAGE: &str = "steward:policy@0.1.0";
+pub const WIT_PACKAGE: &str = "steward:policy@0.2.0";
 
 #[cfg(feature = "host")]
 mod bindings;

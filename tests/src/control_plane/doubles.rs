@@ -14,13 +14,11 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
+use steward::cluster::SELECTED_NODE_ANNOTATION;
 use tokio::task::JoinHandle;
 
 use crate::pd_double::PdDouble;
 
-/// The annotation kube-scheduler's volume backend puts on a
-/// WaitForFirstConsumer claim once it picked the pod's node.
-pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
 
 /// Background tasks playing node agents; aborted when dropped.
@@ -203,7 +201,7 @@ async fn provision(client: Client, provisioners: BTreeSet<String>) {
     while let Some(event) = events.next().await {
         let Ok(claim) = event else { continue };
         let spec = claim.spec.clone().unwrap_or_default();
-        let Some(node) = claim.annotations().get(SELECTED_NODE).cloned() else {
+        let Some(node) = claim.annotations().get(SELECTED_NODE_ANNOTATION).cloned() else {
             continue;
         };
         if spec.volume_name.is_some() || claim.metadata.deletion_timestamp.is_some() {

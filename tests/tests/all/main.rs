@@ -4,6 +4,7 @@
 //! but no Kubernetes control plane: those tests are in `tests/e2e/`.
 
 mod admission;
+mod availability;
 mod extender_wire;
 mod helm;
 mod hot_swap;

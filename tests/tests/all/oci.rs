@@ -74,13 +74,13 @@ async fn push_pull_and_inspect_round_trip_through_a_real_registry() {
     let component = config.component.expect("component section");
     assert_eq!(
         component.target.as_deref(),
-        Some("steward:policy/scheduler@0.1.0")
+        Some("steward:policy/scheduler@0.2.0")
     );
     assert!(component.exports.contains(&"filter".to_string()));
     assert!(
         component
             .imports
-            .contains(&"steward:policy/cluster@0.1.0".to_string())
+            .contains(&"steward:policy/cluster@0.2.0".to_string())
     );
 
     // Pull by the printed reference.
@@ -98,7 +98,7 @@ async fn push_pull_and_inspect_round_trip_through_a_real_registry() {
         format!("digest:      {}", digest(&wasm)),
         format!("manifest:    {manifest_digest}"),
         "world:       scheduler".into(),
-        "wit package: steward:policy@0.1.0".into(),
+        "wit package: steward:policy@0.2.0".into(),
         "annotation:  org.opencontainers.image.version=1.0".into(),
     ] {
         assert!(text.contains(&line), "missing `{line}` in:\n{text}");

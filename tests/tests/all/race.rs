@@ -2,8 +2,11 @@
 //! next PD pod is filtered the watch may not show the previous one placed.
 //! Steward counts pods it let through (and bound) before the watch does, and
 //! reserves the pool capacity of their claims until the pools count the
-//! volumes. A filter that meets a member in flight waits for it to be bound.
+//! volumes. A member in flight counts in every domain it may land in until
+//! its claim names the node kube-scheduler chose or it is bound; a filter
+//! that can place nobody because of members in flight waits for them.
 
+use steward::cluster::SELECTED_NODE_ANNOTATION;
 use steward::extender::CandidateNodes;
 use steward::wit::Pod;
 use steward_tests::{LOCAL_PV, PD_QUORUM, app};
@@ -56,7 +59,7 @@ fn a_pod_between_filter_and_bind_holds_back_the_next_member() {
     assert_eq!(second.node_names.unwrap(), Vec::<String>::new());
     let reason = &second.failed_nodes[NODES[0]];
     assert!(
-        reason.contains("waiting for pod tidb-cluster/basic-pd-0 to be bound"),
+        reason.contains("and basic-pd-0 may still land there"),
         "{reason}"
     );
     // Waiting is resolvable: kube-scheduler retries the pod.
@@ -64,6 +67,56 @@ fn a_pod_between_filter_and_bind_holds_back_the_next_member() {
 
     // A retry of pd-0 itself is not blocked by its own earlier attempt.
     assert_eq!(passing(&app, &pd0, all_nodes()).len(), 4);
+}
+
+/// What kube-scheduler's volume binding does in PreBind, before it waits
+/// for the volume: names the chosen node on the pod's claim.
+fn select_node(app: &steward::server::App, claim: &str, node: &str) {
+    let query = steward::cluster::ClusterQuery::new(app.hooks.cluster.clone());
+    let mut claim = query
+        .get_claim("tidb-cluster", claim)
+        .expect("claim in snapshot");
+    claim
+        .annotations
+        .retain(|(k, _)| k != SELECTED_NODE_ANNOTATION);
+    claim
+        .annotations
+        .push((SELECTED_NODE_ANNOTATION.into(), node.into()));
+    app.hooks.cluster.upsert_claim(claim);
+}
+
+#[test]
+fn a_claims_selected_node_places_the_member_before_its_bind() {
+    let app = app(PD_QUORUM);
+    let pd0 = pod(&app, "basic-pd-0");
+    let pd1 = pod(&app, "basic-pd-1");
+    assert_eq!(passing(&app, &pd0, all_nodes()).len(), 4);
+    assert!(passing(&app, &pd1, all_nodes()).is_empty());
+    // kube-scheduler chose node 52 for pd-0: its claim says so long before
+    // the volume exists and the pod is bound.
+    select_node(&app, "pd-basic-pd-0", NODES[1]);
+    let second = app.hooks.extender.filter_pod(&pd1, all_nodes());
+    assert_eq!(second.node_names.unwrap(), [NODES[0], NODES[2], NODES[3]]);
+    assert!(second.failed_nodes[NODES[1]].contains("already has 1 pd pod(s)"));
+}
+
+#[test]
+fn a_selected_node_left_from_an_earlier_attempt_says_nothing() {
+    let app = app(PD_QUORUM);
+    let pd0 = pod(&app, "basic-pd-0");
+    let pd1 = pod(&app, "basic-pd-1");
+    // An earlier attempt of pd-0 chose 52, then failed.
+    select_node(&app, "pd-basic-pd-0", NODES[1]);
+    assert_eq!(passing(&app, &pd0, all_nodes()).len(), 4);
+    // A relist delivers the claim unchanged: pd-0 is still in flight.
+    select_node(&app, "pd-basic-pd-0", NODES[1]);
+    assert!(passing(&app, &pd1, all_nodes()).is_empty());
+    // This attempt chooses 53.
+    select_node(&app, "pd-basic-pd-0", NODES[2]);
+    assert_eq!(
+        passing(&app, &pd1, all_nodes()),
+        [NODES[0], NODES[1], NODES[3]]
+    );
 }
 
 #[test]
@@ -382,7 +435,7 @@ async fn a_pod_still_refused_when_its_wait_ends_is_requeued_once_the_member_bind
     assert_eq!(answer["NodeNames"], serde_json::json!([]));
     let reason = answer["FailedNodes"][NODES[0]].as_str().unwrap();
     assert!(
-        reason.contains("waiting for pod tidb-cluster/basic-pd-0"),
+        reason.contains("and basic-pd-0 may still land there"),
         "{reason}"
     );
     // Nothing to requeue while pd-0 is in flight; once it is bound, pd-2.

@@ -71,12 +71,12 @@ fn what_is_not_a_policy_is_refused_with_a_reason() {
 fn a_component_built_against_another_wit_version_is_refused_naming_both() {
     let wasm = std::fs::read(guest("foreign_wit")).unwrap();
     let error = match steward_tests::runtime().load(&wasm) {
-        Ok(_) => panic!("a component of steward:policy@0.2.0 loaded"),
+        Ok(_) => panic!("a component of steward:policy@0.1.0 loaded"),
         Err(e) => format!("{e:#}"),
     };
     assert!(
         error.contains(
-            "built against steward:policy@0.2.0, but this host serves steward:policy@0.1.0"
+            "built against steward:policy@0.1.0, but this host serves steward:policy@0.2.0"
         ),
         "{error}"
     );

@@ -14,4 +14,6 @@ mod pd_tls;
 mod placement;
 mod reconcile;
 mod safety;
+mod sources;
 mod tidb;
+mod tidb_operator;

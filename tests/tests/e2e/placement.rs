@@ -15,8 +15,8 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
+use steward::cluster::SELECTED_NODE_ANNOTATION;
 use steward::config::{Config, Hook};
-use steward_tests::control_plane::doubles::SELECTED_NODE;
 use steward_tests::control_plane::{Binaries, ControlPlane, KubeVersion};
 use steward_tests::e2e::{
     Cluster, DEPLOY_NAMESPACE, SCHEDULER_NAME, Steward, add_ready_node, cordon, create,
@@ -179,7 +179,7 @@ fn placement_respects_quorum_and_explains_refusals() {
             for (component, pods) in [("pd", &pd), ("tikv", &tikv)] {
                 for (pod, node) in pods {
                     let claim = claims.get(&format!("{component}-{pod}")).await?;
-                    let selected = claim.annotations().get(SELECTED_NODE);
+                    let selected = claim.annotations().get(SELECTED_NODE_ANNOTATION);
                     ensure!(
                         selected == Some(node),
                         "the claim of {pod} was provisioned for {selected:?}, the pod is on {node}"

@@ -1,9 +1,9 @@
 //! The worked examples of tidb-scheduler's HA predicate, one test each.
 
 use steward_sdk::Pod;
-use steward_sdk::build::{claim, node, pod, statefulset};
+use steward_sdk::build::{claim, node, pod, statefulset, tidb_cluster, tidb_component};
 use steward_sdk::cluster::FakeCluster;
-use steward_sdk::tidb::FAILURES_ANNOTATION;
+use steward_sdk::tidb::{ADVANCED_STATEFULSET, FAILURES_ANNOTATION};
 
 use super::*;
 
@@ -220,22 +220,42 @@ fn a_pod_with_a_bound_claim_returns_to_its_only_node() {
 }
 
 #[test]
-fn a_member_waits_while_another_is_between_filter_and_bind() {
-    let c = cluster_with(
-        statefulset("basic-pd", 3),
-        vec![
-            member("pd", 0).pending().in_flight(),
-            member("pd", 1).pending(),
-        ],
-    );
+fn members_in_flight_count_in_every_domain_against_the_limit() {
     let s = Settings::default();
-    let p = member("pd", 1).pending();
-    let candidates: &[&str] = &["A", "B"];
-    assert!(accepted(&c, &s, &p, candidates).is_empty());
-    assert!(reasons(&c, &s, &p, candidates)[0].contains("waiting for pod default/basic-pd-0"));
-    // The in-flight pod itself is not blocked by its own earlier attempt.
+    let candidates: &[&str] = &["A", "B", "C"];
+    // Three PD replicas: one per domain, so a member in flight anywhere
+    // leaves no domain open.
+    let three = cluster_with(
+        statefulset("basic-pd", 3),
+        vec![member("pd", 0).pending().in_flight()],
+    );
+    let p1 = member("pd", 1).pending();
+    assert!(accepted(&three, &s, &p1, candidates).is_empty());
+    let why = reasons(&three, &s, &p1, candidates);
+    assert!(
+        why[0].contains("and basic-pd-0 may still land there"),
+        "{why:?}"
+    );
+    // The in-flight pod itself is not held back by its own earlier attempt.
     let p0 = member("pd", 0).pending();
-    assert_eq!(accepted(&c, &s, &p0, candidates), ["A", "B"]);
+    assert_eq!(accepted(&three, &s, &p0, candidates), candidates);
+
+    // Five replicas: two per domain, so a second member goes at once.
+    let five = |members: Vec<Pod>| cluster_with(statefulset("basic-pd", 5), members);
+    let c = five(vec![member("pd", 0).pending().in_flight()]);
+    assert_eq!(accepted(&c, &s, &p1, candidates), candidates);
+    // One placed on A and one in flight: A could reach three, B and C not.
+    let c = five(vec![
+        member("pd", 0).on("A"),
+        member("pd", 2).pending().in_flight(),
+    ]);
+    assert_eq!(accepted(&c, &s, &p1, candidates), ["B", "C"]);
+    // Two in flight: either could join the third anywhere.
+    let c = five(vec![
+        member("pd", 0).pending().in_flight(),
+        member("pd", 2).pending().in_flight(),
+    ]);
+    assert!(accepted(&c, &s, &p1, candidates).is_empty());
 }
 
 #[test]
@@ -269,4 +289,150 @@ fn settings_are_checked() {
     assert!(settings::parse::<Settings>(r#"{"topologyKey": ""}"#).is_err());
     let e = settings::parse::<Settings>(r#"{"topologyKye": "zone"}"#).unwrap_err();
     assert!(e.contains("unknown field `topologyKye`"), "{e}");
+}
+
+/// Nodes A and B in zone z1, C in z2, D in z3, E without a zone.
+fn zoned(c: FakeCluster) -> FakeCluster {
+    FakeCluster {
+        nodes: vec![
+            node("A").label(ZONE, "z1"),
+            node("B").label(ZONE, "z1"),
+            node("C").label(ZONE, "z2"),
+            node("D").label(ZONE, "z3"),
+            node("E"),
+        ],
+        ..c
+    }
+}
+
+#[test]
+fn the_tidb_clusters_annotation_names_the_topology_key() {
+    let c = zoned(cluster_with(
+        statefulset("basic-pd", 3),
+        vec![member("pd", 0).on("A"), member("pd", 1).on("C")],
+    ))
+    .with_tidb_cluster(
+        tidb_cluster("basic")
+            .ha_topology_key(ZONE)
+            .with_pd(tidb_component(3)),
+    );
+    // The setting (hostname) is only the default: the zones count here.
+    let s = Settings::default();
+    let p = member("pd", 2).pending();
+    let candidates: &[&str] = &["A", "B", "C", "D", "E"];
+    assert_eq!(accepted(&c, &s, &p, candidates), ["D"]);
+    let why = reasons(&c, &s, &p, candidates);
+    assert!(
+        why.iter()
+            .any(|r| r.contains("topology.kubernetes.io/zone=z1 already has 1 pd pod(s)")),
+        "{why:?}"
+    );
+    assert!(
+        why.iter()
+            .any(|r| r.contains("node has no topology.kubernetes.io/zone label")),
+        "{why:?}"
+    );
+    // Without the annotation the setting applies: one PD per host.
+    let plain = FakeCluster {
+        tidb_clusters: vec![tidb_cluster("basic").with_pd(tidb_component(3))],
+        ..c
+    };
+    assert_eq!(accepted(&plain, &s, &p, candidates), ["B", "D", "E"]);
+}
+
+#[test]
+fn replicas_come_from_the_tidb_cluster_counting_deleted_failure_members() {
+    // The StatefulSet still says 4; PD's spec says 4 and pd-1's member was
+    // deleted from PD, so tidb-operator wants 5 pods: at most 2 per domain.
+    let members = vec![
+        member("pd", 0).on("A"),
+        member("pd", 1).on("D"),
+        member("pd", 2).on("B"),
+        member("pd", 3).on("C"),
+    ];
+    let c = cluster_with(statefulset("basic-pd", 4), members).with_tidb_cluster(
+        tidb_cluster("basic").with_pd(tidb_component(4).failure("basic-pd-1", true)),
+    );
+    let s = Settings::default();
+    let p = member("pd", 4).pending();
+    assert_eq!(accepted(&c, &s, &p, &["A", "B", "C"]), ["A", "B", "C"]);
+    // pd-1 is a failure member: its node D is free again, the least loaded.
+    assert_eq!(accepted(&c, &s, &p, &["A", "B", "C", "D"]), ["D"]);
+    // A failure member still in PD adds no replica: at most 1 per domain.
+    let c = FakeCluster {
+        tidb_clusters: vec![
+            tidb_cluster("basic").with_pd(tidb_component(4).failure("basic-pd-1", false)),
+        ],
+        ..c
+    };
+    assert!(accepted(&c, &s, &p, &["A", "B", "C"]).is_empty());
+}
+
+#[test]
+fn tikv_failure_stores_come_from_the_tidb_cluster() {
+    // The StatefulSet carries no failure store of Steward's: tidb-operator
+    // recorded tikv-1 in status.tikv.failureStores and wants 4 replicas.
+    let c = cluster_with(
+        statefulset("basic-tikv", 4),
+        vec![
+            member("tikv", 0).on("A"),
+            member("tikv", 1).on("B"),
+            member("tikv", 2).on("C"),
+        ],
+    )
+    .with_tidb_cluster(
+        tidb_cluster("basic").with_tikv(tidb_component(3).failure("basic-tikv-1", true)),
+    );
+    let s = Settings::default();
+    let p = member("tikv", 3).pending();
+    // Domains in use (A, C) < 3, so max 1: B and D are open.
+    assert_eq!(accepted(&c, &s, &p, &["A", "B", "C", "D"]), ["B", "D"]);
+}
+
+#[test]
+fn members_in_the_tidb_clusters_delete_slots_do_not_count() {
+    // Delete slot 1 of 3 PD replicas: pd-0, pd-2 and pd-3 are desired, and
+    // pd-1 (on B) is on its way out.
+    let c = cluster_with(
+        statefulset("basic-pd", 3),
+        vec![
+            member("pd", 0).on("A"),
+            member("pd", 1).on("B"),
+            member("pd", 2).on("C"),
+        ],
+    )
+    .with_tidb_cluster(tidb_cluster("basic").with_pd(tidb_component(3).delete_slots(&[1])));
+    let s = Settings::default();
+    let p = member("pd", 3).pending();
+    assert_eq!(accepted(&c, &s, &p, &["A", "B", "C", "D"]), ["B", "D"]);
+}
+
+#[test]
+fn an_advanced_statefulset_owner_is_resolved_with_its_delete_slots() {
+    let advanced = |p: Pod| Pod {
+        owner: Some(steward_sdk::Owner {
+            kind: ADVANCED_STATEFULSET.into(),
+            name: "basic-pd".into(),
+        }),
+        ..p
+    };
+    let c = cluster_with(
+        statefulset("basic-pd", 3).advanced(&[2]),
+        vec![
+            advanced(member("pd", 0)).on("A"),
+            advanced(member("pd", 1)).on("B"),
+            advanced(member("pd", 2)).on("C"),
+        ],
+    );
+    let s = Settings::default();
+    // Slot 2 deleted: 0, 1 and 3 are desired; pd-2 on C does not count.
+    let p = advanced(member("pd", 3)).pending();
+    assert_eq!(accepted(&c, &s, &p, &["A", "B", "C", "D"]), ["C", "D"]);
+    // A pod owned by a StatefulSet the cache lacks waits, naming its kind.
+    let lost = member("pd", 3).pending();
+    let why = reasons(&c, &s, &lost, &["A"]);
+    assert!(
+        why[0].contains("StatefulSet default/basic-pd of pod basic-pd-3 is not in the cluster"),
+        "{why:?}"
+    );
 }

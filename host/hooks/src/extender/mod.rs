@@ -254,7 +254,7 @@ impl Extender {
     }
 
     /// The `filter` request body to its answer's body. An evaluation that
-    /// refused nodes because pods of the same policies' concern are in
+    /// refused every node while pods of the same policies' concern were in
     /// flight (filtered, not bound) waits, holding no evaluation permit,
     /// until they are bound or their attempt failed, at most
     /// [`Extender::filter_wait`] in all, and evaluates again: the pod is
@@ -330,7 +330,7 @@ impl Extender {
         let known = alive.ids.len();
         let query = ClusterQuery::new(self.cluster.clone());
         let v = self.run_filters(&policies, &request.pod, names, alive, failed, &query);
-        let pending = if v.alive.len() < known {
+        let pending = if v.alive.is_empty() && known > 0 {
             let mut seen = query.in_flight_seen();
             seen.retain(|uid| *uid != request.pod.uid);
             seen

@@ -96,7 +96,7 @@ impl SecretAccess {
     pub fn of_cluster(cluster: &ClusterSource) -> SecretAccess {
         match cluster {
             ClusterSource::Snapshot(_) => SecretAccess::None,
-            ClusterSource::Kubeconfig(path) => {
+            ClusterSource::Kubeconfig { path, .. } => {
                 SecretAccess::Kubeconfig(path.clone(), Arc::default())
             }
         }

@@ -4,12 +4,14 @@
 
 pub mod source;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use steward_cluster::convert::requirement;
+use steward_cluster::kinds::OptionalKind;
 use steward_oci::RegistryClient;
 use steward_runtime::{
     AdmissionPolicy, Limits, PdReader, ReconcilePolicy, Runtime, SchedulerPolicy, World,
@@ -63,6 +65,24 @@ pub struct ScheduledPolicy {
     pub selector: PodSelector,
     pub failure_mode: FailureMode,
     pub policy: SchedulerPolicy,
+}
+
+impl ScheduledPolicy {
+    /// The kinds the policy cannot do its job without: its capacity
+    /// sources'. It is degraded while one is not served.
+    pub fn required_kinds(&self) -> BTreeSet<OptionalKind> {
+        OptionalKind::of_sources(&self.policy.needs().capacity_sources)
+    }
+
+    /// Every optional kind it reads: the required ones, and tidb-operator's
+    /// when it asks for them (used where served, never missed).
+    pub fn kinds(&self) -> BTreeSet<OptionalKind> {
+        let mut kinds = self.required_kinds();
+        if self.policy.needs().tidb_operator {
+            kinds.extend(OptionalKind::TIDB_OPERATOR);
+        }
+        kinds
+    }
 }
 
 /// An admission policy with how its verdicts are applied.
@@ -159,6 +179,12 @@ impl PolicySet {
             }
         }
         set
+    }
+
+    /// The optional kinds any of its policies needs (only scheduler
+    /// policies read capacity sources).
+    pub fn kinds(&self) -> BTreeSet<OptionalKind> {
+        self.scheduler.iter().flat_map(|p| p.kinds()).collect()
     }
 
     /// The admission policy with this id.
@@ -330,11 +356,14 @@ fn pd_route(p: &PolicyConfig, secrets: &SecretAccess) -> (PdEndpoint, Arc<dyn Pd
 /// The live policy set; swapped atomically, read without locks.
 pub struct PolicyStore {
     current: ArcSwap<PolicySet>,
+    /// The optional kinds the current set needs, for the watches.
+    kinds: tokio::sync::watch::Sender<BTreeSet<OptionalKind>>,
 }
 
 impl PolicyStore {
     pub fn new(set: PolicySet) -> PolicyStore {
         PolicyStore {
+            kinds: tokio::sync::watch::Sender::new(set.kinds()),
             current: ArcSwap::from_pointee(set),
         }
     }
@@ -346,7 +375,19 @@ impl PolicyStore {
 
     /// Serves `set` from now on; evaluations holding the old set finish on it.
     pub fn swap(&self, set: PolicySet) {
+        let kinds = set.kinds();
         self.current.store(Arc::new(set));
+        self.kinds.send_if_modified(|current| {
+            let changed = *current != kinds;
+            *current = kinds;
+            changed
+        });
+    }
+
+    /// The optional kinds the serving policies need, updated on each swap
+    /// that changes them.
+    pub fn wanted_kinds(&self) -> tokio::sync::watch::Receiver<BTreeSet<OptionalKind>> {
+        self.kinds.subscribe()
     }
 }
 

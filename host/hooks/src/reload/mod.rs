@@ -79,6 +79,7 @@ impl Entry {
             loaded_at: None,
             last_error: None,
             last_error_at: None,
+            missing_kinds: None,
         };
         Entry {
             config,

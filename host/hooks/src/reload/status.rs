@@ -9,7 +9,9 @@ use serde::Serialize;
 pub enum State {
     /// The newest version serves.
     Serving,
-    /// A newer version was refused; the last good one serves.
+    /// A newer version was refused and the last good one serves, or the
+    /// API server does not serve a kind the policy needs
+    /// (`missingKinds` says which).
     Degraded,
     /// No version could be loaded; the policy does not serve.
     Failed,
@@ -38,6 +40,9 @@ pub struct PolicyStatus {
     pub loaded_at: Option<String>,
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
+    /// Why the policy is degraded for want of cluster data: a sentence
+    /// naming the kinds (and their CRDs) the API server does not serve.
+    pub missing_kinds: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

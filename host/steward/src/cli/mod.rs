@@ -458,7 +458,7 @@ fn snapshot_config(path: &std::path::Path, snapshot: Option<PathBuf>) -> Result<
 fn snapshot_path(config: &Config) -> Result<PathBuf> {
     match &config.cluster {
         ClusterSource::Snapshot(path) => Ok(config.resolve(path)),
-        ClusterSource::Kubeconfig(_) => bail!(
+        ClusterSource::Kubeconfig { .. } => bail!(
             "this command needs a snapshot as its cluster source: set cluster.snapshot in the \
              configuration or pass --snapshot"
         ),

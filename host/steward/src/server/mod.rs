@@ -320,14 +320,12 @@ pub(crate) async fn method_not_allowed(
     )
 }
 
+/// Ready once the core kinds have synced and every kind each policy that
+/// is not degraded needs has (see `steward_hooks::availability`).
 async fn readyz(State(app): State<App>) -> Response {
-    if app.hooks.cluster.is_synced() {
-        text(StatusCode::OK, "ready".into())
-    } else {
-        text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the cluster cache has not synced yet".into(),
-        )
+    match app.hooks.readiness() {
+        Ok(()) => text(StatusCode::OK, "ready".into()),
+        Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }
 
@@ -344,5 +342,5 @@ async fn metrics(State(app): State<App>) -> Response {
 }
 
 async fn status(State(app): State<App>) -> Response {
-    axum::Json(app.hooks.status.report()).into_response()
+    axum::Json(app.hooks.status_report()).into_response()
 }

@@ -1,10 +1,10 @@
 //! foreign-wit: a scheduler-like component built against
-//! `steward:policy@0.2.0`, a WIT version this host does not serve. The host
+//! `steward:policy@0.1.0`, the WIT version before this host's. The host
 //! must refuse it at load, naming both versions. Never deploy it.
 
 wit_bindgen::generate!({
     inline: r#"
-        package steward:policy@0.2.0;
+        package steward:policy@0.1.0;
 
         interface log {
             enum log-level { debug, info, warn, error }
