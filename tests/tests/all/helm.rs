@@ -77,6 +77,35 @@ fn the_chart_lints_and_renders_a_configuration_steward_accepts() {
     assert_eq!(config.policies.len(), 6);
     assert!(config.signatures.public_keys.is_empty());
     assert_eq!(config.reconcile.lease_namespace, "steward-system");
+    // tidb-guard lets the release's ServiceAccount act (values are templates).
+    let guard = |config: &Config| {
+        config
+            .policies
+            .iter()
+            .find(|p| p.id == "tidb-guard")
+            .expect("tidb-guard")
+            .settings["stewardUsers"]
+            .clone()
+    };
+    assert_eq!(
+        guard(&config),
+        serde_json::json!(["system:serviceaccount:steward-system:steward"])
+    );
+    let text = run_ok(
+        &helm(),
+        &["template", "tidb", CHART, "--namespace", "tidb-admin"],
+        &[],
+        &root(),
+    );
+    let objects_elsewhere = parse_objects(&text, CHART).unwrap();
+    let renamed = find(&objects_elsewhere, "ConfigMap", "tidb-steward-config").expect("the config")
+        ["data"]["steward.yaml"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        guard(&Config::parse(renamed).unwrap()),
+        serde_json::json!(["system:serviceaccount:tidb-admin:tidb-steward"])
+    );
     // The self-signed certificate's CA is what the webhooks trust.
     let secret = find(&objects, "Secret", "steward-webhook-tls").expect("the TLS Secret");
     assert_eq!(secret["type"], "kubernetes.io/tls");

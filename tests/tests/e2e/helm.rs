@@ -14,11 +14,13 @@ use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 use steward_tests::control_plane::{Binaries, ControlPlane, KubeVersion};
 use steward_tests::e2e::{
-    DEPLOY_NAMESPACE, install_crds, parse_objects, scenario, steward_kubeconfig,
+    DEPLOY_NAMESPACE, create, install_crds, parse_objects, read_objects, scenario,
+    steward_kubeconfig,
 };
 use steward_tests::tools::go_tool;
 
@@ -54,7 +56,9 @@ fn helm(args: &[&str], kubeconfig: Option<&Path>) -> Result<String> {
 }
 
 /// What is compared of rendered objects, by kind, namespace and name:
-/// without the chart's release labels, empty label and annotation maps,
+/// without the Namespace (the chart has none: Helm keeps its release in
+/// the namespace, which exists before), the chart's release labels, empty
+/// label and annotation maps,
 /// kustomize's ConfigMap name hashes,
 /// the webhooks' CA bundles (made at install) and the chart's self-signed
 /// TLS Secret (the bundle's comes from a script or cert-manager); the
@@ -72,7 +76,7 @@ fn comparable(objects: Vec<Value>) -> BTreeMap<String, Value> {
     };
     let mut out = BTreeMap::new();
     for mut o in objects {
-        if o["kind"] == "Secret" && o["type"] == "kubernetes.io/tls" {
+        if o["kind"] == "Namespace" || (o["kind"] == "Secret" && o["type"] == "kubernetes.io/tls") {
             continue;
         }
         if let Some(labels) = o["metadata"]["labels"].as_object_mut() {
@@ -222,6 +226,13 @@ fn helm_chart_renders_the_bundle_installs_and_its_webhooks_answer() {
                     Some(&admin),
                 )
             };
+            // The namespace as the bundle makes it, labelled so that the
+            // webhooks leave it out, then the release in it.
+            for namespace in
+                read_objects(&steward_tests::root().join("deploy/base/namespace.yaml"))?
+            {
+                create(&client, namespace).await?;
+            }
             install("install")?;
 
             // The sidecar follows the cluster's version.
@@ -256,7 +267,7 @@ fn helm_chart_renders_the_bundle_installs_and_its_webhooks_answer() {
             let webhook = steward
                 .webhook
                 .context("the chart's config serves admission")?;
-            point_webhooks_at(&client, webhook.port()).await?;
+            let as_installed = point_webhooks_at(&client, webhook.port()).await?;
 
             // A pod anywhere but Steward's namespace goes through the
             // mutating webhook.
@@ -276,7 +287,10 @@ fn helm_chart_renders_the_bundle_installs_and_its_webhooks_answer() {
                 "the API server called the chart's mutating webhook ({verdicts} verdicts)"
             );
 
-            // An upgrade keeps the certificate the webhooks trust.
+            // An upgrade keeps the certificate the webhooks trust. The
+            // webhooks go back to the Service first: Helm applies server
+            // side, which would keep the URL beside the Service.
+            set_webhooks(&client, &as_installed).await?;
             let secrets: Api<Secret> = Api::namespaced(client.clone(), DEPLOY_NAMESPACE);
             let before = secrets.get("steward-webhook-tls").await?.data;
             install("upgrade")?;
@@ -285,7 +299,8 @@ fn helm_chart_renders_the_bundle_installs_and_its_webhooks_answer() {
                 before == after,
                 "helm upgrade replaced the webhook certificate"
             );
-            // The upgrade wrote the Service back into the webhooks.
+            // The upgraded webhooks' CA bundle still trusts Steward's
+            // certificate.
             point_webhooks_at(&client, webhook.port()).await?;
             let mut second = pod.clone();
             second.metadata.name = Some("admitted-after-the-upgrade".into());
@@ -303,25 +318,33 @@ fn helm_chart_renders_the_bundle_installs_and_its_webhooks_answer() {
     );
 }
 
+/// The installed webhook configurations (both named `steward`), by kind.
+const WEBHOOK_KINDS: [&str; 2] = [
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+];
+
+fn webhook_api(client: &kube::Client, kind: &str) -> Api<DynamicObject> {
+    let resource = ApiResource {
+        group: "admissionregistration.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "admissionregistration.k8s.io/v1".into(),
+        kind: kind.into(),
+        plural: format!("{}s", kind.to_lowercase()),
+    };
+    Api::all_with(client.clone(), &resource)
+}
+
 /// Points every installed webhook at `https://localhost:<port>` with its
-/// path, keeping the CA bundle the chart installed.
-async fn point_webhooks_at(client: &kube::Client, port: u16) -> Result<()> {
-    use kube::api::DynamicObject;
-    use kube::discovery::ApiResource;
-    for kind in [
-        "MutatingWebhookConfiguration",
-        "ValidatingWebhookConfiguration",
-    ] {
-        let resource = ApiResource {
-            group: "admissionregistration.k8s.io".into(),
-            version: "v1".into(),
-            api_version: "admissionregistration.k8s.io/v1".into(),
-            kind: kind.into(),
-            plural: format!("{}s", kind.to_lowercase()),
-        };
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        let mut installed = serde_json::to_value(api.get("steward").await?)?;
-        for hook in installed["webhooks"].as_array_mut().into_iter().flatten() {
+/// path, keeping the CA bundle the chart installed; returns the webhooks
+/// as they were, by kind, for [`set_webhooks`].
+async fn point_webhooks_at(client: &kube::Client, port: u16) -> Result<Vec<(&'static str, Value)>> {
+    let mut before = Vec::new();
+    let mut pointed = Vec::new();
+    for kind in WEBHOOK_KINDS {
+        let installed = serde_json::to_value(webhook_api(client, kind).get("steward").await?)?;
+        let mut webhooks = installed["webhooks"].clone();
+        for hook in webhooks.as_array_mut().into_iter().flatten() {
             let path = hook["clientConfig"]["service"]["path"]
                 .as_str()
                 .context("a webhook without a service path")?
@@ -331,9 +354,23 @@ async fn point_webhooks_at(client: &kube::Client, port: u16) -> Result<()> {
             hook["clientConfig"] =
                 json!({"url": format!("https://localhost:{port}{path}"), "caBundle": ca});
         }
-        // A merge patch replaces the list whole.
-        let patch = json!({"webhooks": installed["webhooks"]});
-        api.patch("steward", &PatchParams::default(), &Patch::Merge(&patch))
+        before.push((kind, installed["webhooks"].clone()));
+        pointed.push((kind, webhooks));
+    }
+    set_webhooks(client, &pointed).await?;
+    Ok(before)
+}
+
+/// Replaces the webhooks of each kind's `steward` configuration with
+/// `webhooks` (a merge patch replaces the list whole).
+async fn set_webhooks(client: &kube::Client, webhooks: &[(&str, Value)]) -> Result<()> {
+    for (kind, list) in webhooks {
+        webhook_api(client, kind)
+            .patch(
+                "steward",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"webhooks": list})),
+            )
             .await?;
     }
     Ok(())
