@@ -508,8 +508,30 @@ pub async fn events_about(client: &Client, namespace: &str, name: &str) -> Resul
     Ok(list.items)
 }
 
-/// Polls `check` every 200 ms until it yields a value; fails naming `what`
-/// after `timeout`, with the last error if there was one.
+/// The message of the first FailedScheduling event of pod `name` that
+/// gives a reason of `policy`, waiting for it up to two minutes.
+pub async fn scheduling_refusal(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    policy: &str,
+) -> Result<String> {
+    eventually(
+        Duration::from_secs(120),
+        &format!("a FailedScheduling event of pod {name} with {policy}'s reason"),
+        || async {
+            let events = events_about(client, namespace, name).await?;
+            Ok(events.into_iter().find_map(|e| {
+                let message = e.message.unwrap_or_default();
+                (e.reason.as_deref() == Some("FailedScheduling")
+                    && message.contains(&format!("{policy}: ")))
+                .then_some(message)
+            }))
+        },
+    )
+    .await
+}
+
 /// Waits until the Steward serving on `addr` answers `/readyz` with 200;
 /// on timeout the error gives its last answer.
 pub async fn wait_ready(addr: SocketAddr) -> Result<()> {
@@ -522,6 +544,8 @@ pub async fn wait_ready(addr: SocketAddr) -> Result<()> {
     .await
 }
 
+/// Polls `check` every 200 ms until it yields a value; fails naming `what`
+/// after `timeout`, with the last error if there was one.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
 where
     F: FnMut() -> Fut,

@@ -20,8 +20,8 @@ use steward::config::{Config, Hook};
 use steward_tests::control_plane::{Binaries, ControlPlane, KubeVersion};
 use steward_tests::e2e::{
     Cluster, DEPLOY_NAMESPACE, SCHEDULER_NAME, Steward, add_ready_node, cordon, create,
-    deploy_service_account, events_about, eventually, install_crds, parse_objects, read_objects,
-    scenario, steward_kubeconfig, untaint,
+    deploy_service_account, eventually, install_crds, parse_objects, read_objects, scenario,
+    scheduling_refusal, steward_kubeconfig, untaint,
 };
 use steward_tests::example_snapshot;
 
@@ -220,20 +220,7 @@ fn placement_respects_quorum_and_explains_refusals() {
                 .clone();
             cordon(&client, &free, true).await?;
             scale(&client, "basic-pd", 4).await?;
-            let refusal = eventually(
-                Duration::from_secs(120),
-                "a FailedScheduling event of basic-pd-3 with pd-quorum's reason",
-                || async {
-                    let events = events_about(&client, NAMESPACE, "basic-pd-3").await?;
-                    Ok(events.into_iter().find_map(|e| {
-                        let message = e.message.unwrap_or_default();
-                        (e.reason.as_deref() == Some("FailedScheduling")
-                            && message.contains("pd-quorum: "))
-                        .then_some(message)
-                    }))
-                },
-            )
-            .await?;
+            let refusal = scheduling_refusal(&client, NAMESPACE, "basic-pd-3", "pd-quorum").await?;
             eprintln!("placement: basic-pd-3 refused: {refusal}");
             let rule = "at most 1 of 4 may share a domain so that losing one domain keeps the \
                         PD quorum";

@@ -19,8 +19,8 @@ use steward::wit::CapacitySource;
 use steward_tests::control_plane::doubles::Doubles;
 use steward_tests::control_plane::{ControlPlane, KubeVersion};
 use steward_tests::e2e::{
-    SCHEDULER_NAME, create, deploy_service_account, events_about, eventually, install_crds,
-    scenario, untaint,
+    SCHEDULER_NAME, create, deploy_service_account, eventually, install_crds, scenario,
+    scheduling_refusal, untaint,
 };
 
 pub const NAMESPACE: &str = "sources";
@@ -331,20 +331,7 @@ fn csi_storage_capacity_is_read_where_served_and_reported_missing_where_not() {
                 create(&client, claim(name, size)).await?;
                 create(&client, pod_with_claim(name)).await?;
             }
-            let huge = eventually(
-                Duration::from_secs(120),
-                "a FailedScheduling event of pod huge with local-pv's reason",
-                || async {
-                    let events = events_about(&client, NAMESPACE, "huge").await?;
-                    Ok(events.into_iter().find_map(|e| {
-                        let message = e.message.unwrap_or_default();
-                        (e.reason.as_deref() == Some("FailedScheduling")
-                            && message.contains("local-pv: "))
-                        .then_some(message)
-                    }))
-                },
-            )
-            .await?;
+            let huge = scheduling_refusal(&client, NAMESPACE, "huge", "local-pv").await?;
             eprintln!("csi: pod huge refused: {huge}");
             if served {
                 // 100 GiB, less what pod small reserved if it was placed

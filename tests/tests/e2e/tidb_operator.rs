@@ -17,7 +17,7 @@ use steward::server::App;
 use steward_tests::control_plane::doubles::Doubles;
 use steward_tests::control_plane::{ControlPlane, KubeVersion};
 use steward_tests::e2e::{
-    SCHEDULER_NAME, create, events_about, eventually, install_crds, scenario,
+    SCHEDULER_NAME, create, eventually, install_crds, scenario, scheduling_refusal,
 };
 
 use crate::sources::{
@@ -115,20 +115,7 @@ fn a_tidb_clusters_zone_annotation_places_pd_per_zone() {
             let zones: std::collections::BTreeSet<&str> =
                 placed.values().map(|n| zone_of(n)).collect();
             ensure!(zones.len() == 3, "PD members share a zone: {placed:?}");
-            let refusal = eventually(
-                Duration::from_secs(120),
-                "a FailedScheduling event of basic-pd-3 with pd-quorum's zone rule",
-                || async {
-                    let events = events_about(&client, NAMESPACE, "basic-pd-3").await?;
-                    Ok(events.into_iter().find_map(|e| {
-                        let message = e.message.unwrap_or_default();
-                        (e.reason.as_deref() == Some("FailedScheduling")
-                            && message.contains("pd-quorum: "))
-                        .then_some(message)
-                    }))
-                },
-            )
-            .await?;
+            let refusal = scheduling_refusal(&client, NAMESPACE, "basic-pd-3", "pd-quorum").await?;
             ensure!(
                 refusal.contains(&format!("{ZONE}=zone-a already has 1 pd pod(s) of basic"))
                     && refusal.contains("at most 1 of 4"),
