@@ -22,7 +22,7 @@ use steward_tests::e2e::{
     DEPLOY_NAMESPACE, create, install_crds, parse_objects, read_objects, scenario,
     steward_kubeconfig,
 };
-use steward_tests::tools::go_tool;
+use steward_tests::tools::{go_tool, run};
 
 use crate::placement::{SCHEDULER_IMAGE, config_file, relative, render, start_as_installed};
 
@@ -38,21 +38,17 @@ const RELEASE_LABELS: &[&str] = &[
     "helm.sh/chart",
 ];
 
-/// Runs Helm; stdout, or an error with its stderr.
+/// Runs Helm (against the cluster of `kubeconfig`, if any); stdout, or an
+/// error with its stderr.
 fn helm(args: &[&str], kubeconfig: Option<&Path>) -> Result<String> {
-    let mut command = std::process::Command::new(go_tool("helm"));
-    command.args(args).current_dir(steward_tests::root());
-    if let Some(k) = kubeconfig {
-        command.env("KUBECONFIG", k);
-    }
-    let out = command.output().context("cannot run helm")?;
-    ensure!(
-        out.status.success(),
-        "helm {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
+    let kubeconfig = kubeconfig.map(|k| k.display().to_string());
+    let env: Vec<(&str, &str)> = kubeconfig
+        .iter()
+        .map(|k| ("KUBECONFIG", k.as_str()))
+        .collect();
+    let out = run(&go_tool("helm"), args, &env, &steward_tests::root());
+    ensure!(out.ok, "helm {} failed: {}", args.join(" "), out.stderr);
+    Ok(out.stdout)
 }
 
 /// What is compared of rendered objects, by kind, namespace and name:
