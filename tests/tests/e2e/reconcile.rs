@@ -54,9 +54,21 @@ impl Drop for Watches {
 pub fn watch_statefulset(
     client: &Client,
     name: &str,
-    mut seen: impl FnMut(&StatefulSet) + Send + 'static,
+    seen: impl FnMut(&StatefulSet) + Send + 'static,
 ) -> JoinHandle<()> {
-    let api: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
+    watch_named(Api::namespaced(client.clone(), NAMESPACE), name, seen)
+}
+
+/// Calls `seen` with every version of object `name` of `api` a watch
+/// delivers.
+pub fn watch_named<K>(
+    api: Api<K>,
+    name: &str,
+    mut seen: impl FnMut(&K) + Send + 'static,
+) -> JoinHandle<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     tokio::spawn(async move {
         let mut events = watcher::watcher(api, config).boxed();

@@ -4,6 +4,7 @@
 //! StatefulSet's partition below what upgrade-gate protects while the
 //! gate's own steps, carried out by the real StatefulSet controller, pass.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
@@ -144,9 +145,46 @@ fn kubectl_drain_waits_while_pd_moves_a_tikv_stores_leaders_away() {
 
 /// A StatefulSet version as the watch saw it: partition and protection.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Held {
-    partition: Option<i32>,
-    protected: Option<i32>,
+pub struct Held {
+    pub partition: Option<i32>,
+    pub protected: Option<i32>,
+}
+
+impl Held {
+    /// The protection `annotations` hold, with `partition`.
+    pub fn of(partition: Option<i32>, annotations: &BTreeMap<String, String>) -> Held {
+        Held {
+            partition,
+            protected: annotations
+                .get(PROTECTED_PARTITION_ANNOTATION)
+                .and_then(|p| p.parse().ok()),
+        }
+    }
+}
+
+/// The versions a watch saw took the partition through `steps` (each
+/// partition counted once), the protection never missing nor below it.
+pub fn check_gate_steps(seen: &[Held], steps: &[i32]) -> Result<()> {
+    eprintln!("protection: {seen:?}");
+    let partitions: Vec<i32> =
+        seen.iter()
+            .filter_map(|h| h.partition)
+            .fold(Vec::new(), |mut steps, p| {
+                if steps.last() != Some(&p) {
+                    steps.push(p);
+                }
+                steps
+            });
+    ensure!(
+        partitions == steps,
+        "the gate's steps took the partition {partitions:?}, not {steps:?}"
+    );
+    ensure!(
+        seen.iter()
+            .all(|h| h.protected.is_some() && h.protected >= h.partition),
+        "the protection was below the partition: {seen:?}"
+    );
+    Ok(())
 }
 
 /// upgrade-gate holds basic-tikv at partition 3 with
@@ -169,13 +207,7 @@ fn only_the_upgrade_gate_lowers_a_protected_partition() {
             let mut tidb = tidb_cluster(version, Some(reconcile), true).await?;
             let client = tidb.client.clone();
             let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
-            let held = |set: &StatefulSet| Held {
-                partition: partition(set),
-                protected: set
-                    .annotations()
-                    .get(PROTECTED_PARTITION_ANNOTATION)
-                    .and_then(|p| p.parse().ok()),
-            };
+            let held = |set: &StatefulSet| Held::of(partition(set), set.annotations());
             let at_three = Held {
                 partition: Some(3),
                 protected: Some(3),
@@ -292,26 +324,7 @@ fn only_the_upgrade_gate_lowers_a_protected_partition() {
                 || async { Ok((held(&sets.get(TIKV).await?) == at_three).then_some(())) },
             )
             .await?;
-            let seen = seen.lock().clone();
-            eprintln!("protection: {seen:?}");
-            let partitions: Vec<i32> =
-                seen.iter()
-                    .filter_map(|h| h.partition)
-                    .fold(Vec::new(), |mut steps, p| {
-                        if steps.last() != Some(&p) {
-                            steps.push(p);
-                        }
-                        steps
-                    });
-            ensure!(
-                partitions == [3, 2, 1, 0, 3],
-                "the gate's steps took the partition {partitions:?}, not 3, 2, 1, 0, 3"
-            );
-            ensure!(
-                seen.iter()
-                    .all(|h| h.protected.is_some() && h.protected >= h.partition),
-                "the protection was below the partition: {seen:?}"
-            );
+            check_gate_steps(&seen.lock(), &[3, 2, 1, 0, 3])?;
             tidb.cluster.control_plane.check().await
         },
     );
