@@ -865,11 +865,7 @@ mod tests {
     }
 
     fn advanced_pd_members() -> FakePd {
-        FakePd::default()
-            .with_member(member(1000, "basic-pd-0"))
-            .with_member(member(1002, "basic-pd-2"))
-            .with_member(member(1003, "basic-pd-3"))
-            .with_leader("basic-pd-0")
+        FakePd::default().with_members_of("basic-pd", &[0, 2, 3], 1000)
     }
 
     #[test]

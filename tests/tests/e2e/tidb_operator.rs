@@ -8,14 +8,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use parking_lot::Mutex;
 use serde_json::{Value, json};
 use steward::cluster::ClusterQuery;
 use steward::cluster::tidb::{ADVANCED_STATEFULSET, statefulset_resource};
@@ -29,14 +27,12 @@ use steward_tests::e2e::{
 };
 use steward_tests::pd_double::{DoubleMember, PdDouble};
 
-use crate::reconcile::{GATE_SETTINGS, Watches, watch_named};
-use crate::safety::{Held, check_gate_steps};
+use crate::reconcile::GATE;
+use crate::safety::{Held, check_gate_steps, watch_held};
 use crate::sources::{
     NAMESPACE, PD_QUORUM, ZONE, bare_cluster, pd_nodes, pd_statefulset, serve, write_config,
 };
-use crate::tidb::{
-    Reconcile, admission_policies, reconcile_policy, register_webhooks, webhook_tls,
-};
+use crate::tidb::{admission_policies, pods_at, reconcile_policy, register_webhooks, webhook_tls};
 
 /// Two nodes in zone-a, one in zone-b, one in zone-c.
 const NODES: [(&str, Option<&str>); 4] = [
@@ -88,14 +84,21 @@ struct Running {
     control_plane: ControlPlane,
 }
 
-async fn start(version: KubeVersion) -> Result<(Running, Client)> {
-    let (mut control_plane, kubeconfig) = bare_cluster(version, &NODES).await?;
-    let client = control_plane.client.clone();
+/// The control plane with the zoned nodes and tidb-operator's CRDs, and
+/// Steward's ServiceAccount kubeconfig.
+async fn tidb_operator_cluster(version: KubeVersion) -> Result<(ControlPlane, String)> {
+    let (control_plane, kubeconfig) = bare_cluster(version, &NODES).await?;
     install_crds(
-        &client,
+        &control_plane.client,
         &steward_tests::root().join("tests/control-plane/tidb-operator-crds.yaml"),
     )
     .await?;
+    Ok((control_plane, kubeconfig))
+}
+
+async fn start(version: KubeVersion) -> Result<(Running, Client)> {
+    let (mut control_plane, kubeconfig) = tidb_operator_cluster(version).await?;
+    let client = control_plane.client.clone();
     // pd-quorum without a topologyKey: the TidbCluster's annotation decides.
     let file = control_plane.dir.join("steward.yaml");
     write_config(&file, &kubeconfig, &[PD_QUORUM])?;
@@ -302,26 +305,9 @@ async fn pd_upgraded(client: &Client) -> Result<Option<()>> {
     {
         return Ok(None);
     }
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    let list = pods
-        .list(&ListParams::default().labels("app.kubernetes.io/component=pd"))
-        .await?;
-    let mut upgraded: Vec<String> = list
-        .items
-        .iter()
-        .filter(|p| {
-            let image = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.containers.first()?.image.clone());
-            crate::tidb::pod_ready(p)
-                && crate::tidb::revision(p) == update
-                && image.as_deref() == Some(NEW_PD_IMAGE)
-        })
-        .map(ResourceExt::name_any)
-        .collect();
-    upgraded.sort();
-    Ok((upgraded == ["basic-pd-0", "basic-pd-2", "basic-pd-3"]).then_some(()))
+    let pods = pods_at(client, NAMESPACE, "pd", update, NEW_PD_IMAGE).await?;
+    let upgraded = ["basic-pd-0", "basic-pd-2", "basic-pd-3"].map(|p| (p.to_string(), true));
+    Ok((pods == upgraded).then_some(()))
 }
 
 /// basic's PD as an Advanced StatefulSet with delete slot 1 (members 0, 2
@@ -338,13 +324,8 @@ fn upgrade_gate_rolls_an_advanced_statefulset_over_its_desired_ordinals() {
     scenario(
         "upgrade_gate_rolls_an_advanced_statefulset_over_its_desired_ordinals",
         |version| async move {
-            let (mut control_plane, kubeconfig) = bare_cluster(version, &NODES).await?;
+            let (mut control_plane, kubeconfig) = tidb_operator_cluster(version).await?;
             let client = control_plane.client.clone();
-            install_crds(
-                &client,
-                &steward_tests::root().join("tests/control-plane/tidb-operator-crds.yaml"),
-            )
-            .await?;
             let pd = PdDouble::start(NAMESPACE, "basic").await;
             {
                 let mut state = pd.state();
@@ -356,13 +337,8 @@ fn upgrade_gate_rolls_an_advanced_statefulset_over_its_desired_ordinals() {
                 });
             }
             let (_tls, ca, admission) = webhook_tls();
-            let gate = Reconcile {
-                policy: "upgrade-gate",
-                module: "upgrade_gate",
-                settings: GATE_SETTINGS,
-            };
             let mut policies = admission_policies(&pd.url());
-            policies.push(reconcile_policy(&gate, &pd.url()));
+            policies.push(reconcile_policy(&GATE, &pd.url()));
             let policies: Vec<&str> = policies.iter().map(String::as_str).collect();
             let sections = format!(
                 "reconcile: {{leaseNamespace: {DEPLOY_NAMESPACE}, backoffBaseMs: 500, \
@@ -381,10 +357,7 @@ fn upgrade_gate_rolls_an_advanced_statefulset_over_its_desired_ordinals() {
             )
             .await?;
             let sets = advanced_statefulsets(&client);
-            let at_four = Held {
-                partition: Some(4),
-                protected: Some(4),
-            };
+            let at_four = Held::at(4);
             eventually(
                 Duration::from_secs(120),
                 "upgrade-gate to hold basic-pd at partition 4, its three members ready",
@@ -395,17 +368,7 @@ fn upgrade_gate_rolls_an_advanced_statefulset_over_its_desired_ordinals() {
                 },
             )
             .await?;
-            let seen = Arc::new(Mutex::new(Vec::<Held>::new()));
-            let _watches = Watches(vec![watch_named(sets.clone(), "basic-pd", {
-                let seen = seen.clone();
-                move |set| {
-                    let now = held(set);
-                    let mut seen = seen.lock();
-                    if seen.last() != Some(&now) {
-                        seen.push(now);
-                    }
-                }
-            })]);
+            let (seen, _watches) = watch_held(sets.clone(), "basic-pd", held);
 
             let params = PatchParams::default();
             let lowered = sets

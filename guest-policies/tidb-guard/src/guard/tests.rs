@@ -447,11 +447,7 @@ fn advanced_pd_statefulset() -> Workload {
 }
 
 fn advanced_pd_members() -> FakePd {
-    FakePd::default()
-        .with_member(member(11, "basic-pd-0"))
-        .with_member(member(13, "basic-pd-2"))
-        .with_member(member(14, "basic-pd-3"))
-        .with_leader("basic-pd-0")
+    FakePd::default().with_members_of("basic-pd", &[0, 2, 3], 11)
 }
 
 #[test]
@@ -471,13 +467,16 @@ fn an_advanced_statefulsets_protected_partition_holds() {
 fn kubectl_scale_of_an_advanced_statefulset_removes_its_highest_desired_member() {
     let cluster = FakeCluster::default().with_workload(advanced_pd_statefulset());
     let request = scale_statefulset(NS, "basic-pd", 3, 2).advanced();
-    let v = review(
-        &cluster,
-        &advanced_pd_members(),
-        &Settings::default(),
-        &request,
-    )
-    .unwrap();
+    let scale = |cluster: &FakeCluster| {
+        review(
+            cluster,
+            &advanced_pd_members(),
+            &Settings::default(),
+            &request,
+        )
+        .unwrap()
+    };
+    let v = scale(&cluster);
     assert!(!v.allowed);
     let message = v.message.unwrap();
     assert!(
@@ -486,14 +485,7 @@ fn kubectl_scale_of_an_advanced_statefulset_removes_its_highest_desired_member()
         "{message}"
     );
     // The apps/v1 StatefulSet of that name is another object.
-    let apps = FakeCluster::default().with_workload(pd_statefulset());
-    let v = review(
-        &apps,
-        &advanced_pd_members(),
-        &Settings::default(),
-        &request,
-    )
-    .unwrap();
+    let v = scale(&FakeCluster::default().with_workload(pd_statefulset()));
     assert!(v.allowed, "{v:?}");
 }
 
