@@ -123,10 +123,12 @@ pub fn reconcile(
     };
     let now = state.now_ms;
     let mut plan = Plan::new();
+    // The members failover keeps: those of the spec's replicas.
+    let kept = tidb::ordinals_at(w, base);
 
     // Who is down in both Kubernetes' and PD's eyes, and since when.
     let mut suspects = BTreeMap::new();
-    for o in 0..base {
+    for &o in &kept {
         let pod = format!("{}-{o}", w.name);
         if failures.iter().any(|f| f.pod == pod) {
             continue;
@@ -214,14 +216,24 @@ pub fn reconcile(
         && (scaling_in
             || (due.is_none()
                 && failures == before_failures
-                && view.all_healthy(base)
+                && view.all_healthy(&kept)
                 && (component == Component::Pd || recover_asked)));
     let mut target = base + failures.len() as u32;
     let mut removed_claims = Vec::new();
-    if recover && component == Component::Tikv && w.replicas > base {
+    // The failover replicas: desired now, not at the spec's replicas.
+    let extra: Vec<u32> = w
+        .desired_ordinals
+        .iter()
+        .copied()
+        .filter(|o| !kept.contains(o))
+        .collect();
+    if let Some(highest) = extra
+        .last()
+        .filter(|_| recover && component == Component::Tikv)
+    {
         // Scale back by one: the highest ordinal's store goes offline in PD
         // first, and its replica and claims only once PD reports Tombstone.
-        let pod = format!("{}-{}", w.name, w.replicas - 1);
+        let pod = format!("{}-{highest}", w.name);
         let scale_in = fs.scale_in.get_or_insert_with(ScaleIn::default);
         match view.store(&pod).filter(|s| s.state != "Tombstone") {
             Some(store) => {
@@ -260,16 +272,17 @@ pub fn reconcile(
     if recover && (component == Component::Pd || target == base) {
         if component == Component::Pd {
             let leader = pd.leader(&cluster)?;
-            let extra = |name: &str| {
-                labels::ordinal(name).is_some_and(|o| o >= base) && name.starts_with(&w.name)
+            let added = |name: &str| {
+                labels::ordinal(name).is_some_and(|o| !kept.contains(&o))
+                    && name.starts_with(&w.name)
             };
-            if extra(&leader) {
-                let to = format!("{}-0", w.name);
+            if let Some(first) = kept.first().filter(|_| added(&leader)) {
+                let to = format!("{}-{first}", w.name);
                 return Ok(plan
                     .action(Action::PdTransferLeader((cluster, to)))
                     .requeue_after(settings.poll_ms.get()));
             }
-            for m in members.iter().filter(|m| extra(&m.name)) {
+            for m in members.iter().filter(|m| added(&m.name)) {
                 plan = plan.action(Action::PdDeleteMember((cluster.clone(), m.id)));
             }
         }
@@ -306,7 +319,7 @@ pub fn reconcile(
         plan = plan.set_replicas(target);
     }
     if recover && component == Component::Pd {
-        for o in base..w.replicas {
+        for o in extra {
             removed_claims.extend(view.claims_of(&format!("{}-{o}", w.name)));
         }
     }
@@ -359,9 +372,9 @@ impl View<'_> {
         }
     }
 
-    /// Every desired ordinal's pod is ready and healthy in PD.
-    fn all_healthy(&self, base: u32) -> bool {
-        (0..base).all(|o| {
+    /// Every kept ordinal's pod is ready and healthy in PD.
+    fn all_healthy(&self, kept: &[u32]) -> bool {
+        kept.iter().all(|&o| {
             let pod = format!("{}-{o}", self.state.workload.name);
             let ready = self
                 .state
@@ -440,7 +453,12 @@ mod tests {
         replicas: u32,
         failures: &[Failure],
     ) -> WorkloadState {
-        let mut s = workload_state(statefulset(name, replicas).component("basic", component));
+        let s = workload_state(statefulset(name, replicas).component("basic", component));
+        with_failures(s, failures)
+    }
+
+    /// `s` with `failures` recorded and 3 replicas before them.
+    fn with_failures(mut s: WorkloadState, failures: &[Failure]) -> WorkloadState {
         s.workload = s
             .workload
             .annotation(
@@ -448,6 +466,28 @@ mod tests {
                 &serde_json::to_string(failures).unwrap(),
             )
             .annotation(FAILOVER_ANNOTATION, r#"{"baseReplicas":3}"#);
+        s
+    }
+
+    /// `component` of cluster `basic` as an Advanced StatefulSet of
+    /// `replicas` with delete slot 1, its pods' claims and nodes.
+    fn advanced(component: &str, replicas: u32) -> WorkloadState {
+        let name = format!("basic-{component}");
+        let mut s = workload_state(
+            statefulset(&name, replicas)
+                .component("basic", component)
+                .advanced(&[1]),
+        );
+        s.workload.claim_templates = vec![component.into()];
+        let ordinals = s.workload.desired_ordinals.clone();
+        s.claims = ordinals
+            .iter()
+            .map(|o| steward_sdk::build::claim(&format!("{component}-{name}-{o}")))
+            .collect();
+        s.nodes = ordinals
+            .iter()
+            .map(|o| node(&format!("node-{o}")))
+            .collect();
         s
     }
 
@@ -476,25 +516,6 @@ mod tests {
             .with_store(tikv_store(2, 5))
     }
 
-    /// The state after `plan`'s annotations and replica changes applied.
-    fn apply(mut state: WorkloadState, plan: &Plan) -> WorkloadState {
-        for a in &plan.actions {
-            match a {
-                Action::Annotate((_, list)) => {
-                    for an in list {
-                        state.workload.annotations.retain(|(k, _)| *k != an.key);
-                        if let Some(v) = &an.value {
-                            state.workload.annotations.push((an.key.clone(), v.clone()));
-                        }
-                    }
-                }
-                Action::SetReplicas(r) => state.workload.replicas = *r,
-                _ => {}
-            }
-        }
-        state
-    }
-
     #[test]
     fn pd_alone_or_kubernetes_alone_is_no_failure() {
         // PD says unhealthy, the pod is ready.
@@ -521,7 +542,7 @@ mod tests {
         let s = pd_state().not_ready(1).at(1_000);
         let plan = reconcile(&pd(), &settings(), &s).unwrap();
         assert!(!plan.changes().any(|a| matches!(a, Action::SetReplicas(_))));
-        let s = apply(s, &plan).at(60_999);
+        let s = s.after(&plan).at(60_999);
         let plan = reconcile(&pd(), &settings(), &s).unwrap();
         assert!(
             !plan.changes().any(|a| matches!(a, Action::SetReplicas(_))),
@@ -538,7 +559,7 @@ mod tests {
         ] {
             assert!(plan.actions.contains(&a), "{a:?} missing from {plan:?}");
         }
-        let s = apply(s, &plan);
+        let s = s.after(&plan);
         let failures = tidb::failures(&s.workload).unwrap();
         assert_eq!((failures.len(), failures[0].deleted), (1, true));
 
@@ -546,7 +567,10 @@ mod tests {
         let mut worse = pd();
         worse.members[2].healthy = false;
         let s = s.not_ready(2).at(100_000);
-        let s = apply(s.clone(), &reconcile(&worse, &settings(), &s).unwrap()).at(200_000);
+        let s = s
+            .clone()
+            .after(&reconcile(&worse, &settings(), &s).unwrap())
+            .at(200_000);
         let plan = reconcile(&worse, &settings(), &s).unwrap();
         assert!(
             !plan
@@ -581,7 +605,7 @@ mod tests {
         let c = steward_sdk::pd::cluster("default", "basic");
         assert!(plan.actions.contains(&Action::PdDeleteMember((c, 1003))));
         assert!(plan.actions.contains(&Action::SetReplicas(3)));
-        let s = apply(s, &plan);
+        let s = s.after(&plan);
         assert!(tidb::failures(&s.workload).unwrap().is_empty());
     }
 
@@ -622,7 +646,7 @@ mod tests {
         );
         // While PD moves its regions the store is Offline: nothing more, even
         // with the request withdrawn (the scale-back is remembered).
-        let mut waiting = apply(asked, &plan);
+        let mut waiting = asked.after(&plan);
         waiting
             .workload
             .annotations
@@ -645,7 +669,7 @@ mod tests {
         ] {
             assert!(plan.actions.contains(&a), "{a:?} missing from {plan:?}");
         }
-        let after = apply(waiting, &plan);
+        let after = waiting.after(&plan);
         assert!(tidb::failures(&after.workload).unwrap().is_empty());
         assert_eq!(
             labels::get(&after.workload.annotations, FAILOVER_ANNOTATION),
@@ -684,10 +708,10 @@ mod tests {
                 .actions
                 .contains(&Action::PdStoreDelete((c.clone(), 6)))
         );
-        let s = apply(s, &plan);
+        let s = s.after(&plan);
         let plan = reconcile(&four, &auto, &s).unwrap();
         assert!(plan.actions.contains(&Action::SetReplicas(4)), "{plan:?}");
-        let s = apply(s, &plan);
+        let s = s.after(&plan);
         assert_eq!(
             tidb::failures(&s.workload).unwrap().len(),
             2,
@@ -695,13 +719,94 @@ mod tests {
         );
         let plan = reconcile(&four, &auto, &s).unwrap();
         assert!(plan.actions.contains(&Action::PdStoreDelete((c, 6))));
-        let s = apply(s, &plan);
+        let s = s.after(&plan);
         let plan = reconcile(&three, &auto, &s).unwrap();
         assert!(plan.actions.contains(&Action::SetReplicas(3)), "{plan:?}");
+        assert!(tidb::failures(&s.after(&plan).workload).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_advanced_statefulset_watches_its_desired_members_and_adds_the_next_ordinal() {
+        // Slot 1 is deleted: its old store, Down, is no member of the set.
+        let pd = FakePd::default()
+            .with_store(tikv_store(0, 1))
+            .with_store(tikv_store(1, 4).state("Down"))
+            .with_store(tikv_store(2, 5).state("Down"))
+            .with_store(tikv_store(3, 6));
+        let s = advanced("tikv", 3).not_ready(2).at(1_000);
+        let s = s.clone().after(&reconcile(&pd, &settings(), &s).unwrap());
+        let s = s.at(61_000);
+        let plan = reconcile(&pd, &settings(), &s).unwrap();
+        assert!(plan.actions.contains(&Action::SetReplicas(4)), "{plan:?}");
+        let s = s.after(&plan);
+        let failed: Vec<String> = tidb::failures(&s.workload)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.pod)
+            .collect();
+        assert_eq!(failed, ["basic-tikv-2"]);
+        assert_eq!(s.workload.desired_ordinals, [0, 2, 3, 4]);
+    }
+
+    #[test]
+    fn an_advanced_statefulset_scales_back_from_its_highest_desired_ordinal() {
+        let s = with_failures(advanced("tikv", 4), &[tikv_failure(2, 5)]);
+        let c = steward_sdk::pd::cluster("default", "basic");
+        let kept = FakePd::default()
+            .with_store(tikv_store(0, 1))
+            .with_store(tikv_store(2, 5))
+            .with_store(tikv_store(3, 6));
+        let all = kept.clone().with_store(tikv_store(4, 7));
+        let plan = reconcile(&all, &recovering(), &s).unwrap();
         assert!(
-            tidb::failures(&apply(s, &plan).workload)
-                .unwrap()
-                .is_empty()
+            plan.actions
+                .contains(&Action::PdStoreDelete((c.clone(), 7))),
+            "{plan:?}"
+        );
+        assert!(!plan.actions.contains(&Action::PdStoreDelete((c, 6))));
+        let plan = reconcile(&kept, &recovering(), &s.after(&plan)).unwrap();
+        for a in [
+            Action::SetReplicas(3),
+            Action::DeleteClaim("tikv-basic-tikv-4".into()),
+        ] {
+            assert!(plan.actions.contains(&a), "{a:?} missing from {plan:?}");
+        }
+    }
+
+    #[test]
+    fn an_advanced_pd_recovers_by_removing_only_the_failover_member() {
+        let failure = Failure {
+            pod: "basic-pd-2".into(),
+            member_id: Some(1002),
+            store_id: None,
+            created_at_ms: 0,
+            deleted: true,
+        };
+        let s = with_failures(advanced("pd", 4), &[failure]).at(500_000);
+        let members = FakePd::default()
+            .with_member(member(1000, "basic-pd-0"))
+            .with_member(member(2002, "basic-pd-2"))
+            .with_member(member(1003, "basic-pd-3"))
+            .with_member(member(1004, "basic-pd-4"));
+        let c = steward_sdk::pd::cluster("default", "basic");
+        let plan = reconcile(&members.clone().with_leader("basic-pd-4"), &settings(), &s).unwrap();
+        assert_eq!(
+            plan.changes().cloned().collect::<Vec<_>>(),
+            [Action::PdTransferLeader((c.clone(), "basic-pd-0".into()))]
+        );
+        let plan = reconcile(&members.with_leader("basic-pd-0"), &settings(), &s).unwrap();
+        let changes: Vec<_> = plan
+            .changes()
+            .filter(|a| !matches!(a, Action::Annotate(_)))
+            .cloned()
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                Action::PdDeleteMember((c, 1004)),
+                Action::SetReplicas(3),
+                Action::DeleteClaim("pd-basic-pd-4".into()),
+            ]
         );
     }
 }

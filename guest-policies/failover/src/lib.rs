@@ -16,6 +16,11 @@
 //!   offline in PD (`pd-store-delete`) and the replica and its claims
 //!   removed only once PD reports the store Tombstone.
 //!
+//! On an Advanced StatefulSet the members are its desired ordinals
+//! (`spec.replicas` slots skipping its delete slots, as tidb-operator
+//! counts them): a failure adds the next desired ordinal, and scaling back
+//! removes the highest first.
+//!
 //! The failure store, the suspicion times and the scale-back progress live
 //! in StatefulSet annotations, so a new host resumes where the last stopped.
 //!

@@ -1,7 +1,8 @@
 //! Safe scale-in on request (tidb-operator's `pd_scaler.go` and
 //! `tikv_scaler.go`): the StatefulSet annotation `steward.io/scale-in: N`
 //! asks for N replicas, and the replicas go one at a time, highest
-//! ordinal first, each only once PD no longer counts on it:
+//! desired ordinal first (an Advanced StatefulSet's delete slots
+//! skipped), each only once PD no longer counts on it:
 //!
 //! - PD: only while the members that stay keep a healthy quorum; the PD
 //!   leader's pod hands leadership to the lowest healthy ordinal first;
@@ -54,13 +55,14 @@ pub fn reconcile(
             .remember(&w.name, SCALE_IN_WAITING_ANNOTATION, Some(why.clone()))
             .event(EventType::Normal, "ScaleInWaiting", why))
     };
-    if target >= w.replicas {
+    // The replica a step removes: the highest desired ordinal.
+    let Some(&ordinal) = w.desired_ordinals.last().filter(|_| target < w.replicas) else {
         return Ok(plan.remember(&w.name, SCALE_IN_ANNOTATION, None).event(
             EventType::Normal,
             "ScaleInComplete",
             format!("{} runs {} replicas, as asked", w.name, w.replicas),
         ));
-    }
+    };
     if component == Some("pd") && target == 0 {
         return Err(format!(
             "annotation {SCALE_IN_ANNOTATION} of StatefulSet {}/{} asks for 0 PD replicas: a \
@@ -75,7 +77,6 @@ pub fn reconcile(
         ));
     }
     let cluster = steward_sdk::pd::cluster_of(w)?;
-    let ordinal = w.replicas - 1;
     let pod = format!("{}-{ordinal}", w.name);
     if component == Some("pd") {
         let members = pd.members(&cluster)?;
@@ -159,7 +160,7 @@ pub fn reconcile(
             }
         }
     }
-    plan = plan.set_replicas(ordinal);
+    plan = plan.set_replicas(w.replicas - 1);
     for claim in claims_of(state, &pod) {
         plan = plan.action(Action::DeleteClaim(claim));
     }
@@ -200,25 +201,6 @@ mod tests {
             .with_leader("basic-pd-0")
     }
 
-    /// The state after the plan's replica change and annotations.
-    fn apply(mut state: WorkloadState, plan: &Plan) -> WorkloadState {
-        for a in &plan.actions {
-            match a {
-                Action::SetReplicas(r) => state.workload.replicas = *r,
-                Action::Annotate((_, list)) => {
-                    for an in list {
-                        state.workload.annotations.retain(|(k, _)| *k != an.key);
-                        if let Some(v) = &an.value {
-                            state.workload.annotations.push((an.key.clone(), v.clone()));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        state
-    }
-
     /// The step towards the target the state's annotation asks for.
     fn run(pd: &FakePd, state: &WorkloadState) -> Plan {
         let target = tidb::scale_in_target(&state.workload).unwrap().unwrap();
@@ -247,7 +229,7 @@ mod tests {
             "the member leaves PD before its replica and claim"
         );
         pd.members.retain(|m| m.id != 102);
-        let state = apply(state, &plan);
+        let state = state.after(&plan);
 
         // Two members left: removing one keeps a quorum of one only if the
         // other is healthy. The scale-in says so once, and waits.
@@ -257,7 +239,7 @@ mod tests {
             !plan.changes().any(|a| !matches!(a, Action::Annotate(_))),
             "{plan:?}"
         );
-        let waiting = apply(state.clone(), &plan);
+        let waiting = state.clone().after(&plan);
         let why = labels::get(&waiting.workload.annotations, SCALE_IN_WAITING_ANNOTATION);
         assert!(
             why.unwrap().contains("would leave 0 healthy of 1 members"),
@@ -288,8 +270,8 @@ mod tests {
         assert!(plan.actions.contains(&Action::SetReplicas(1)));
         pd.members.retain(|m| m.id != 101);
 
-        let done = run(&pd, &apply(state, &plan));
-        let state = apply(asked("basic-pd", "pd", 1, 1), &done);
+        let done = run(&pd, &state.after(&plan));
+        let state = asked("basic-pd", "pd", 1, 1).after(&done);
         assert_eq!(
             labels::get(&state.workload.annotations, SCALE_IN_ANNOTATION),
             None
@@ -348,7 +330,7 @@ mod tests {
                 Action::DeleteClaim("tikv-basic-tikv-3".into())
             ]
         );
-        let state = apply(state, &plan);
+        let state = state.after(&plan);
         let plan = run(&three, &state);
         assert_eq!(
             plan.changes().cloned().collect::<Vec<_>>(),

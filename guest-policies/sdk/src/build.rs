@@ -179,9 +179,11 @@ impl Workload {
         self.partition = Some(partition);
         self
     }
+    /// `spec.replicas`, the desired ordinals following (an Advanced
+    /// StatefulSet's skip its delete slots).
     pub fn replicas(mut self, replicas: u32) -> Self {
         self.replicas = replicas;
-        self.desired_ordinals = (0..replicas).collect();
+        self.desired_ordinals = crate::tidb::ordinals_at(&self, replicas);
         self
     }
     /// tidb-operator's Advanced StatefulSet with these delete slots
@@ -280,19 +282,21 @@ impl TidbComponent {
 pub use states::*;
 
 mod states {
-    use crate::reconcile::{Replica, WorkloadState};
-    use crate::{Pod, Workload};
+    use crate::reconcile::{Plan, Replica, WorkloadState};
+    use crate::{Action, Pod, Target, Workload};
 
-    /// The state of `workload` with one ready pod per replica, owned by it,
-    /// at its current revision, at Unix time 0.
+    /// The state of `workload` with one ready pod per desired ordinal,
+    /// owned by it, at its current revision, at Unix time 0.
     pub fn workload_state(workload: Workload) -> WorkloadState {
-        let replicas = (0..workload.replicas)
-            .map(|o| {
+        let replicas = workload
+            .desired_ordinals
+            .iter()
+            .map(|&o| {
                 let mut pod = crate::build::pod(&format!("{}-{o}", workload.name))
                     .in_namespace(&workload.namespace)
                     .on(&format!("node-{o}"));
                 pod.owner = Some(crate::Owner {
-                    kind: "StatefulSet".into(),
+                    kind: workload.kind.clone(),
                     name: workload.name.clone(),
                 });
                 replica(o, &workload.current_revision, pod)
@@ -336,6 +340,30 @@ mod states {
         }
         pub fn without_pod(mut self, ordinal: u32) -> Self {
             self.replicas.retain(|r| r.ordinal != ordinal);
+            self
+        }
+        /// The state once the host performed `plan`'s replica changes and
+        /// workload annotations, the desired ordinals moving with the
+        /// replicas as the host computes them; pods and PD unchanged.
+        pub fn after(mut self, plan: &Plan) -> Self {
+            let w = &mut self.workload;
+            for action in &plan.actions {
+                match action {
+                    Action::SetReplicas(r) => {
+                        w.replicas = *r;
+                        w.desired_ordinals = crate::tidb::ordinals_at(w, *r);
+                    }
+                    Action::Annotate((Target::Workload(_), list)) => {
+                        for a in list {
+                            w.annotations.retain(|(k, _)| *k != a.key);
+                            if let Some(v) = &a.value {
+                                w.annotations.push((a.key.clone(), v.clone()));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
             self
         }
     }
@@ -401,6 +429,9 @@ mod review {
     /// UPDATE of a StatefulSet from `old` to `new`.
     pub fn update_statefulset(old: Workload, new: Workload) -> AdmissionRequest {
         let mut r = review("UPDATE", "statefulsets");
+        if new.kind == crate::tidb::ADVANCED_STATEFULSET {
+            r = r.advanced();
+        }
         r.name = new.name.clone();
         r.namespace = new.namespace.clone();
         r.workload = Some(new);
@@ -444,6 +475,16 @@ mod review {
         /// Made by user `username` (the builders' requests are `admin`'s).
         pub fn by(mut self, username: &str) -> Self {
             self.user_info.username = username.into();
+            self
+        }
+        /// About an Advanced StatefulSet (`apps.pingcap.com/v1`) rather
+        /// than an `apps/v1` one.
+        pub fn advanced(mut self) -> Self {
+            let group = crate::tidb::ADVANCED_STATEFULSET_GROUP;
+            if self.kind.0 == "apps" {
+                self.kind.0 = group.into();
+            }
+            self.resource.0 = group.into();
             self
         }
     }

@@ -122,6 +122,20 @@ impl FakePd {
         self.members.push(member);
         self
     }
+    /// Healthy members `<statefulset>-<ordinal>` of `ordinals`, member id
+    /// `first_id + ordinal`, the first of them leading.
+    pub fn with_members_of(self, statefulset: &str, ordinals: &[u32], first_id: u64) -> Self {
+        let pd = ordinals.iter().fold(self, |pd, &o| {
+            pd.with_member(member(
+                first_id + u64::from(o),
+                &format!("{statefulset}-{o}"),
+            ))
+        });
+        match ordinals.first() {
+            Some(o) => pd.with_leader(&format!("{statefulset}-{o}")),
+            None => pd,
+        }
+    }
     pub fn with_leader(mut self, name: &str) -> Self {
         self.leader = name.into();
         self

@@ -3,19 +3,54 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::ClusterView;
 use crate::{TidbCluster, TidbComponent, Workload, labels};
+
+pub use steward_wit::ordinals::{
+    ADVANCED_STATEFULSET, ADVANCED_STATEFULSET_GROUP, statefulset_kind,
+};
 
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
-
-/// The kind owner and workload records give tidb-operator's Advanced
-/// StatefulSet (`apps.pingcap.com/v1` `StatefulSet`).
-pub const ADVANCED_STATEFULSET: &str = "AdvancedStatefulSet";
 
 /// Whether an owner kind is a StatefulSet of either API: the pods of a
 /// TiDB component belong to one or the other.
 pub fn is_statefulset(kind: &str) -> bool {
     kind == "StatefulSet" || kind == ADVANCED_STATEFULSET
+}
+
+/// The ordinals StatefulSet `w` keeps at `replicas`: `0..replicas`, or for
+/// an Advanced StatefulSet `replicas` slots skipping its delete slots
+/// (tidb-operator's `helper.GetPodOrdinals`), ascending. At `spec.replicas`
+/// they are the host's `desired-ordinals`; a policy changing the replicas
+/// needs them at another count (the highest desired ordinal goes first).
+pub fn ordinals_at(w: &Workload, replicas: u32) -> Vec<u32> {
+    steward_wit::ordinals::of_statefulset(&w.kind, &w.annotations, replicas)
+}
+
+/// The partition that holds every pod of `w` at its current revision: one
+/// past the highest desired ordinal (`spec.replicas` without delete slots).
+pub fn held_partition(w: &Workload) -> u32 {
+    w.desired_ordinals.last().map_or(0, |o| o + 1)
+}
+
+/// StatefulSet `name` of either API, kind `kind` first: the components of
+/// a TiDB cluster share one kind, except while it moves to Advanced
+/// StatefulSets.
+pub fn statefulset(
+    cluster: &impl ClusterView,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Option<Workload> {
+    let other = if kind == ADVANCED_STATEFULSET {
+        "StatefulSet"
+    } else {
+        ADVANCED_STATEFULSET
+    };
+    cluster
+        .get_workload(kind, namespace, name)
+        .or_else(|| cluster.get_workload(other, namespace, name))
 }
 
 /// The TidbCluster's spec of `component` (`pd`, `tikv`), if it has one.
@@ -129,13 +164,13 @@ pub fn scale_in_target(workload: &Workload) -> Result<Option<u32>, String> {
     }
 }
 
-/// Whether PD member (or TiKV pod) `name` is ordinal `ordinal` or above of
-/// StatefulSet `statefulset`: a replica a scale-in to `ordinal` removes.
-pub fn removed_by_scale_in(name: &str, statefulset: &str, ordinal: u32) -> bool {
-    name.strip_prefix(statefulset)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .and_then(|o| o.parse::<u32>().ok())
-        .is_some_and(|o| o >= ordinal)
+/// The ordinal of PD member (or TiKV pod) `name` in StatefulSet
+/// `statefulset`, if it is one of its replicas.
+pub fn ordinal_in(name: &str, statefulset: &str) -> Option<u32> {
+    name.strip_prefix(statefulset)?
+        .strip_prefix('-')?
+        .parse::<u32>()
+        .ok()
 }
 
 #[cfg(test)]

@@ -137,7 +137,14 @@ fn statefulset_update(pd: &impl PdView, old: &Workload, new: &Workload) -> Resul
              the partition itself, one ordinal at a time"
         )));
     }
-    scale_down(pd, new, old.replicas, new.replicas)
+    // An Advanced StatefulSet's new delete slots remove pods too.
+    let removed = without(&old.desired_ordinals, &new.desired_ordinals);
+    scale_down(pd, new, (old.replicas, new.replicas), &removed)
+}
+
+/// The ordinals of `from` that `to` lacks.
+fn without(from: &[u32], to: &[u32]) -> Vec<u32> {
+    from.iter().copied().filter(|o| !to.contains(o)).collect()
 }
 
 /// `kubectl scale` changes replicas through the `scale` subresource: the
@@ -152,8 +159,15 @@ fn scale_update(
         scale_replicas(request.old_object.as_deref())?,
         scale_replicas(request.object.as_deref())?,
     );
-    match cluster.get_workload("StatefulSet", &request.namespace, &request.name) {
-        Some(workload) => scale_down(pd, &workload, from, to),
+    let kind = tidb::statefulset_kind(&request.resource.0);
+    match cluster.get_workload(kind, &request.namespace, &request.name) {
+        Some(workload) => {
+            let removed = without(
+                &tidb::ordinals_at(&workload, from),
+                &tidb::ordinals_at(&workload, to),
+            );
+            scale_down(pd, &workload, (from, to), &removed)
+        }
         None => Ok(Verdict::allow()),
     }
 }
@@ -167,21 +181,29 @@ fn scale_replicas(object: Option<&str>) -> Result<u32, String> {
     u32::try_from(replicas).map_err(|_| format!("a Scale object asks for {replicas} replicas"))
 }
 
-/// A user's PD or TiKV scale-down: lowering replicas deletes the highest
-/// pods at once, so it may remove only replicas PD no longer knows (a PD
-/// member deleted, a TiKV store Tombstone), and PD's only while every
-/// member is healthy. Anything else goes through Steward's scale-in
-/// ([`SCALE_IN_ANNOTATION`]), one member at a time.
+/// A user's PD or TiKV scale-down: the pods of the `removed` ordinals (the
+/// highest ones when replicas go `from` → `to`; an Advanced StatefulSet's
+/// new delete slots) are deleted at once, so it may remove only replicas PD
+/// no longer knows (a PD member deleted, a TiKV store Tombstone), and PD's
+/// only while every member is healthy. Anything else goes through
+/// Steward's scale-in ([`SCALE_IN_ANNOTATION`]), one member at a time.
 fn scale_down(
     pd: &impl PdView,
     workload: &Workload,
-    from: u32,
-    to: u32,
+    (from, to): (u32, u32),
+    removed: &[u32],
 ) -> Result<Verdict, String> {
     let component = tidb::component(&workload.labels);
-    if to >= from || !matches!(component, Some("pd" | "tikv")) {
+    if removed.is_empty() || !matches!(component, Some("pd" | "tikv")) {
         return Ok(Verdict::allow());
     }
+    let change = |of: &str| {
+        if to < from {
+            format!("scaling {of}from {from} to {to} replicas")
+        } else {
+            format!("changing {of}delete slots")
+        }
+    };
     let Some(instance) = tidb::instance(&workload.labels) else {
         return Ok(Verdict::allow());
     };
@@ -196,19 +218,23 @@ fn scale_down(
             .collect();
         if !unhealthy.is_empty() {
             return Ok(Verdict::deny(format!(
-                "{who}: scaling PD from {from} to {to} replicas while member(s) {} are \
-                 unhealthy could lose PD's quorum; wait until every PD member is healthy",
+                "{who}: {} while member(s) {} are unhealthy could lose PD's quorum; wait until \
+                 every PD member is healthy",
+                change("PD "),
                 unhealthy.join(", ")
             )));
         }
         members
             .iter()
-            .filter(|m| tidb::removed_by_scale_in(&m.name, &workload.name, to))
+            .filter(|m| {
+                tidb::ordinal_in(&m.name, &workload.name).is_some_and(|o| removed.contains(&o))
+            })
             .map(|m| format!("PD member {} ({})", m.name, m.id))
             .collect()
     } else {
         let stores = pd.stores(&c)?;
-        (to..from)
+        removed
+            .iter()
             .filter_map(|o| {
                 let pod = format!("{}-{o}", workload.name);
                 let store = stores
@@ -221,13 +247,26 @@ fn scale_down(
     if in_pd.is_empty() {
         return Ok(Verdict::allow());
     }
+    // Steward's scale-in takes the highest desired ordinals, as replicas alone do.
+    let highest = without(
+        &tidb::ordinals_at(workload, from),
+        &tidb::ordinals_at(workload, to),
+    );
+    let how = if removed == highest {
+        format!(
+            "Steward scales in one member at a time, each leaving PD before its pod and claims \
+             go: kubectl annotate statefulset {} -n {} {SCALE_IN_ANNOTATION}={to}",
+            workload.name, workload.namespace
+        )
+    } else {
+        "take each out of PD first (delete the PD member; delete the TiKV store and wait until \
+         it is Tombstone), then change the delete slots"
+            .to_string()
+    };
     Ok(Verdict::deny(format!(
-        "{who}: scaling from {from} to {to} replicas would delete pods PD still counts on: {}; \
-         Steward scales in one member at a time, each leaving PD before its pod and claims go: \
-         kubectl annotate statefulset {} -n {} {SCALE_IN_ANNOTATION}={to}",
-        in_pd.join(", "),
-        workload.name,
-        workload.namespace
+        "{who}: {} would delete pods PD still counts on: {}; {how}",
+        change(""),
+        in_pd.join(", ")
     )))
 }
 

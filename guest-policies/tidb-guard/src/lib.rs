@@ -6,8 +6,9 @@
 //!   nor lower or remove that annotation, unless Steward makes it (its
 //!   user, authenticated by the API server, is in `stewardUsers`);
 //! - a PD or TiKV StatefulSet may not scale down (spec update or `scale`
-//!   subresource) while a PD member is unhealthy, nor past a replica whose
-//!   member or store PD still has: `steward.io/scale-in` does that safely;
+//!   subresource; an Advanced StatefulSet's new delete slots remove pods
+//!   too) while a PD member is unhealthy, nor remove a replica whose member
+//!   or store PD still has: `steward.io/scale-in` does that safely;
 //! - a TiKV pod is not deleted or evicted while its store holds Raft
 //!   leaders: the guard asks PD to evict them and refuses until none are
 //!   left or the eviction timeout has passed. `Tombstone`, `Down` or absent
@@ -19,7 +20,9 @@
 //! A refused eviction that clears by itself gets 429, as from a
 //! PodDisruptionBudget, so drains retry; a DELETE keeps 403.
 //!
-//! Side effects are actions the host performs, never on a dry run.
+//! StatefulSets of both APIs are guarded alike: `apps/v1` and
+//! tidb-operator's Advanced StatefulSets (`apps.pingcap.com/v1`). Side
+//! effects are actions the host performs, never on a dry run.
 
 mod guard;
 

@@ -192,12 +192,12 @@ fn hold(mut plan: Plan, w: &Workload, partition: u32) -> Result<Plan, String> {
     Ok(plan)
 }
 
-/// A template change not yet rolled out to every pod.
+/// A template change not yet rolled out to every desired pod.
 fn upgrading(w: &Workload, replicas: &[Replica]) -> bool {
     w.current_revision != w.update_revision
         || replicas
             .iter()
-            .any(|r| r.ordinal < w.replicas && r.revision != w.update_revision)
+            .any(|r| w.desired_ordinals.contains(&r.ordinal) && r.revision != w.update_revision)
 }
 
 fn ready(r: &Replica) -> bool {
@@ -227,7 +227,7 @@ impl<P: PdView> Ctx<'_, P> {
     }
 
     /// Nothing (left) to upgrade: clean up after an upgrade, keep the
-    /// partition at `replicas`.
+    /// partition where it holds every pod.
     fn finish(&self, gate: Option<GateState>) -> Result<Plan, String> {
         let w = self.w();
         let mut plan = Plan::new();
@@ -253,18 +253,18 @@ impl<P: PdView> Ctx<'_, P> {
                 format!("every pod runs revision {}", w.update_revision),
             );
         }
-        hold(plan, w, w.replicas)
+        hold(plan, w, tidb::held_partition(w))
     }
 
-    /// A new update revision: hold every pod (partition = replicas) and
-    /// remember the revision. A stale eviction is ended.
+    /// A new update revision: hold every pod and remember the revision. A
+    /// stale eviction is ended.
     fn start(&self, stale: Option<GateState>) -> Result<Plan, String> {
         let w = self.w();
         let mut plan = Plan::new();
         if let (Some(evicting), Ok(c)) = (stale.and_then(|g| g.evicting), &self.cluster) {
             plan = plan.action(Action::PdEvictLeaderEnd((c.clone(), evicting.store)));
         }
-        let plan = hold(plan, w, w.replicas)?;
+        let plan = hold(plan, w, tidb::held_partition(w))?;
         let gate = GateState {
             revision: w.update_revision.clone(),
             ..GateState::default()
@@ -287,7 +287,7 @@ impl<P: PdView> Ctx<'_, P> {
             Component::Tikv => self.pd.stores(self.pd_cluster()?)?,
             _ => Vec::new(),
         };
-        for ordinal in (0..w.replicas).rev() {
+        for &ordinal in w.desired_ordinals.iter().rev() {
             let pod_name = format!("{}-{ordinal}", w.name);
             let replica = self.state.replica(ordinal);
             let Some(replica) = replica.filter(|r| r.revision == w.update_revision) else {
@@ -403,10 +403,14 @@ impl<P: PdView> Ctx<'_, P> {
                         let name = format!("{}-{o}", w.name);
                         members.iter().any(|m| m.name == name && m.healthy)
                     };
-                    let target = (ordinal + 1..w.replicas)
+                    // tidb-operator's choice: the highest healthy desired
+                    // ordinal above (upgraded), else the lowest below.
+                    let desired = &w.desired_ordinals;
+                    let target = desired
+                        .iter()
                         .rev()
-                        .find(|&o| healthy(o))
-                        .or_else(|| (0..ordinal).find(|&o| healthy(o)));
+                        .find(|&&o| o > ordinal && healthy(o))
+                        .or_else(|| desired.iter().find(|&&o| o < ordinal && healthy(o)));
                     if let Some(t) = target {
                         let target = format!("{}-{t}", w.name);
                         let plan = Plan::new()
@@ -485,7 +489,11 @@ impl<P: PdView> Ctx<'_, P> {
     ) -> Result<Option<String>, String> {
         let w = self.w();
         if w.status_replicas != w.replicas
-            || self.state.replicas.iter().any(|r| r.ordinal >= w.replicas)
+            || self
+                .state
+                .replicas
+                .iter()
+                .any(|r| !w.desired_ordinals.contains(&r.ordinal))
         {
             return Ok(Some(format!(
                 "the StatefulSet is scaling ({} of {} replicas)",
@@ -498,7 +506,7 @@ impl<P: PdView> Ctx<'_, P> {
         if let Some(instance) = self.instance {
             for other in earlier(self.component) {
                 let name = format!("{instance}-{other}");
-                if let Some(o) = cluster.get_workload("StatefulSet", &w.namespace, &name)
+                if let Some(o) = tidb::statefulset(cluster, &w.kind, &w.namespace, &name)
                     && (o.current_revision != o.update_revision
                         || o.status_replicas != o.replicas
                         || o.ready_replicas < o.replicas)
@@ -840,6 +848,84 @@ mod tests {
         empty.stores[2].leader_count = 200;
         let plan = run(&state, &empty);
         assert_eq!(gate_of(&plan).unwrap().returning, None);
+    }
+
+    /// basic's PD as an Advanced StatefulSet of 3 replicas with delete
+    /// slot 1 (members 0, 2 and 3), held at partition 4, upgrading to `r2`.
+    fn advanced_pd_upgrading() -> WorkloadState {
+        let mut state = workload_state(
+            statefulset("basic-pd", 3)
+                .component("basic", "pd")
+                .advanced(&[1])
+                .partition(4)
+                .annotation(tidb::PROTECTED_PARTITION_ANNOTATION, "4"),
+        );
+        state.workload = state.workload.updating_to("r2");
+        with_gate(state, &started())
+    }
+
+    fn advanced_pd_members() -> FakePd {
+        FakePd::default().with_members_of("basic-pd", &[0, 2, 3], 1000)
+    }
+
+    #[test]
+    fn an_advanced_statefulset_is_held_past_its_highest_desired_ordinal() {
+        let mut idle = workload_state(
+            statefulset("basic-pd", 3)
+                .component("basic", "pd")
+                .advanced(&[1]),
+        );
+        let plan = run(&idle, &advanced_pd_members());
+        // Partition 3 would restart basic-pd-3 on a template change.
+        assert_eq!(partition_of(&plan), Some(4), "{plan:?}");
+        assert_eq!(protection_of(&plan), Some(Some("4".into())));
+        idle.workload = idle
+            .workload
+            .partition(4)
+            .annotation(tidb::PROTECTED_PARTITION_ANNOTATION, "4");
+        assert_eq!(run(&idle, &advanced_pd_members()).changes().count(), 0);
+    }
+
+    #[test]
+    fn an_advanced_statefulset_steps_through_its_desired_ordinals_only() {
+        let pd = advanced_pd_members();
+        let state = advanced_pd_upgrading();
+        let plan = run(&state, &pd);
+        assert_eq!(partition_of(&plan), Some(3), "{plan:?}");
+        assert_eq!(protection_of(&plan), Some(Some("3".into())));
+
+        let mut state = state.with_revision(3, "r2");
+        state.workload = state.workload.partition(3);
+        assert_eq!(partition_of(&run(&state, &pd)), Some(2));
+
+        // basic-pd-0 leads: leadership goes to the highest upgraded desired
+        // member, basic-pd-3, not to the deleted slot's basic-pd-1.
+        let mut state = state.with_revision(2, "r2");
+        state.workload = state.workload.partition(2);
+        let plan = run(&state, &pd);
+        let c = steward_sdk::pd::cluster(NS, "basic");
+        assert_eq!(
+            plan.changes().cloned().collect::<Vec<_>>(),
+            [Action::PdTransferLeader((c, "basic-pd-3".into()))]
+        );
+        // Moved: the partition skips slot 1.
+        assert_eq!(
+            partition_of(&run(&state, &pd.with_leader("basic-pd-3"))),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn a_pod_in_a_delete_slot_blocks_the_upgrade_as_scaling() {
+        let mut state = advanced_pd_upgrading();
+        let mut leftover = state.replicas[0].clone();
+        leftover.ordinal = 1;
+        leftover.pod.name = "basic-pd-1".into();
+        state.replicas.insert(1, leftover);
+        let plan = run(&state, &advanced_pd_members());
+        assert_eq!(partition_of(&plan), None, "{plan:?}");
+        let blocked = gate_of(&plan).unwrap().blocked.unwrap();
+        assert!(blocked.contains("the StatefulSet is scaling"), "{blocked}");
     }
 
     #[test]

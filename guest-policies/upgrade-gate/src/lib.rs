@@ -1,10 +1,12 @@
 //! upgrade-gate: tidb-operator's graceful rolling upgrade for StatefulSets
-//! that opt in (domain rules §1b):
+//! (`apps/v1` or Advanced) that opt in (domain rules §1b):
 //!
-//! - the partition stays at `replicas` while nothing is upgrading, so a new
+//! - the partition stays at `replicas` (an Advanced StatefulSet's: one past
+//!   its highest desired ordinal) while nothing is upgrading, so a new
 //!   template restarts no pod by itself;
-//! - an upgrade lowers it one ordinal at a time, highest first, and only
-//!   after the pod above is Ready at the new revision and healthy in PD;
+//! - an upgrade lowers it one desired ordinal at a time, highest first
+//!   (an Advanced StatefulSet's delete slots skipped), and only after the
+//!   pod above is Ready at the new revision and healthy in PD;
 //! - before a TiKV pod restarts, PD evicts its store's leaders; the gate
 //!   waits for zero (or the eviction timeout, with an Event); after the pod
 //!   is back `Up` the eviction ends and the gate waits for 2/3 of the

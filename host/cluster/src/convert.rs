@@ -34,12 +34,10 @@ fn owner(meta: &ObjectMeta) -> Option<Owner> {
         .flatten()
         .find(|o| o.controller == Some(true))
         .map(|o| Owner {
-            // tidb-operator's Advanced StatefulSet is a `StatefulSet` of
-            // another group: its own kind name keeps the two apart.
-            kind: if o.kind == "StatefulSet"
-                && o.api_version.split('/').next() == Some(crate::tidb::ADVANCED_STATEFULSET_GROUP)
-            {
-                crate::tidb::ADVANCED_STATEFULSET.into()
+            kind: if o.kind == "StatefulSet" {
+                // An Advanced StatefulSet gets a kind of its own.
+                let group = o.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+                steward_wit::ordinals::statefulset_kind(group).into()
             } else {
                 o.kind.clone()
             },

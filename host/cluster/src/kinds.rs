@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use kube::api::{ApiResource, GroupVersionKind};
 use steward_wit::CapacitySource;
 
 /// A kind watched only for the policies that need it.
@@ -68,6 +69,16 @@ impl OptionalKind {
             OptionalKind::AdvancedStatefulSet => ("apps.pingcap.com", "v1"),
             _ => ("hwameistor.io", "v1alpha1"),
         }
+    }
+
+    /// How the API reads and writes it, as a dynamic object (custom
+    /// resources: the kind's schema is its CRD's).
+    pub fn api_resource(self) -> ApiResource {
+        let (group, version) = self.group_version();
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(group, version, self.name()),
+            self.plural(),
+        )
     }
 
     /// The resource name in the API's discovery document.

@@ -5,17 +5,24 @@
 //! tidb-operator's, and a field Steward does not read may be anything.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::api::ApiResource;
 use serde_json::Value;
-use steward_wit::ordinals::{self, ADVANCED_DELETE_SLOTS};
+use steward_wit::ordinals;
+pub use steward_wit::ordinals::{ADVANCED_STATEFULSET, ADVANCED_STATEFULSET_GROUP};
 use steward_wit::{TidbCluster, TidbComponent, Workload};
 
 use crate::convert;
+use crate::kinds::OptionalKind;
 
-/// The kind owner and workload records give an Advanced StatefulSet.
-pub const ADVANCED_STATEFULSET: &str = "AdvancedStatefulSet";
-
-/// The API group of tidb-operator's Advanced StatefulSet.
-pub const ADVANCED_STATEFULSET_GROUP: &str = "apps.pingcap.com";
+/// How the API reads and writes a StatefulSet of workload kind `kind`
+/// (`StatefulSet` or [`ADVANCED_STATEFULSET`]), as a dynamic object.
+pub fn statefulset_resource(kind: &str) -> ApiResource {
+    if kind == ADVANCED_STATEFULSET {
+        OptionalKind::AdvancedStatefulSet.api_resource()
+    } else {
+        ApiResource::erase::<StatefulSet>(&())
+    }
+}
 
 /// TidbCluster annotation naming the HA predicate's topology label.
 pub const HA_TOPOLOGY_KEY: &str = "pingcap.com/ha-topology-key";
@@ -128,10 +135,7 @@ pub fn advanced_statefulset(v: &Value) -> Workload {
         .unwrap_or_default();
     let mut w = convert::workload(&set);
     w.kind = ADVANCED_STATEFULSET.into();
-    let slots = annotation(v, ADVANCED_DELETE_SLOTS)
-        .map(ordinals::parse_delete_slots)
-        .unwrap_or_default();
-    w.desired_ordinals = ordinals::desired(w.replicas, &slots);
+    w.desired_ordinals = ordinals::of_statefulset(&w.kind, &w.annotations, w.replicas);
     w
 }
 

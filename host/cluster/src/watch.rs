@@ -9,7 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::{CSIStorageCapacity, StorageClass};
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::DynamicObject;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -32,16 +32,6 @@ struct Kind<K> {
 enum SyncReport {
     Core(mpsc::Sender<&'static str>),
     Optional(OptionalKind),
-}
-
-/// A custom resource (HwameiStor's, tidb-operator's), read as a dynamic
-/// object.
-fn custom(kind: OptionalKind) -> ApiResource {
-    let (group, version) = kind.group_version();
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(group, version, kind.name()),
-        kind.plural(),
-    )
 }
 
 fn json(obj: &DynamicObject) -> serde_json::Value {
@@ -302,7 +292,7 @@ impl Optional {
                 report,
             )),
             OptionalKind::LocalStorageNode => tokio::spawn(watch::<DynamicObject>(
-                Api::all_with(client, &custom(kind)),
+                Api::all_with(client, &kind.api_resource()),
                 Kind {
                     name: kind.name(),
                     upsert: |o, c| c.upsert_storage_node(&json(o)),
@@ -312,7 +302,7 @@ impl Optional {
                 report,
             )),
             OptionalKind::LocalDiskNode => tokio::spawn(watch::<DynamicObject>(
-                Api::all_with(client, &custom(kind)),
+                Api::all_with(client, &kind.api_resource()),
                 Kind {
                     name: kind.name(),
                     upsert: |o, c| c.upsert_disk_node(&json(o)),
@@ -322,7 +312,7 @@ impl Optional {
                 report,
             )),
             OptionalKind::LocalVolume => tokio::spawn(watch::<DynamicObject>(
-                Api::all_with(client, &custom(kind)),
+                Api::all_with(client, &kind.api_resource()),
                 Kind {
                     name: kind.name(),
                     upsert: |o, c| c.upsert_local_volume(&json(o)),
@@ -332,7 +322,7 @@ impl Optional {
                 report,
             )),
             OptionalKind::TidbCluster => tokio::spawn(watch::<DynamicObject>(
-                Api::all_with(client, &custom(kind)),
+                Api::all_with(client, &kind.api_resource()),
                 Kind {
                     name: kind.name(),
                     upsert: |o, c| c.upsert_tidb_cluster(tidb::tidb_cluster(&json(o))),
@@ -342,7 +332,7 @@ impl Optional {
                 report,
             )),
             OptionalKind::AdvancedStatefulSet => tokio::spawn(watch::<DynamicObject>(
-                Api::all_with(client, &custom(kind)),
+                Api::all_with(client, &kind.api_resource()),
                 Kind {
                     name: "StatefulSet (apps.pingcap.com/v1)",
                     upsert: |o, c| c.upsert_workload(tidb::advanced_statefulset(&json(o))),

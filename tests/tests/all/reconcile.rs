@@ -46,7 +46,9 @@ struct Recorder {
 
 impl Effects for Recorder {
     async fn perform(&self, ctx: &ActionContext<'_>, action: &Action) -> Result<(), String> {
-        let statefulset = ctx.workload.unwrap_or_default().to_string();
+        let statefulset = ctx
+            .workload
+            .map_or_else(String::new, |w| w.name.to_string());
         let leaders = match action {
             Action::SetPartition(p) if statefulset == format!("{CLUSTER}-tikv") => {
                 let pod = format!("{statefulset}-{p}.");
@@ -128,7 +130,7 @@ impl Harness {
         for _ in 0..max {
             self.cluster.tick(&self.pd);
             for name in statefulsets {
-                let report = host.reconcile(NAMESPACE, name).await;
+                let report = host.reconcile("StatefulSet", NAMESPACE, name).await;
                 assert_eq!(report.error, None, "reconcile of {name}");
             }
             self.clock.0.fetch_add(step_ms, Ordering::SeqCst);
@@ -341,7 +343,7 @@ async fn pd_unreachable_changes_nothing_records_an_event_and_backs_off() {
     let mut delays = Vec::new();
     for _ in 0..3 {
         h.cluster.tick(&h.pd);
-        let report = host.reconcile(NAMESPACE, "basic-tikv").await;
+        let report = host.reconcile("StatefulSet", NAMESPACE, "basic-tikv").await;
         let error = report.error.expect("the reconcile fails");
         assert!(error.contains("PD is unreachable"), "{error}");
         assert!(
@@ -574,7 +576,7 @@ async fn a_scale_in_takes_each_member_out_of_pd_before_its_pod_across_a_host_res
     let host = h.host();
     h.pd.set_fault(Fault::Unreachable);
     let before = h.cluster.workload("basic-tikv");
-    let report = host.reconcile(NAMESPACE, "basic-tikv").await;
+    let report = host.reconcile("StatefulSet", NAMESPACE, "basic-tikv").await;
     assert!(report.error.unwrap().contains("PD is unreachable"));
     assert!(
         report.performed.iter().all(

@@ -33,10 +33,14 @@ use crate::tidb::{
     reconcile_policy, revision, run_tidb, tidb_cluster, upgraded,
 };
 
-/// upgrade-gate's settings in these scenarios: leaders get long enough to
+/// upgrade-gate as these scenarios run it: leaders get long enough to
 /// leave, reconciles come often.
-pub const GATE_SETTINGS: &str = "{evictLeaderTimeoutSeconds: 600, \
-    leaderReturnTimeoutSeconds: 120, leaderReturnMinimum: 1, pollMs: 500}";
+pub const GATE: Reconcile<'static> = Reconcile {
+    policy: "upgrade-gate",
+    module: "upgrade_gate",
+    settings: "{evictLeaderTimeoutSeconds: 600, leaderReturnTimeoutSeconds: 120, \
+               leaderReturnMinimum: 1, pollMs: 500}",
+};
 
 /// Aborts background watches when dropped.
 pub struct Watches(pub Vec<JoinHandle<()>>);
@@ -54,9 +58,21 @@ impl Drop for Watches {
 pub fn watch_statefulset(
     client: &Client,
     name: &str,
-    mut seen: impl FnMut(&StatefulSet) + Send + 'static,
+    seen: impl FnMut(&StatefulSet) + Send + 'static,
 ) -> JoinHandle<()> {
-    let api: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
+    watch_named(Api::namespaced(client.clone(), NAMESPACE), name, seen)
+}
+
+/// Calls `seen` with every version of object `name` of `api` a watch
+/// delivers.
+pub fn watch_named<K>(
+    api: Api<K>,
+    name: &str,
+    mut seen: impl FnMut(&K) + Send + 'static,
+) -> JoinHandle<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     tokio::spawn(async move {
         let mut events = watcher::watcher(api, config).boxed();
@@ -319,12 +335,7 @@ fn an_image_change_restarts_tikv_pods_one_by_one_after_their_leaders_left() {
     scenario(
         "an_image_change_restarts_tikv_pods_one_by_one_after_their_leaders_left",
         |version| async move {
-            let reconcile = Reconcile {
-                policy: "upgrade-gate",
-                module: "upgrade_gate",
-                settings: GATE_SETTINGS,
-            };
-            let mut tidb = tidb_cluster(version, Some(reconcile), false).await?;
+            let mut tidb = tidb_cluster(version, Some(GATE), false).await?;
             let seen = upgrade_tikv(&tidb, || async { Ok(()) }).await?;
             check_upgrade(&tidb, &seen).await?;
             tidb.cluster.control_plane.check().await
@@ -365,14 +376,7 @@ fn the_second_replica_takes_over_an_upgrade_when_the_leader_dies() {
             let (cert, key) = (dir.join("replicas-tls.crt"), dir.join("replicas-tls.key"));
             let ca = TestCa::new();
             ca.issue("steward-webhook").write(&cert, &key);
-            let gate = reconcile_policy(
-                &Reconcile {
-                    policy: "upgrade-gate",
-                    module: "upgrade_gate",
-                    settings: GATE_SETTINGS,
-                },
-                &pd.url(),
-            );
+            let gate = reconcile_policy(&GATE, &pd.url());
             let mutator = format!(
                 "{{id: local-storage-admission, hook: admission, \
                  module: '{{local_storage_admission}}', mutate: true, \

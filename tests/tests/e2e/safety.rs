@@ -4,6 +4,7 @@
 //! StatefulSet's partition below what upgrade-gate protects while the
 //! gate's own steps, carried out by the real StatefulSet controller, pass.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
@@ -23,8 +24,8 @@ use steward_tests::control_plane::ControlPlane;
 use steward_tests::e2e::{eventually, scenario};
 use steward_tests::pd_double::Fault;
 
-use crate::reconcile::{GATE_SETTINGS, Watches, leaders_of, watch_statefulset};
-use crate::tidb::{NAMESPACE, NEW_TIKV_IMAGE, Reconcile, TIKV, partition, tidb_cluster, upgraded};
+use crate::reconcile::{GATE, Watches, leaders_of, watch_named};
+use crate::tidb::{NAMESPACE, NEW_TIKV_IMAGE, TIKV, partition, tidb_cluster, upgraded};
 
 /// Runs the control plane's own kubectl as its admin (a user, not Steward).
 async fn kubectl(control_plane: &ControlPlane, args: &[&str]) -> Result<Output> {
@@ -144,9 +145,78 @@ fn kubectl_drain_waits_while_pd_moves_a_tikv_stores_leaders_away() {
 
 /// A StatefulSet version as the watch saw it: partition and protection.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Held {
-    partition: Option<i32>,
-    protected: Option<i32>,
+pub struct Held {
+    pub partition: Option<i32>,
+    pub protected: Option<i32>,
+}
+
+impl Held {
+    /// Partition `partition`, protected there.
+    pub fn at(partition: i32) -> Held {
+        Held {
+            partition: Some(partition),
+            protected: Some(partition),
+        }
+    }
+
+    /// The protection `annotations` hold, with `partition`.
+    pub fn of(partition: Option<i32>, annotations: &BTreeMap<String, String>) -> Held {
+        Held {
+            partition,
+            protected: annotations
+                .get(PROTECTED_PARTITION_ANNOTATION)
+                .and_then(|p| p.parse().ok()),
+        }
+    }
+}
+
+/// Records each distinct [`Held`] (by `held`) of object `name` of `api`
+/// that a watch delivers, while the returned watch runs.
+pub fn watch_held<K>(
+    api: Api<K>,
+    name: &str,
+    held: impl Fn(&K) -> Held + Send + 'static,
+) -> (Arc<Mutex<Vec<Held>>>, Watches)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let seen = Arc::new(Mutex::new(Vec::<Held>::new()));
+    let watch = watch_named(api, name, {
+        let seen = seen.clone();
+        move |object| {
+            let now = held(object);
+            let mut seen = seen.lock();
+            if seen.last() != Some(&now) {
+                seen.push(now);
+            }
+        }
+    });
+    (seen, Watches(vec![watch]))
+}
+
+/// The versions a watch saw took the partition through `steps` (each
+/// partition counted once), the protection never missing nor below it.
+pub fn check_gate_steps(seen: &[Held], steps: &[i32]) -> Result<()> {
+    eprintln!("protection: {seen:?}");
+    let partitions: Vec<i32> =
+        seen.iter()
+            .filter_map(|h| h.partition)
+            .fold(Vec::new(), |mut steps, p| {
+                if steps.last() != Some(&p) {
+                    steps.push(p);
+                }
+                steps
+            });
+    ensure!(
+        partitions == steps,
+        "the gate's steps took the partition {partitions:?}, not {steps:?}"
+    );
+    ensure!(
+        seen.iter()
+            .all(|h| h.protected.is_some() && h.protected >= h.partition),
+        "the protection was below the partition: {seen:?}"
+    );
+    Ok(())
 }
 
 /// upgrade-gate holds basic-tikv at partition 3 with
@@ -161,42 +231,18 @@ fn only_the_upgrade_gate_lowers_a_protected_partition() {
     scenario(
         "only_the_upgrade_gate_lowers_a_protected_partition",
         |version| async move {
-            let reconcile = Reconcile {
-                policy: "upgrade-gate",
-                module: "upgrade_gate",
-                settings: GATE_SETTINGS,
-            };
-            let mut tidb = tidb_cluster(version, Some(reconcile), true).await?;
+            let mut tidb = tidb_cluster(version, Some(GATE), true).await?;
             let client = tidb.client.clone();
             let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
-            let held = |set: &StatefulSet| Held {
-                partition: partition(set),
-                protected: set
-                    .annotations()
-                    .get(PROTECTED_PARTITION_ANNOTATION)
-                    .and_then(|p| p.parse().ok()),
-            };
-            let at_three = Held {
-                partition: Some(3),
-                protected: Some(3),
-            };
+            let held = |set: &StatefulSet| Held::of(partition(set), set.annotations());
+            let at_three = Held::at(3);
             eventually(
                 Duration::from_secs(60),
                 "upgrade-gate to protect basic-tikv's partition 3",
                 || async { Ok((held(&sets.get(TIKV).await?) == at_three).then_some(())) },
             )
             .await?;
-            let seen = Arc::new(Mutex::new(Vec::<Held>::new()));
-            let _watches = Watches(vec![watch_statefulset(&client, TIKV, {
-                let seen = seen.clone();
-                move |set| {
-                    let now = held(set);
-                    let mut seen = seen.lock();
-                    if seen.last() != Some(&now) {
-                        seen.push(now);
-                    }
-                }
-            })]);
+            let (seen, _watches) = watch_held(sets.clone(), TIKV, held);
 
             tidb.pd.set_fault(Fault::LeadersStuck);
             sets.patch(
@@ -292,26 +338,7 @@ fn only_the_upgrade_gate_lowers_a_protected_partition() {
                 || async { Ok((held(&sets.get(TIKV).await?) == at_three).then_some(())) },
             )
             .await?;
-            let seen = seen.lock().clone();
-            eprintln!("protection: {seen:?}");
-            let partitions: Vec<i32> =
-                seen.iter()
-                    .filter_map(|h| h.partition)
-                    .fold(Vec::new(), |mut steps, p| {
-                        if steps.last() != Some(&p) {
-                            steps.push(p);
-                        }
-                        steps
-                    });
-            ensure!(
-                partitions == [3, 2, 1, 0, 3],
-                "the gate's steps took the partition {partitions:?}, not 3, 2, 1, 0, 3"
-            );
-            ensure!(
-                seen.iter()
-                    .all(|h| h.protected.is_some() && h.protected >= h.partition),
-                "the protection was below the partition: {seen:?}"
-            );
+            check_gate_steps(&seen.lock(), &[3, 2, 1, 0, 3])?;
             tidb.cluster.control_plane.check().await
         },
     );

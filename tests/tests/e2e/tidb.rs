@@ -278,17 +278,37 @@ pub async fn upgraded(client: &Client) -> Result<Option<()>> {
     {
         return Ok(None);
     }
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let pods = pods_at(client, NAMESPACE, "tikv", &update, NEW_TIKV_IMAGE).await?;
+    let done = pods.len() == 3 && pods.iter().all(|(_, at)| *at);
+    Ok(done.then_some(()))
+}
+
+/// The pods of TiDB component `component` in `namespace` by name, each
+/// with whether it runs Ready at `update_revision` with `image`.
+pub async fn pods_at(
+    client: &Client,
+    namespace: &str,
+    component: &str,
+    update_revision: &str,
+    image: &str,
+) -> Result<Vec<(String, bool)>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let list = pods
-        .list(&ListParams::default().labels("app.kubernetes.io/component=tikv"))
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/component={component}")))
         .await?;
-    let done = list.items.len() == 3
-        && list.items.iter().all(|p| {
-            let image = p
+    let mut pods: Vec<(String, bool)> = list
+        .items
+        .iter()
+        .map(|p| {
+            let running = p
                 .spec
                 .as_ref()
                 .and_then(|s| s.containers.first()?.image.clone());
-            pod_ready(p) && revision(p) == update && image.as_deref() == Some(NEW_TIKV_IMAGE)
-        });
-    Ok(done.then_some(()))
+            let at =
+                pod_ready(p) && revision(p) == update_revision && running.as_deref() == Some(image);
+            (p.name_any(), at)
+        })
+        .collect();
+    pods.sort();
+    Ok(pods)
 }

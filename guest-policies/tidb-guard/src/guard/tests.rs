@@ -440,6 +440,79 @@ fn kubectl_scale_of_pd_needs_every_member_healthy_too() {
     assert!(e.contains("a Scale object is not JSON"), "{e}");
 }
 
+/// `basic`'s PD as an Advanced StatefulSet of 3 replicas with delete slot
+/// 1: members 0, 2 and 3.
+fn advanced_pd_statefulset() -> Workload {
+    pd_statefulset().advanced(&[1])
+}
+
+fn advanced_pd_members() -> FakePd {
+    FakePd::default().with_members_of("basic-pd", &[0, 2, 3], 11)
+}
+
+#[test]
+fn an_advanced_statefulsets_protected_partition_holds() {
+    let old = advanced_pd_statefulset()
+        .partition(4)
+        .annotation(PROTECTED_PARTITION_ANNOTATION, "4");
+    let lowered = update_statefulset(old.clone(), old.partition(2));
+    let v = run(&FakePd::default(), &lowered);
+    assert!(!v.allowed);
+    let message = v.message.unwrap();
+    assert!(message.contains("may not go from 4 to 2"), "{message}");
+    assert!(run(&FakePd::default(), &lowered.by(STEWARD)).allowed);
+}
+
+#[test]
+fn kubectl_scale_of_an_advanced_statefulset_removes_its_highest_desired_member() {
+    let cluster = FakeCluster::default().with_workload(advanced_pd_statefulset());
+    let request = scale_statefulset(NS, "basic-pd", 3, 2).advanced();
+    let scale = |cluster: &FakeCluster| {
+        review(
+            cluster,
+            &advanced_pd_members(),
+            &Settings::default(),
+            &request,
+        )
+        .unwrap()
+    };
+    let v = scale(&cluster);
+    assert!(!v.allowed);
+    let message = v.message.unwrap();
+    assert!(
+        message.contains("PD still counts on: PD member basic-pd-3 (14); Steward scales in")
+            && message.ends_with("steward.io/scale-in=2"),
+        "{message}"
+    );
+    // The apps/v1 StatefulSet of that name is another object.
+    let v = scale(&FakeCluster::default().with_workload(pd_statefulset()));
+    assert!(v.allowed, "{v:?}");
+}
+
+#[test]
+fn a_new_delete_slot_may_not_remove_a_member_pd_still_has() {
+    let old = advanced_pd_statefulset();
+    // Slot 2 deleted too, one replica fewer: basic-pd-2 goes, not basic-pd-3.
+    let new = pd_statefulset().replicas(2).advanced(&[1, 2]);
+    assert_eq!(new.desired_ordinals, [0, 3]);
+    let v = run(
+        &advanced_pd_members(),
+        &update_statefulset(old.clone(), new.clone()),
+    );
+    assert!(!v.allowed);
+    let message = v.message.unwrap();
+    assert!(
+        message.contains(
+            "scaling from 3 to 2 replicas would delete pods PD still counts on: PD member \
+             basic-pd-2 (13); take each out of PD first"
+        ),
+        "{message}"
+    );
+    let mut left = advanced_pd_members();
+    left.members.retain(|m| m.name != "basic-pd-2");
+    assert!(run(&left, &update_statefulset(old, new)).allowed);
+}
+
 #[test]
 fn a_new_tikv_pod_ends_its_store_eviction() {
     let pd = stores(0, "Up").with_scheduler(&evict_leader_scheduler(4));

@@ -5,14 +5,12 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1 as core;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::pd::{PdClient, PdEndpoint, SecretAccess};
-use steward_cluster::Backend;
-use steward_cluster::{ClusterCache, ClusterQuery};
+use steward_cluster::{Backend, ClusterCache, ClusterQuery, tidb};
 use steward_wit::{Action, Annotation, EventType, Target};
 
 /// The object an action list is about: Events are recorded on it.
@@ -25,13 +23,33 @@ pub struct Subject {
     pub uid: String,
 }
 
+/// A StatefulSet of either API: its workload kind (`StatefulSet`, or
+/// `AdvancedStatefulSet` for `apps.pingcap.com/v1`) and name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkloadRef<'a> {
+    pub kind: &'a str,
+    pub name: &'a str,
+}
+
+impl WorkloadRef<'_> {
+    /// `StatefulSet ns/name` or `Advanced StatefulSet ns/name`, for messages.
+    pub fn text(&self, namespace: &str) -> String {
+        let what = if self.kind == tidb::ADVANCED_STATEFULSET {
+            "Advanced StatefulSet"
+        } else {
+            "StatefulSet"
+        };
+        format!("{what} {namespace}/{}", self.name)
+    }
+}
+
 /// Where one list of actions applies.
 pub struct ActionContext<'a> {
     /// Namespace of the pods, claims and workload the actions name.
     pub namespace: &'a str,
     /// The StatefulSet `set-partition`, `set-replicas` and workload
     /// annotations apply to, if there is one.
-    pub workload: Option<&'a str>,
+    pub workload: Option<WorkloadRef<'a>>,
     pub subject: &'a Subject,
     /// The PD of the policy that asked.
     pub pd: &'a PdEndpoint,
@@ -148,7 +166,7 @@ impl Executor {
             }
             Action::SetPartition(p) => {
                 let workload = workload(ctx, "set-partition")?;
-                self.set_workload(ctx.namespace, workload, |w| w.partition = Some(*p), || {
+                self.set_workload(ctx.namespace, &workload, |w| w.partition = Some(*p), || {
                     json!({"spec": {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": p}}}})
                 })
                 .await
@@ -157,8 +175,12 @@ impl Executor {
                 let workload = workload(ctx, "set-replicas")?;
                 self.set_workload(
                     ctx.namespace,
-                    workload,
-                    |w| w.replicas = *r,
+                    &workload,
+                    |w| {
+                        w.replicas = *r;
+                        w.desired_ordinals =
+                            steward_wit::ordinals::of_statefulset(&w.kind, &w.annotations, *r);
+                    },
                     || json!({"spec": {"replicas": r}}),
                 )
                 .await
@@ -168,7 +190,7 @@ impl Executor {
                 self.delete(ctx.namespace, &Target::Claim(name.clone()))
                     .await
             }
-            Action::Annotate((target, list)) => self.annotate(ctx.namespace, target, list).await,
+            Action::Annotate((target, list)) => self.annotate(ctx, target, list).await,
             Action::EmitEvent((kind, reason, message)) => {
                 self.emit_event(ctx.subject, *kind, reason, message).await
             }
@@ -179,27 +201,25 @@ impl Executor {
     async fn set_workload(
         &self,
         namespace: &str,
-        name: &str,
+        workload: &WorkloadRef<'_>,
         edit: impl FnOnce(&mut steward_wit::Workload),
         patch: impl FnOnce() -> serde_json::Value,
     ) -> Result<(), String> {
         match &self.cluster {
             Writer::Snapshot(cache) => {
                 let mut w = ClusterQuery::new(cache.clone())
-                    .get_workload("StatefulSet", namespace, name)
+                    .get_workload(workload.kind, namespace, workload.name)
                     .ok_or_else(|| {
-                        format!("StatefulSet {namespace}/{name} is not in the snapshot")
+                        format!("{} is not in the snapshot", workload.text(namespace))
                     })?;
                 edit(&mut w);
                 cache.upsert_workload(w);
                 Ok(())
             }
             Writer::Kubernetes(client) => {
-                let api: kube::Api<StatefulSet> = kube::Api::namespaced(client.clone(), namespace);
-                api.patch(name, &PatchParams::default(), &Patch::Merge(patch()))
+                patch_workload(client, namespace, workload, &Patch::Merge(patch()))
                     .await
-                    .map(|_| ())
-                    .map_err(|e| format!("patching StatefulSet {namespace}/{name} failed: {e}"))
+                    .map_err(|e| format!("patching {} failed: {e}", workload.text(namespace)))
             }
         }
     }
@@ -234,13 +254,28 @@ impl Executor {
         }
     }
 
+    /// Sets or removes annotations of `target`; a workload target is the
+    /// context's StatefulSet of its kind (an `apps/v1` one otherwise).
     async fn annotate(
         &self,
-        namespace: &str,
+        ctx: &ActionContext<'_>,
         target: &Target,
         list: &[Annotation],
     ) -> Result<(), String> {
-        let what = format!("{} in {namespace}", target_text(target));
+        let namespace = ctx.namespace;
+        let kind = |name: &str| {
+            ctx.workload
+                .filter(|w| w.name == name)
+                .map_or("StatefulSet", |w| w.kind)
+        };
+        let what = match target {
+            Target::Workload(name) => WorkloadRef {
+                kind: kind(name),
+                name,
+            }
+            .text(namespace),
+            _ => format!("{} in {namespace}", target_text(target)),
+        };
         match &self.cluster {
             Writer::Snapshot(cache) => {
                 let query = ClusterQuery::new(cache.clone());
@@ -258,7 +293,7 @@ impl Executor {
                     }
                     Target::Workload(name) => {
                         let mut w = query
-                            .get_workload("StatefulSet", namespace, name)
+                            .get_workload(kind(name), namespace, name)
                             .ok_or_else(missing)?;
                         apply_annotations(&mut w.annotations, list);
                         cache.upsert_workload(w);
@@ -293,10 +328,11 @@ impl Executor {
                     .await
                     .map(|_| ()),
                     Target::Workload(name) => {
-                        kube::Api::<StatefulSet>::namespaced(client.clone(), namespace)
-                            .patch(name, &params, &patch)
-                            .await
-                            .map(|_| ())
+                        let workload = WorkloadRef {
+                            kind: kind(name),
+                            name,
+                        };
+                        patch_workload(client, namespace, &workload, &patch).await
                     }
                 };
                 result.map_err(|e| format!("annotating {what} failed: {e}"))
@@ -370,9 +406,24 @@ impl Executor {
     }
 }
 
-fn workload<'a>(ctx: &ActionContext<'a>, action: &str) -> Result<&'a str, String> {
+fn workload<'a>(ctx: &ActionContext<'a>, action: &str) -> Result<WorkloadRef<'a>, String> {
     ctx.workload
         .ok_or_else(|| format!("{action} needs a StatefulSet, and the request is not about one"))
+}
+
+/// Patches a StatefulSet of either API (an Advanced one is a custom
+/// resource).
+async fn patch_workload(
+    client: &kube::Client,
+    namespace: &str,
+    workload: &WorkloadRef<'_>,
+    patch: &Patch<serde_json::Value>,
+) -> Result<(), kube::Error> {
+    let resource = tidb::statefulset_resource(workload.kind);
+    kube::Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
+        .patch(workload.name, &PatchParams::default(), patch)
+        .await
+        .map(|_| ())
 }
 
 fn gone_is_fine(result: Result<(), kube::Error>) -> Result<(), kube::Error> {

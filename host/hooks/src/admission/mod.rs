@@ -12,11 +12,11 @@ use base64::Engine as _;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1 as core;
 
-use crate::actions::{self, ActionContext, Executor, Subject};
+use crate::actions::{self, ActionContext, Executor, Subject, WorkloadRef};
 use crate::config::{AdmissionMode, FailureMode};
 use crate::metrics::Metrics;
 use crate::policy::{AdmittingPolicy, PolicyStore};
-use steward_cluster::{Backend, ClusterCache, ClusterQuery, convert};
+use steward_cluster::{Backend, ClusterCache, ClusterQuery, convert, tidb};
 use steward_runtime::EvalError;
 use steward_wit::{Action, AdmissionRequest, Pod, UserInfo, Verdict};
 use wire::{Response, ReviewIn, ReviewOut, Status};
@@ -58,7 +58,8 @@ pub struct Reviewed {
     pending: Vec<Action>,
     policy: Option<Arc<AdmittingPolicy>>,
     namespace: String,
-    workload: Option<String>,
+    /// The StatefulSet the review is about: workload kind and name.
+    workload: Option<(&'static str, String)>,
     subject: Subject,
 }
 
@@ -331,7 +332,12 @@ impl AdmissionHook {
         response: Response,
         pending: Vec<Action>,
     ) -> Reviewed {
-        let workload = (request.resource.2 == "statefulsets").then(|| request.name.clone());
+        let workload = (request.resource.2 == "statefulsets").then(|| {
+            (
+                steward_wit::ordinals::statefulset_kind(&request.resource.0),
+                request.name.clone(),
+            )
+        });
         Reviewed {
             response,
             pending,
@@ -349,7 +355,10 @@ impl AdmissionHook {
         if let Some(policy) = reviewed.policy.take() {
             let ctx = ActionContext {
                 namespace: &reviewed.namespace,
-                workload: reviewed.workload.as_deref(),
+                workload: reviewed
+                    .workload
+                    .as_ref()
+                    .map(|(kind, name)| WorkloadRef { kind, name }),
                 subject: &reviewed.subject,
                 pd: &policy.pd,
             };
@@ -452,15 +461,19 @@ fn lower(r: wire::Request) -> Result<(AdmissionRequest, Subject), Rejected> {
             pod = Some(convert::pod(&p));
         }
     }
-    if is("apps", "StatefulSet") && r.sub_resource.is_none() {
+    let advanced = is(tidb::ADVANCED_STATEFULSET_GROUP, "StatefulSet");
+    if (is("apps", "StatefulSet") || advanced) && r.sub_resource.is_none() {
         let parse = |text: &Option<String>, field: &str| {
             text.as_deref()
                 .map(|t| {
-                    serde_json::from_str::<StatefulSet>(t)
-                        .map(|s| convert::workload(&s))
-                        .map_err(|e| {
-                            bad_request(format!("request.{field} is not a StatefulSet: {e}"))
-                        })
+                    let workload = if advanced {
+                        serde_json::from_str(t).map(|v| tidb::advanced_statefulset(&v))
+                    } else {
+                        serde_json::from_str::<StatefulSet>(t).map(|s| convert::workload(&s))
+                    };
+                    workload.map_err(|e| {
+                        bad_request(format!("request.{field} is not a StatefulSet: {e}"))
+                    })
                 })
                 .transpose()
         };

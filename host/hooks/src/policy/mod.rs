@@ -181,10 +181,16 @@ impl PolicySet {
         set
     }
 
-    /// The optional kinds any of its policies needs (only scheduler
-    /// policies read capacity sources).
+    /// The optional kinds any of its policies needs: scheduler policies
+    /// name theirs; reconcile and admission policies act on StatefulSets,
+    /// which may be Advanced ones (read where served, never missed).
     pub fn kinds(&self) -> BTreeSet<OptionalKind> {
-        self.scheduler.iter().flat_map(|p| p.kinds()).collect()
+        let mut kinds: BTreeSet<OptionalKind> =
+            self.scheduler.iter().flat_map(|p| p.kinds()).collect();
+        if !self.reconcile.is_empty() || !self.admission.is_empty() {
+            kinds.insert(OptionalKind::AdvancedStatefulSet);
+        }
+        kinds
     }
 
     /// The admission policy with this id.

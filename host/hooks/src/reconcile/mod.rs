@@ -19,12 +19,12 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::actions::{self, ActionContext, Executor, Subject};
+use crate::actions::{self, ActionContext, Executor, Subject, WorkloadRef};
 use crate::budget::{Budget, RECONCILE_EVALUATIONS};
 use crate::config::ReconcileConfig;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyStore, ReconcilingPolicy};
-use steward_cluster::{ClusterCache, ClusterQuery};
+use steward_cluster::{ClusterCache, ClusterQuery, tidb};
 use steward_wit::{Action, EventType, Plan, Workload};
 
 /// Label a StatefulSet opts in with; its value names the policy.
@@ -85,8 +85,8 @@ pub struct Reconciler<E> {
     backoff_base: Duration,
     backoff_max: Duration,
     budget: Budget,
-    /// Failed reconciles in a row, per (namespace, name).
-    failures: Mutex<HashMap<(String, String), u32>>,
+    /// Failed reconciles in a row, per (workload kind, namespace, name).
+    failures: Mutex<HashMap<(String, String, String), u32>>,
 }
 
 impl<E: Effects> Reconciler<E> {
@@ -111,46 +111,56 @@ impl<E: Effects> Reconciler<E> {
         }
     }
 
-    /// Reconciles StatefulSet `namespace/name` once.
-    pub async fn reconcile(&self, namespace: &str, name: &str) -> Report {
+    /// Reconciles StatefulSet `namespace/name` of workload kind `kind`
+    /// (`StatefulSet`, or `AdvancedStatefulSet` for `apps.pingcap.com/v1`)
+    /// once.
+    pub async fn reconcile(&self, kind: &str, namespace: &str, name: &str) -> Report {
         let query = ClusterQuery::new(self.cluster.clone());
-        let Some(workload) = query.get_workload("StatefulSet", namespace, name) else {
-            self.failures
-                .lock()
-                .remove(&(namespace.to_string(), name.to_string()));
+        let key = (kind.to_string(), namespace.to_string(), name.to_string());
+        let Some(workload) = query.get_workload(kind, namespace, name) else {
+            self.failures.lock().remove(&key);
             return Report::default();
         };
+        let resource = tidb::statefulset_resource(kind);
         let subject = Subject {
-            api_version: "apps/v1".into(),
-            kind: "StatefulSet".into(),
+            api_version: resource.api_version,
+            kind: resource.kind,
             namespace: namespace.into(),
             name: name.into(),
             uid: workload.uid.clone(),
         };
+        let target = WorkloadRef { kind, name };
         let mut report = Report::default();
         let set = self.policies.current();
         for id in policy_ids(&workload) {
             let Some(policy) = set.reconcile(&id).cloned() else {
                 let message = format!(
-                    "StatefulSet {namespace}/{name} names reconcile policy `{id}`, which is not \
-                     configured; fix its {OPT_IN_LABEL} label or annotation"
+                    "{} names reconcile policy `{id}`, which is not configured; fix its \
+                     {OPT_IN_LABEL} label or annotation",
+                    target.text(namespace)
                 );
                 return self
-                    .fail(report, &subject, None, "UnknownPolicy", message)
+                    .fail(report, (&subject, &target), None, "UnknownPolicy", message)
                     .await;
             };
-            let plan = match self.plan(&policy, &query, namespace, name).await {
+            let plan = match self.plan(&policy, &query, &target, namespace).await {
                 Ok(plan) => plan,
                 Err(e) => {
                     let message = format!("policy {id} could not plan: {e}");
                     return self
-                        .fail(report, &subject, Some(&policy), "ReconcileFailed", message)
+                        .fail(
+                            report,
+                            (&subject, &target),
+                            Some(&policy),
+                            "ReconcileFailed",
+                            message,
+                        )
                         .await;
                 }
             };
             let ctx = ActionContext {
                 namespace,
-                workload: Some(name),
+                workload: Some(target),
                 subject: &subject,
                 pd: &policy.pd,
             };
@@ -173,15 +183,19 @@ impl<E: Effects> Reconciler<E> {
                         self.metrics.action(&id, kind, "error");
                         let message = format!("policy {id}: {what} failed: {e}");
                         return self
-                            .fail(report, &subject, Some(&policy), "ActionFailed", message)
+                            .fail(
+                                report,
+                                (&subject, &target),
+                                Some(&policy),
+                                "ActionFailed",
+                                message,
+                            )
                             .await;
                     }
                 }
             }
         }
-        self.failures
-            .lock()
-            .remove(&(namespace.to_string(), name.to_string()));
+        self.failures.lock().remove(&key);
         report
     }
 
@@ -190,12 +204,12 @@ impl<E: Effects> Reconciler<E> {
         &self,
         policy: &Arc<ReconcilingPolicy>,
         query: &ClusterQuery,
+        target: &WorkloadRef<'_>,
         namespace: &str,
-        name: &str,
     ) -> Result<Plan, String> {
         let workload = query
-            .get_workload("StatefulSet", namespace, name)
-            .ok_or_else(|| format!("StatefulSet {namespace}/{name} is gone"))?;
+            .get_workload(target.kind, namespace, target.name)
+            .ok_or_else(|| format!("{} is gone", target.text(namespace)))?;
         let state = state::observe(query, workload, self.clock.now_ms());
         let policy = policy.clone();
         let query = query.clone();
@@ -219,7 +233,7 @@ impl<E: Effects> Reconciler<E> {
     async fn fail(
         &self,
         mut report: Report,
-        subject: &Subject,
+        (subject, target): (&Subject, &WorkloadRef<'_>),
         policy: Option<&Arc<ReconcilingPolicy>>,
         reason: &str,
         message: String,
@@ -230,7 +244,7 @@ impl<E: Effects> Reconciler<E> {
         let pd = crate::pd::PdEndpoint::from_config(&Default::default());
         let ctx = ActionContext {
             namespace: &subject.namespace,
-            workload: Some(&subject.name),
+            workload: Some(*target),
             subject,
             pd: policy.map_or(&pd, |p| &p.pd),
         };
@@ -238,7 +252,11 @@ impl<E: Effects> Reconciler<E> {
             Ok(()) => report.performed.push(event),
             Err(e) => tracing::warn!("{e}"),
         }
-        let key = (subject.namespace.clone(), subject.name.clone());
+        let key = (
+            target.kind.to_string(),
+            subject.namespace.clone(),
+            target.name.to_string(),
+        );
         let failures = {
             let mut map = self.failures.lock();
             let n = map.entry(key).or_default();

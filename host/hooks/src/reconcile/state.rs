@@ -16,8 +16,10 @@ pub fn observe(query: &ClusterQuery, workload: Workload, now_ms: i64) -> Workloa
         .filter_map(|pod| replica_of(&workload, pod))
         .collect();
     replicas.sort_by_key(|r| r.ordinal);
-    let highest = replicas.last().map_or(0, |r| r.ordinal + 1);
-    let ordinals = workload.replicas.max(highest);
+    // Claims of every slot up to the highest desired ordinal or pod.
+    let past_desired = workload.desired_ordinals.last().map_or(0, |o| o + 1);
+    let past_pods = replicas.last().map_or(0, |r| r.ordinal + 1);
+    let ordinals = past_desired.max(past_pods);
     let (namespace, name) = (&workload.namespace, &workload.name);
     let claims = workload
         .claim_templates
