@@ -10,6 +10,7 @@ use steward_tests::tools::{go_tool, install, run_ok};
 use steward_tests::{TempDir, guest, steward};
 
 use crate::oci::{serve_misbehave, stage_cncf_files, status};
+use crate::signing::push;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_oras_cli_pulls_what_steward_pushed_and_the_host_serves_what_it_pushed_by_digest() {
@@ -17,13 +18,11 @@ async fn the_oras_cli_pulls_what_steward_pushed_and_the_host_serves_what_it_push
     let dir = TempDir::new("interop-oras-cli");
     let oras = go_tool("oras");
     let wasm_path = guest("pd_quorum");
-    let (ok, pinned, err) = steward(&[
-        "push",
-        wasm_path.to_str().unwrap(),
+    let pinned = push(
+        &wasm_path,
         &format!("{}:1.0", registry.repo("steward/pd-quorum")),
-    ]);
-    assert!(ok, "{err}");
-    let pinned = pinned.trim();
+    );
+    let pinned = pinned.as_str();
 
     let manifest = run_ok(
         &oras,
@@ -92,16 +91,14 @@ async fn wkg_pulls_what_steward_pushed_and_steward_serves_what_wkg_pushed() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
     let wasm_path = guest("pd_quorum");
-    let (ok, pinned, err) = steward(&[
-        "push",
-        wasm_path.to_str().unwrap(),
+    let pinned = push(
+        &wasm_path,
         &format!("{}:1.0", registry.repo("steward/pd-quorum")),
-    ]);
-    assert!(ok, "{err}");
+    );
     let out = dir.path().join("from-steward.wasm");
     run_ok(
         &wkg,
-        &["oci", "pull", pinned.trim(), "-o", out.to_str().unwrap()],
+        &["oci", "pull", &pinned, "-o", out.to_str().unwrap()],
         &env,
         dir.path(),
     );

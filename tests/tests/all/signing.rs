@@ -68,7 +68,8 @@ fn openssl_key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (key, public)
 }
 
-fn push(file: &Path, tag: &str) -> String {
+/// `steward push` of `file` to `tag`; the pinned reference it prints.
+pub(crate) fn push(file: &Path, tag: &str) -> String {
     let (ok, out, err) = steward(&["push", file.to_str().unwrap(), tag]);
     assert!(ok, "{err}");
     out.trim().to_string()
