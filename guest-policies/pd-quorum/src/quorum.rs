@@ -190,7 +190,8 @@ pub fn filter(
         if n + unsettled < max && Some(n) == least {
             continue;
         }
-        let settled_full = n >= max || n + unsettled < max;
+        // Full only if members in flight land here: that may change.
+        let full_if_in_flight_land = n < max && n + unsettled >= max;
         let reason = reasons.entry(domain).or_insert_with(|| {
             let text = cluster
                 .label_text(key, domain)
@@ -201,7 +202,7 @@ pub fn filter(
                      {replicas} may share a domain {}",
                     component.why()
                 )
-            } else if n + unsettled >= max {
+            } else if full_if_in_flight_land {
                 format!(
                     "{key}={text} has {n} {comp} pod(s) of {instance}, and {} may still land \
                      there (placed, not bound yet); at most {max} of {replicas} may share a \
@@ -217,7 +218,7 @@ pub fn filter(
                 )
             }
         });
-        out.reject(i, &*reason, settled_full);
+        out.reject(i, &*reason, !full_if_in_flight_land);
     }
     out
 }

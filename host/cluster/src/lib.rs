@@ -627,25 +627,23 @@ impl ClusterCache {
             return;
         };
         let (namespace, name) = key;
-        let placed: Vec<String> = s
+        let placed: Vec<Pod> = s
             .placements
-            .iter()
-            .filter(|(_, p)| {
+            .values_mut()
+            .filter(|p| {
                 p.node.is_none() && p.pod.namespace == namespace && p.pod.claims.contains(&name)
             })
-            .map(|(uid, _)| uid.clone())
+            .map(|p| {
+                p.node = Some(node.clone());
+                p.pod.clone()
+            })
             .collect();
         if placed.is_empty() {
             return;
         }
-        for uid in &placed {
-            let Some(p) = s.placements.get_mut(uid) else {
-                continue;
-            };
-            p.node = Some(node.clone());
-            let pod = p.pod.clone();
-            s.reserve_on(&pod, &node);
-            s.settle(uid);
+        for pod in &placed {
+            s.reserve_on(pod, &node);
+            s.settle(&pod.uid);
         }
         drop(s);
         self.settled.notify_waiters();
