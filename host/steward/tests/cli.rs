@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn steward(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_steward"))
@@ -15,12 +16,15 @@ fn root() -> PathBuf {
     xtask::workspace_root()
 }
 
-/// A config file over the example snapshot with the built pd-quorum.
+/// A config file over the example snapshot with the built pd-quorum, in a
+/// directory of its own: tests run in parallel and must not rewrite each
+/// other's file while `steward` reads it.
 fn config_file(extra: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "steward-cli-{}-{}",
         std::process::id(),
-        extra.len()
+        NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("steward.yaml");
@@ -125,7 +129,11 @@ fn bench_times_every_policy_and_hook_on_the_example_snapshot() {
 
     let one = bench(&["--policy", "local-pv", "--requests", "3", "--warmup", "0"]);
     let text = String::from_utf8_lossy(&one.stdout);
-    assert!(one.status.success(), "{text}");
+    assert!(
+        one.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
     assert_eq!(text.lines().count(), 3, "{text}");
     assert!(
         text.lines().skip(1).all(|l| l.starts_with("local-pv ")),
