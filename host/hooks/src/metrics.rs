@@ -38,6 +38,11 @@ pub struct ActionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub endpoint: String,
     pub code: u16,
@@ -66,6 +71,7 @@ pub struct Metrics {
     traps: Family<PolicyLabels, Counter>,
     deadlines: Family<PolicyLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
+    request_latency: Family<EndpointLabels, Histogram>,
     pass_through: Counter,
     filter_waits: Counter,
     filter_wait_timeouts: Counter,
@@ -77,14 +83,18 @@ pub struct Metrics {
     serving: parking_lot::Mutex<std::collections::HashMap<String, PolicyInfoLabels>>,
 }
 
+/// 10 µs .. ~10 s.
+fn latency_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(1e-5, 2.0, 21))
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("steward");
         let evaluations = Family::<EvaluationLabels, Counter>::default();
-        let latency = Family::<PolicyLabels, Histogram>::new_with_constructor(|| {
-            // 10 µs .. ~10 s
-            Histogram::new(exponential_buckets(1e-5, 2.0, 21))
-        });
+        let latency = Family::<PolicyLabels, Histogram>::new_with_constructor(latency_buckets);
+        let request_latency =
+            Family::<EndpointLabels, Histogram>::new_with_constructor(latency_buckets);
         let traps = Family::<PolicyLabels, Counter>::default();
         let deadlines = Family::<PolicyLabels, Counter>::default();
         let requests = Family::<RequestLabels, Counter>::default();
@@ -109,6 +119,11 @@ impl Default for Metrics {
             "requests",
             "Hook requests by endpoint and HTTP status",
             requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a hook request's arrival to its answer, by endpoint (what the caller waits, less the network)",
+            request_latency.clone(),
         );
         registry.register(
             "pass_through",
@@ -165,6 +180,7 @@ impl Default for Metrics {
             traps,
             deadlines,
             requests,
+            request_latency,
             pass_through,
             filter_waits,
             filter_wait_timeouts,
@@ -208,13 +224,19 @@ impl Metrics {
             .get()
     }
 
-    pub fn request(&self, endpoint: &str, code: u16) {
+    /// One answered hook request, `took` from its arrival.
+    pub fn request(&self, endpoint: &str, code: u16, took: Duration) {
         self.requests
             .get_or_create(&RequestLabels {
                 endpoint: endpoint.into(),
                 code,
             })
             .inc();
+        self.request_latency
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.into(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// `verdict`: allowed, denied, patched, error-allowed or error-denied.

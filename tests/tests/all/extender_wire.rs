@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 use steward::extender::wire::{ExtenderArgs, ExtenderBindingArgs, ExtenderPreemptionArgs};
-use steward_tests::{PD_QUORUM, app, fixture_json};
+use steward_tests::{LOCAL_PV, PD_QUORUM, app, fixture_json};
 
 const N51: &str = "k8s-10-6-163-51";
 const N52: &str = "k8s-10-6-163-52";
@@ -145,18 +145,28 @@ fn lower_case_field_names_decode_too() {
 }
 
 #[test]
-fn prioritize_answers_every_node_in_range() {
-    let app = app_with_two_pds();
+fn prioritize_answers_every_node_in_range_or_nothing_without_a_preference() {
+    // pd-quorum only filters: no preference is an empty list, which
+    // kube-scheduler reads as 0 for every node.
+    let args: ExtenderArgs = decode("extender/prioritize-nodenames.json");
+    let answer = app_with_two_pds().hooks.extender.prioritize(args).unwrap();
+    assert_eq!(serde_json::to_value(answer).unwrap(), serde_json::json!([]));
+
+    // local-pv scores the pod's local claims: an entry per node it
+    // prefers, in the request's order.
+    let app = app(&format!("{PD_QUORUM}{LOCAL_PV}"));
     let args: ExtenderArgs = decode("extender/prioritize-nodenames.json");
     let answer = serde_json::to_value(app.hooks.extender.prioritize(args).unwrap()).unwrap();
     let list = answer.as_array().unwrap();
-    assert_eq!(list.len(), 4);
+    let hosts: Vec<&str> = list.iter().map(|e| e["Host"].as_str().unwrap()).collect();
+    assert!(!hosts.is_empty());
+    assert!(hosts.is_sorted(), "{hosts:?}");
     for entry in list {
         assert_eq!(
             entry.as_object().unwrap().keys().collect::<Vec<_>>(),
             ["Host", "Score"]
         );
-        assert!((0..=10).contains(&entry["Score"].as_i64().unwrap()));
+        assert!((1..=10).contains(&entry["Score"].as_i64().unwrap()));
     }
 }
 

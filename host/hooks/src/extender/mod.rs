@@ -429,11 +429,15 @@ impl Extender {
     }
 
     /// `prioritize`: 0..=10 per node, the mean of the scores of the policies
-    /// that expressed a preference.
+    /// that expressed a preference. Nodes scoring 0 are left out: kube-scheduler
+    /// reads a missing node as 0, and without a preference the answer is then
+    /// empty instead of an entry per node for it to decode.
     pub fn prioritize(&self, args: ExtenderArgs) -> Result<Vec<HostPriority>, BadRequest> {
         let pod = decode_pod(args.pod)?;
         let candidates = CandidateNodes::from_args(&self.cluster, args.nodes, args.node_names)?;
-        Ok(self.prioritize_pod(&pod, &candidates))
+        let mut scores = self.prioritize_pod(&pod, &candidates);
+        scores.retain(|s| s.score != 0);
+        Ok(scores)
     }
 
     /// `prioritize` for a decoded pod.

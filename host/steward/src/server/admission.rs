@@ -2,6 +2,8 @@
 //! `POST /admission/mutate/{policy}`, plus `/healthz` (served over HTTPS by
 //! [`super::serve_admission_on`]).
 
+use std::time::Instant;
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -44,6 +46,7 @@ async fn review(
     request: Body,
     body: BodyLimit,
 ) -> Response {
+    let started = Instant::now();
     let response = match read_body(request, body).await {
         Err((code, message)) => text(code, message),
         Ok(bytes) => {
@@ -72,6 +75,6 @@ async fn review(
     };
     app.hooks
         .metrics
-        .request(endpoint.name(), response.status().as_u16());
+        .request(endpoint.name(), response.status().as_u16(), started.elapsed());
     response
 }

@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use steward_hooks::Hooks;
 
 use http_body::Body as _;
@@ -197,6 +197,7 @@ pub(crate) fn json(body: Vec<u8>) -> Response {
 
 /// Carries one evaluating extender request to the hook, off the reactor.
 async fn evaluate(app: App, verb: Verb, body: Body) -> Response {
+    let started = Instant::now();
     let response = match read_body(body, app.body).await {
         Err((code, message)) => text(code, message),
         Ok(bytes) => {
@@ -218,7 +219,7 @@ async fn evaluate(app: App, verb: Verb, body: Body) -> Response {
     };
     app.hooks
         .metrics
-        .request(verb.name(), response.status().as_u16());
+        .request(verb.name(), response.status().as_u16(), started.elapsed());
     response
 }
 
@@ -279,6 +280,7 @@ async fn preempt(State(app): State<App>, body: Body) -> Response {
 }
 
 async fn bind(State(app): State<App>, body: Body) -> Response {
+    let started = Instant::now();
     let response = match read_body(body, app.body).await {
         Err((code, message)) => text(code, message),
         Ok(bytes) => match app.hooks.extender.serve_bind(&bytes).await {
@@ -288,7 +290,7 @@ async fn bind(State(app): State<App>, body: Body) -> Response {
     };
     app.hooks
         .metrics
-        .request("bind", response.status().as_u16());
+        .request("bind", response.status().as_u16(), started.elapsed());
     response
 }
 
