@@ -7,6 +7,15 @@
 //! `STEWARD_BENCH_NODES` and `STEWARD_BENCH_PODS` change the counts (a
 //! quick check of the bench itself, not a figure to record).
 //!
+//! A third run puts a minimal extender in Steward's place (every node
+//! passes, no preference, the bind through the API server): what the
+//! extender protocol itself costs kube-scheduler on this machine, the
+//! floor of any extender's ratio. Each run prints the CPU each part used
+//! per pod over the measured time (kube-scheduler, the API server, etcd,
+//! the controllers, the extender, the bench's own pod creator and watcher)
+//! and how busy the machine was; the Steward run also Steward's mean time
+//! per request by endpoint.
+//!
 //! The pods are TiDB server pods of a TidbCluster (no volumes): both
 //! placement policies of `deploy/base` select them and are evaluated for
 //! every pod. Both runs raise kube-scheduler's API client rate to the same
@@ -19,12 +28,15 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use axum::Json;
+use axum::routing::post;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::PostParams;
+use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
+use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
+use steward_tests::control_plane::process::own_threads_cpu_time;
 use steward_tests::control_plane::{ControlPlane, KubeVersion, finish_runs, versions};
 use steward_tests::e2e::{
     SCHEDULER_NAME, Steward, add_ready_node, create, deploy_service_account, install_crds,
@@ -72,17 +84,89 @@ impl Counts {
     }
 }
 
+/// Who answers kube-scheduler's extender calls in a run.
+#[derive(Clone, Copy, PartialEq)]
+enum Extender {
+    /// Nobody: the profile without an extender.
+    None,
+    /// [`minimal_extender`].
+    Minimal,
+    /// Steward with `deploy/base`'s placement policies.
+    Steward,
+}
+
+impl Extender {
+    fn label(self) -> &'static str {
+        match self {
+            Extender::None => "without extender",
+            Extender::Minimal => "minimal extender",
+            Extender::Steward => "with Steward",
+        }
+    }
+
+    /// The name of the threads of the runtime it runs on in this process
+    /// (its CPU is theirs).
+    fn threads(self) -> &'static str {
+        match self {
+            Extender::None => "no-extender",
+            Extender::Minimal => "minimal-ext",
+            // Also Steward's epoch thread, `steward-epoch`.
+            Extender::Steward => "steward",
+        }
+    }
+}
+
 /// One run's outcome.
 struct Run {
     took: Duration,
     pods: usize,
+    /// CPU used over the measured time, by part.
+    cpu: Vec<(String, Duration)>,
+    /// Cores busy on average over the measured time, of `cores`.
+    busy: f64,
+    cores: usize,
     /// Evaluations per policy (with Steward only).
     evaluations: Vec<(&'static str, f64)>,
+    /// Steward's requests and mean time per request, by endpoint.
+    endpoints: Vec<(&'static str, f64, Duration)>,
 }
 
 impl Run {
     fn pods_per_second(&self) -> f64 {
         self.pods as f64 / self.took.as_secs_f64()
+    }
+
+    fn print(&self, extender: Extender) {
+        println!(
+            "{:<17} {} pods bound in {:.2} s = {:.0} pods/s",
+            format!("{}:", extender.label()),
+            self.pods,
+            self.took.as_secs_f64(),
+            self.pods_per_second()
+        );
+        let per_pod: Vec<String> = self
+            .cpu
+            .iter()
+            .map(|(part, used)| {
+                let ms = used.as_secs_f64() * 1e3 / self.pods as f64;
+                format!("{part} {ms:.2} ms")
+            })
+            .collect();
+        println!("  CPU per pod: {}", per_pod.join(", "));
+        println!("  machine: {:.2} of {} cores busy", self.busy, self.cores);
+        for (policy, count) in &self.evaluations {
+            println!("  {policy}: {count} evaluations");
+        }
+        if !self.endpoints.is_empty() {
+            let means: Vec<String> = self
+                .endpoints
+                .iter()
+                .map(|(endpoint, count, mean)| {
+                    format!("{endpoint} {:.3} ms ({count})", mean.as_secs_f64() * 1e3)
+                })
+                .collect();
+            println!("  Steward's mean answer time: {}", means.join(", "));
+        }
     }
 }
 
@@ -90,7 +174,7 @@ fn main() {
     let counts = Counts::from_env();
     let mut ratios = Vec::new();
     for version in versions() {
-        let (without, with) = measure(version, counts);
+        let runs = measure(version, counts);
         println!(
             "Kubernetes {} (scheduler profile of {}): {} nodes, {} pods, client {} qps / {} burst",
             version.release(),
@@ -100,22 +184,22 @@ fn main() {
             CLIENT_RATE.0,
             CLIENT_RATE.1
         );
-        println!(
-            "without extender: {} pods bound in {:.2} s = {:.0} pods/s",
-            counts.pods,
-            without.took.as_secs_f64(),
-            without.pods_per_second()
-        );
-        println!(
-            "with Steward:     {} pods bound in {:.2} s = {:.0} pods/s",
-            counts.pods,
-            with.took.as_secs_f64(),
-            with.pods_per_second()
-        );
-        for (policy, count) in &with.evaluations {
-            println!("  {policy}: {count} evaluations");
+        for (extender, run) in &runs {
+            run.print(*extender);
         }
-        let ratio = with.pods_per_second() / without.pods_per_second();
+        let rate = |wanted: Extender| {
+            runs.iter()
+                .find(|(extender, _)| *extender == wanted)
+                .map(|(_, run)| run.pods_per_second())
+                .expect("every extender ran")
+        };
+        let without = rate(Extender::None);
+        let minimal = rate(Extender::Minimal) / without;
+        let ratio = rate(Extender::Steward) / without;
+        println!(
+            "minimal extender / without ({}): {minimal:.2}",
+            version.release()
+        );
         println!("with / without ({}): {ratio:.2}", version.release());
         ratios.push((version, ratio));
     }
@@ -128,21 +212,22 @@ fn main() {
     }
 }
 
-/// The runs without and with Steward on `version`.
-fn measure(version: KubeVersion, counts: Counts) -> (Run, Run) {
+/// The runs without an extender, with the minimal one and with Steward on
+/// `version`.
+fn measure(version: KubeVersion, counts: Counts) -> Vec<(Extender, Run)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
     let outcome = runtime.block_on(async {
-        // Without Steward first: Steward's tasks outlive their run.
-        let without = run(version, counts, false)
-            .await
-            .context("the run without the extender")?;
-        let with = run(version, counts, true)
-            .await
-            .context("the run with Steward")?;
-        anyhow::Ok((without, with))
+        let mut runs = Vec::new();
+        for extender in [Extender::None, Extender::Minimal, Extender::Steward] {
+            let run = run(version, counts, extender)
+                .await
+                .with_context(|| format!("the run {}", extender.label()))?;
+            runs.push((extender, run));
+        }
+        anyhow::Ok(runs)
     });
     drop(runtime);
     finish_runs(outcome.is_ok());
@@ -153,9 +238,10 @@ fn measure(version: KubeVersion, counts: Counts) -> (Run, Run) {
 }
 
 /// Starts a control plane of `version` with `counts.nodes` nodes and
-/// kube-scheduler (calling Steward or not), then measures from the first
-/// pod created until every pod has a node.
-async fn run(version: KubeVersion, counts: Counts, with_steward: bool) -> Result<Run> {
+/// kube-scheduler calling `extender` (on a runtime of its own, so its CPU
+/// is told apart), then measures from the first pod created until every
+/// pod has a node.
+async fn run(version: KubeVersion, counts: Counts, extender: Extender) -> Result<Run> {
     let mut control_plane = ControlPlane::start(version).await?;
     let client = control_plane.client.clone();
     futures::stream::iter(0..counts.nodes)
@@ -169,27 +255,41 @@ async fn run(version: KubeVersion, counts: Counts, with_steward: bool) -> Result
     )
     .await?;
     control_plane.wait_service_account(NAMESPACE).await?;
-    let steward = if with_steward {
-        // Steward is ready once it has listed HwameiStor's objects too.
-        install_crds(
-            &client,
-            &steward_tests::root().join("tests/control-plane/hwameistor-crds.yaml"),
-        )
-        .await?;
-        let kubeconfig = deploy_service_account(&control_plane).await?;
-        let steward = Steward::start(&kubeconfig, POLICIES, "").await?;
-        control_plane
-            .start_scheduler_with(Some(steward.addr), Some(CLIENT_RATE))
+    let extender_runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(extender.threads())
+        .build()?;
+    let mut steward = None;
+    let addr = match extender {
+        Extender::None => None,
+        Extender::Minimal => Some(
+            extender_runtime
+                .spawn(minimal_extender(client.clone()))
+                .await??,
+        ),
+        Extender::Steward => {
+            // Steward is ready once it has listed HwameiStor's objects too.
+            install_crds(
+                &client,
+                &steward_tests::root().join("tests/control-plane/hwameistor-crds.yaml"),
+            )
             .await?;
-        Some(steward)
-    } else {
-        control_plane
-            .start_scheduler_with(None, Some(CLIENT_RATE))
-            .await?;
-        None
+            let kubeconfig = deploy_service_account(&control_plane).await?;
+            let started = extender_runtime
+                .spawn(async move { Steward::start(&kubeconfig, POLICIES, "").await })
+                .await??;
+            let addr = started.addr;
+            steward = Some(started);
+            Some(addr)
+        }
     };
+    control_plane
+        .start_scheduler_with(addr, Some(CLIENT_RATE))
+        .await?;
 
     let bound = tokio::spawn(all_bound(client.clone(), counts.pods));
+    let cpu_before = cpu_use(&control_plane, extender)?;
+    let machine_before = machine_cpu()?;
     let started = Instant::now();
     futures::stream::iter(0..counts.pods)
         .map(|i| add_pod(&client, i))
@@ -199,24 +299,144 @@ async fn run(version: KubeVersion, counts: Counts, with_steward: bool) -> Result
     let finished = tokio::time::timeout(Duration::from_secs(600), bound)
         .await
         .context("the pods were not all bound within 600 s")???;
+    let took = finished.duration_since(started);
+    let cpu = cpu_use(&control_plane, extender)?
+        .into_iter()
+        .zip(cpu_before)
+        .map(|((part, after), (_, before))| (part, after.saturating_sub(before)))
+        .collect();
+    let (machine_busy, cores) = machine_cpu()?;
+    let busy = machine_busy.saturating_sub(machine_before.0).as_secs_f64() / took.as_secs_f64();
     control_plane.check().await?;
-    let evaluations = match &steward {
-        Some(steward) => ["pd-quorum", "local-pv"]
-            .into_iter()
-            .map(|policy| {
-                let label = format!("policy=\"{policy}\"");
-                let count =
-                    steward.metric("steward_evaluations_total", &[&label, "outcome=\"ok\""]);
-                (policy, count)
-            })
-            .collect(),
-        None => Vec::new(),
+    let (evaluations, endpoints) = match &steward {
+        Some(steward) => (
+            ["pd-quorum", "local-pv"]
+                .into_iter()
+                .map(|policy| {
+                    let label = format!("policy=\"{policy}\"");
+                    let count =
+                        steward.metric("steward_evaluations_total", &[&label, "outcome=\"ok\""]);
+                    (policy, count)
+                })
+                .collect(),
+            ["filter", "prioritize", "bind"]
+                .into_iter()
+                .map(|endpoint| {
+                    let label = format!("endpoint=\"{endpoint}\"");
+                    let count = steward.metric("steward_request_duration_seconds_count", &[&label]);
+                    let sum = steward.metric("steward_request_duration_seconds_sum", &[&label]);
+                    (
+                        endpoint,
+                        count,
+                        Duration::from_secs_f64(sum / count.max(1.0)),
+                    )
+                })
+                .collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
     };
+    drop(steward);
+    extender_runtime.shutdown_background();
     Ok(Run {
-        took: finished.duration_since(started),
+        took,
         pods: counts.pods,
+        cpu,
+        busy,
+        cores,
         evaluations,
+        endpoints,
     })
+}
+
+/// The CPU time used so far by each server of the control plane, the
+/// extender's threads and the rest of this process (the bench creating and
+/// watching pods).
+fn cpu_use(control_plane: &ControlPlane, extender: Extender) -> Result<Vec<(String, Duration)>> {
+    let mut parts = control_plane.cpu_times()?;
+    let (_, process) =
+        steward_tests::control_plane::process::cpu_time(std::path::Path::new("/proc/self/stat"))?;
+    let extender_cpu = own_threads_cpu_time(extender.threads())?;
+    if extender != Extender::None {
+        parts.push(("extender".into(), extender_cpu));
+    }
+    parts.push(("bench client".into(), process.saturating_sub(extender_cpu)));
+    Ok(parts)
+}
+
+/// The CPU time all cores have been busy so far (`/proc/stat`: all but
+/// idle and iowait), and how many cores there are.
+fn machine_cpu() -> Result<(Duration, usize)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .context("/proc/stat has no `cpu` line")?
+        .split_whitespace()
+        .map(|t| {
+            t.parse()
+                .context("/proc/stat: a tick count is not a number")
+        })
+        .collect::<Result<_>>()?;
+    // user nice system idle iowait irq softirq steal …
+    let busy: u64 =
+        ticks.iter().sum::<u64>() - ticks.get(3).unwrap_or(&0) - ticks.get(4).unwrap_or(&0);
+    let cores = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .count();
+    // USER_HZ is 100.
+    Ok((Duration::from_millis(busy * 10), cores))
+}
+
+/// The least an extender answers: every node passes, no preference, and
+/// the bind through the API server. Serves on a free loopback port.
+async fn minimal_extender(client: Client) -> Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let router = axum::Router::new()
+        .route(
+            "/scheduler/filter",
+            post(|Json(args): Json<Value>| async move {
+                Json(json!({"NodeNames": args["NodeNames"], "FailedNodes": {}, "Error": ""}))
+            }),
+        )
+        .route("/scheduler/prioritize", post(|| async { Json(json!([])) }))
+        .route(
+            "/scheduler/bind",
+            post(move |Json(args): Json<Value>| bind(client.clone(), args)),
+        );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(addr)
+}
+
+/// The minimal extender's bind: a Binding of the pod to the node.
+async fn bind(client: Client, args: Value) -> Json<Value> {
+    let field = |name: &str| args[name].as_str().unwrap_or_default().to_string();
+    let (namespace, name) = (field("PodNamespace"), field("PodName"));
+    let binding = Binding {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.clone()),
+            uid: Some(field("PodUID")),
+            ..Default::default()
+        },
+        target: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(field("Node")),
+            ..Default::default()
+        },
+    };
+    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+    let error = match pods
+        .create_subresource::<_, Value>("binding", &name, &PostParams::default(), &binding)
+        .await
+    {
+        Ok(_) => String::new(),
+        Err(e) => format!("binding {namespace}/{name}: {e}"),
+    };
+    Json(json!({"Error": error}))
 }
 
 /// A Ready, untainted node with room for many small pods.

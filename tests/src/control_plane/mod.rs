@@ -656,6 +656,14 @@ impl ControlPlane {
             .try_for_each(Process::check_running)
     }
 
+    /// The CPU time each of its servers has used so far, by name.
+    pub fn cpu_times(&self) -> Result<Vec<(String, Duration)>> {
+        self.processes
+            .iter()
+            .map(|p| Ok((p.name.clone(), p.cpu_time()?)))
+            .collect()
+    }
+
     /// [`ControlPlane::check_running`], and fails if a client (Steward,
     /// kube-scheduler, kubectl, the test) asked for an API this release
     /// calls deprecated: see [`ControlPlane::deprecated_apis_requested`].

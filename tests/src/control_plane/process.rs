@@ -38,6 +38,11 @@ impl Process {
         self.child.id()
     }
 
+    /// The CPU time it has used so far.
+    pub fn cpu_time(&self) -> Result<Duration> {
+        Ok(cpu_time(Path::new(&format!("/proc/{}/stat", self.pid())))?.1)
+    }
+
     /// Fails with the end of the log if the process has exited.
     pub fn check_running(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
@@ -57,6 +62,48 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The name and CPU time (user + system) of the process or thread whose
+/// `/proc/…/stat` is `stat`.
+pub fn cpu_time(stat: &Path) -> Result<(String, Duration)> {
+    /// USER_HZ: the unit of `/proc` CPU times, 100 on every Linux ABI.
+    const TICKS_PER_SECOND: u64 = 100;
+    let text =
+        std::fs::read_to_string(stat).with_context(|| format!("cannot read {}", stat.display()))?;
+    // `pid (comm) state …`: the name may hold spaces and parentheses.
+    let (head, rest) = text
+        .rsplit_once(')')
+        .with_context(|| format!("{} has no `(comm)`", stat.display()))?;
+    let name = head.split_once('(').map_or("", |(_, name)| name);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5) (utime, stime); `rest` starts at field 3.
+    let ticks = |field: usize| -> Result<u64> {
+        fields
+            .get(field - 3)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("{} has no field {field}", stat.display()))
+    };
+    let ticks = ticks(14)? + ticks(15)?;
+    Ok((
+        name.to_string(),
+        Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND),
+    ))
+}
+
+/// The CPU time this process's live threads whose names start with
+/// `prefix` have used so far.
+pub fn own_threads_cpu_time(prefix: &str) -> Result<Duration> {
+    let mut total = Duration::ZERO;
+    for task in std::fs::read_dir("/proc/self/task")? {
+        // A thread may end between the listing and the read.
+        if let Ok((name, used)) = cpu_time(&task?.path().join("stat"))
+            && name.starts_with(prefix)
+        {
+            total += used;
+        }
+    }
+    Ok(total)
 }
 
 /// The last `n` lines of a log file.

@@ -73,8 +73,10 @@ async fn review(
             }
         }
     };
-    app.hooks
-        .metrics
-        .request(endpoint.name(), response.status().as_u16(), started.elapsed());
+    app.hooks.metrics.request(
+        endpoint.name(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }
