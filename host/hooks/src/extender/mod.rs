@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::budget::Budget;
+use crate::budget::{Budget, Panicked};
 use crate::config::{FailureMode, SchedulerConfig};
 use crate::metrics::Metrics;
 use crate::policy::{PolicySet, PolicyStore, ScheduledPolicy};
@@ -265,11 +265,11 @@ impl Extender {
         self: &Arc<Self>,
         budget: &Budget,
         body: bytes::Bytes,
-    ) -> Result<Result<Vec<u8>, BadRequest>, tokio::task::JoinError> {
+    ) -> Result<Result<Vec<u8>, BadRequest>, Panicked> {
         let deadline = tokio::time::Instant::now() + self.filter_wait;
         let extender = self.clone();
         let first = budget
-            .run(move || {
+            .run_compute(move || {
                 let request = extender.decode_filter(decode(Verb::Filter, &body)?)?;
                 Ok(extender.evaluate_filter(request))
             })
@@ -294,7 +294,7 @@ impl Extender {
             let extender = self.clone();
             let request = evaluation.request;
             evaluation = budget
-                .run(move || extender.evaluate_filter(request))
+                .run_compute(move || extender.evaluate_filter(request))
                 .await?;
         }
         Ok(encode(&self.answer_filter(evaluation)))

@@ -205,7 +205,11 @@ async fn evaluate(app: App, verb: Verb, body: Body) -> Response {
             let budget = &app.hooks.budgets.extender;
             let outcome = match verb {
                 Verb::Filter => extender.serve_filter(budget, bytes).await,
-                _ => budget.run(move || extender.serve(verb, &bytes)).await,
+                _ => {
+                    budget
+                        .run_compute(move || extender.serve(verb, &bytes))
+                        .await
+                }
             };
             match outcome {
                 Ok(Ok(body)) => json(body),
