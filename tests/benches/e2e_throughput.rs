@@ -7,6 +7,10 @@
 //! `STEWARD_BENCH_NODES` and `STEWARD_BENCH_PODS` change the counts (a
 //! quick check of the bench itself, not a figure to record).
 //!
+//! This machine's runs spread widely, so each release is measured in
+//! rounds (`STEWARD_BENCH_ROUNDS`, default 3) of one run per setup; a
+//! ratio line gives the median of the rounds' ratios, then each.
+//!
 //! A third run puts a minimal extender in Steward's place (every node
 //! passes, no preference, the bind through the API server): what the
 //! extender protocol itself costs kube-scheduler on this machine, the
@@ -45,6 +49,8 @@ use steward_tests::e2e::{
 /// Nodes and pods of a run, unless `STEWARD_BENCH_NODES`/`_PODS` say otherwise.
 const NODES: usize = 100;
 const PODS: usize = 500;
+/// Rounds per release, unless `STEWARD_BENCH_ROUNDS` says otherwise.
+const ROUNDS: usize = 3;
 const NAMESPACE: &str = "bench";
 /// kube-scheduler's API client (qps, burst) in both runs.
 const CLIENT_RATE: (u32, u32) = (500, 1_000);
@@ -62,11 +68,12 @@ const POLICIES: &[&str] = &[
      settings: {capacitySource: hwameistor, scoring: spread}}",
 ];
 
-/// How many nodes and pods each run has.
+/// How many nodes and pods each run has, and how many rounds.
 #[derive(Clone, Copy)]
 struct Counts {
     nodes: usize,
     pods: usize,
+    rounds: usize,
 }
 
 impl Counts {
@@ -80,6 +87,7 @@ impl Counts {
         Counts {
             nodes: get("STEWARD_BENCH_NODES", NODES),
             pods: get("STEWARD_BENCH_PODS", PODS),
+            rounds: get("STEWARD_BENCH_ROUNDS", ROUNDS).max(1),
         }
     }
 }
@@ -174,41 +182,66 @@ fn main() {
     let counts = Counts::from_env();
     let mut ratios = Vec::new();
     for version in versions() {
-        let runs = measure(version, counts);
         println!(
-            "Kubernetes {} (scheduler profile of {}): {} nodes, {} pods, client {} qps / {} burst",
+            "Kubernetes {} (scheduler profile of {}): {} nodes, {} pods, client {} qps / {} burst, {} rounds",
             version.release(),
             version.deploy_flavour(),
             counts.nodes,
             counts.pods,
             CLIENT_RATE.0,
-            CLIENT_RATE.1
+            CLIENT_RATE.1,
+            counts.rounds
         );
-        for (extender, run) in &runs {
-            run.print(*extender);
+        let (mut minimal, mut steward) = (Vec::new(), Vec::new());
+        for round in 1..=counts.rounds {
+            println!("round {round}:");
+            let runs = measure(version, counts);
+            for (extender, run) in &runs {
+                run.print(*extender);
+            }
+            let rate = |wanted: Extender| {
+                runs.iter()
+                    .find(|(extender, _)| *extender == wanted)
+                    .map(|(_, run)| run.pods_per_second())
+                    .expect("every extender ran")
+            };
+            let without = rate(Extender::None);
+            minimal.push(rate(Extender::Minimal) / without);
+            steward.push(rate(Extender::Steward) / without);
         }
-        let rate = |wanted: Extender| {
-            runs.iter()
-                .find(|(extender, _)| *extender == wanted)
-                .map(|(_, run)| run.pods_per_second())
-                .expect("every extender ran")
-        };
-        let without = rate(Extender::None);
-        let minimal = rate(Extender::Minimal) / without;
-        let ratio = rate(Extender::Steward) / without;
+        let minimal = Ratios::new(minimal);
+        let steward = Ratios::new(steward);
         println!(
-            "minimal extender / without ({}): {minimal:.2}",
+            "minimal extender / without ({}): {minimal}",
             version.release()
         );
-        println!("with / without ({}): {ratio:.2}", version.release());
-        ratios.push((version, ratio));
+        println!("with / without ({}): {steward}", version.release());
+        ratios.push((version, steward));
     }
     // The ratios last, one line per release.
     if ratios.len() > 1 {
         println!();
         for (version, ratio) in ratios {
-            println!("with / without ({}): {ratio:.2}", version.release());
+            println!("with / without ({}): {ratio}", version.release());
         }
+    }
+}
+
+/// One setup's ratios to the run without an extender, a round each.
+struct Ratios(Vec<f64>);
+
+impl Ratios {
+    fn new(mut ratios: Vec<f64>) -> Ratios {
+        ratios.sort_by(f64::total_cmp);
+        Ratios(ratios)
+    }
+}
+
+/// `<median> (<each, lowest first>)`.
+impl std::fmt::Display for Ratios {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let each: Vec<String> = self.0.iter().map(|r| format!("{r:.2}")).collect();
+        write!(f, "{:.2} ({})", self.0[self.0.len() / 2], each.join(", "))
     }
 }
 
