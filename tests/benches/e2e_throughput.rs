@@ -41,7 +41,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use steward_tests::control_plane::process::own_threads_cpu_time;
-use steward_tests::control_plane::{ControlPlane, KubeVersion, finish_runs, versions};
+use steward_tests::control_plane::{ControlPlane, KubeVersion, client_for, finish_runs, versions};
 use steward_tests::e2e::{
     SCHEDULER_NAME, Steward, add_ready_node, create, deploy_service_account, install_crds,
 };
@@ -293,21 +293,24 @@ async fn run(version: KubeVersion, counts: Counts, extender: Extender) -> Result
         .thread_name(extender.threads())
         .build()?;
     let mut steward = None;
-    let addr = match extender {
+    // Both extenders act as deploy/'s ServiceAccount (its API requests cost
+    // the API server more than an administrator's: RBAC, token checks).
+    let kubeconfig = match extender {
         Extender::None => None,
-        Extender::Minimal => Some(
-            extender_runtime
-                .spawn(minimal_extender(client.clone()))
-                .await??,
-        ),
-        Extender::Steward => {
+        _ => Some(deploy_service_account(&control_plane).await?),
+    };
+    let addr = match (extender, kubeconfig) {
+        (Extender::Minimal, Some(kubeconfig)) => {
+            let client = client_for(&kubeconfig).await?;
+            Some(extender_runtime.spawn(minimal_extender(client)).await??)
+        }
+        (Extender::Steward, Some(kubeconfig)) => {
             // Steward is ready once it has listed HwameiStor's objects too.
             install_crds(
                 &client,
                 &steward_tests::root().join("tests/control-plane/hwameistor-crds.yaml"),
             )
             .await?;
-            let kubeconfig = deploy_service_account(&control_plane).await?;
             let started = extender_runtime
                 .spawn(async move { Steward::start(&kubeconfig, POLICIES, "").await })
                 .await??;
@@ -315,6 +318,7 @@ async fn run(version: KubeVersion, counts: Counts, extender: Extender) -> Result
             steward = Some(started);
             Some(addr)
         }
+        _ => None,
     };
     control_plane
         .start_scheduler_with(addr, Some(CLIENT_RATE))
@@ -423,7 +427,8 @@ fn machine_cpu() -> Result<(Duration, usize)> {
 }
 
 /// The least an extender answers: every node passes, no preference, and
-/// the bind through the API server. Serves on a free loopback port.
+/// the bind through the API server with `client`. Serves on a free
+/// loopback port.
 async fn minimal_extender(client: Client) -> Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -1,10 +1,14 @@
 //! Scheduler benchmarks at the scale of SPEC §8: 5,000 candidate nodes and
 //! 50,000 cached pods. Prints median and p99 per case, and the Wasm/native
 //! ratio of the same pd-quorum logic on the same input, measured in one run.
+//! The sandbox's price per request: the same filter request, in process and
+//! over HTTP, with each built-in placement policy as its Wasm component and
+//! compiled into this bench ([`Native`]) behind the same host path.
 //!
 //! `cargo bench -p steward-tests --bench scheduler`
 
 use std::convert::Infallible;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,9 +17,12 @@ use steward::cli::bench::percentile;
 use steward::cluster::Backend;
 use steward::cluster::{ClusterCache, ClusterQuery};
 use steward::extender::CandidateNodes;
+use steward::policy::{PolicySet, ScheduledPolicy, Scheduler};
+use steward::runtime::EvalError;
 use steward::server::App;
-use steward::wit::{Node, Owner, Pod, build};
+use steward::wit::{Candidates, FilterResult, Node, NodeScore, Owner, Pod, build};
 use steward_sdk::cluster::ClusterView;
+use steward_sdk::scheduler::SchedulerPolicy;
 
 const NODES: usize = 5_000;
 const GIB: u64 = 1 << 30;
@@ -50,6 +57,26 @@ fn main() {
 
     let http = http_round_trips(&app, &pd2, &names, 1_000);
     report("filter over HTTP keep-alive, NodeNames, 5,000 nodes", &http);
+    let native = with_native(
+        &app,
+        steward_tests::PD_QUORUM,
+        Native::<pd_quorum::PdQuorum>::new(),
+    );
+    let native_filter = measure_with(
+        2_000,
+        || CandidateNodes::Names(names.clone()),
+        |candidates| native.hooks.extender.filter_pod(&pd2, candidates),
+    );
+    report(
+        "filter, in-process, pd-quorum native, 5,000 nodes",
+        &native_filter,
+    );
+    let native_http = http_round_trips(&native, &pd2, &names, 1_000);
+    report(
+        "filter over HTTP keep-alive, pd-quorum native, 5,000 nodes",
+        &native_http,
+    );
+    price("pd-quorum", &filter, &native_filter, &http, &native_http);
 
     pd_quorum_ratio(&app, &pd2, &names);
     let accepted = app
@@ -104,11 +131,8 @@ fn pd_quorum_ratio(app: &App, pd2: &Pod, names: &[String]) {
         let settings = pd_quorum::Settings::default();
         let native = measure(2_000, || {
             // The same copy of the input the Wasm call makes.
-            let sdk_candidates = steward_sdk::scheduler::Candidates {
-                nodes: candidates.nodes.clone(),
-                labels: candidates.labels.clone(),
-            };
-            pd_quorum::filter(&native_view, &settings, &sdk_pod(pd2), &sdk_candidates);
+            let nodes = sdk_candidates(&candidates);
+            pd_quorum::filter(&native_view, &settings, &sdk_pod(pd2), &nodes);
         });
         println!("-- {count} candidates");
         report("a no-op filter in Wasm, same input (sandbox cost)", &noop);
@@ -199,6 +223,29 @@ fn local_pv(app: &App, names: &[String]) {
         "local-pv filter over HTTP keep-alive, NodeNames, 5,000 nodes",
         &http,
     );
+    let native = with_native(
+        &lpv,
+        steward_tests::LOCAL_PV,
+        Native::<local_pv::LocalPv>::new(),
+    );
+    let native_filter = measure_with(
+        2_000,
+        || {
+            cache.abandon_placement(&db.uid);
+            CandidateNodes::Names(names.to_vec())
+        },
+        |candidates| native.hooks.extender.filter_pod(&db, candidates),
+    );
+    report(
+        "local-pv filter, in-process, native, 5,000 nodes",
+        &native_filter,
+    );
+    let native_http = http_round_trips(&native, &db, names, 1_000);
+    report(
+        "local-pv filter over HTTP keep-alive, native, 5,000 nodes",
+        &native_http,
+    );
+    price("local-pv", &filter, &native_filter, &http, &native_http);
     let candidates = CandidateNodes::Names(names.to_vec());
     let prioritize = measure(2_000, || {
         lpv.hooks.extender.prioritize_pod(&db, &candidates);
@@ -225,11 +272,8 @@ fn local_pv(app: &App, names: &[String]) {
     let native_view = NativeView(query.clone());
     let settings = local_pv::Settings::default();
     let native = measure(2_000, || {
-        let sdk_candidates = steward_sdk::scheduler::Candidates {
-            nodes: candidates.nodes.clone(),
-            labels: Vec::new(),
-        };
-        local_pv::filter(&native_view, &settings, &sdk_pod(&db), &sdk_candidates);
+        let nodes = sdk_candidates(&candidates);
+        local_pv::filter(&native_view, &settings, &sdk_pod(&db), &nodes);
     });
     report("local-pv filter in Wasm (fresh instance)", &wasm);
     report("local-pv filter native (same input)", &native);
@@ -516,6 +560,145 @@ fn k8s_pod_json(p: &Pod) -> serde_json::Value {
         },
         "status": {"phase": "Pending"},
     })
+}
+
+/// Prints the sandbox's price per request: Wasm over native medians and
+/// p99s of the same filter request, in process and over HTTP.
+fn price(
+    policy: &str,
+    wasm: &[Duration],
+    native: &[Duration],
+    wasm_http: &[Duration],
+    native_http: &[Duration],
+) {
+    let ratio = |wasm: &[Duration], native: &[Duration]| {
+        (
+            median(wasm).as_secs_f64() / median(native).as_secs_f64(),
+            p99(wasm).as_secs_f64() / p99(native).as_secs_f64(),
+        )
+    };
+    let (in_process, in_process_p99) = ratio(wasm, native);
+    let (http, http_p99) = ratio(wasm_http, native_http);
+    println!(
+        "{policy} request with Wasm / native, 5,000 nodes: in process median {in_process:.2}x \
+         (p99 {in_process_p99:.2}x), over HTTP median {http:.2}x (p99 {http_p99:.2}x)"
+    );
+}
+
+/// `app` (configured with `policies_yaml`) with its one scheduler policy
+/// swapped for `native`, under the same id, selector and failure mode.
+fn with_native(app: &App, policies_yaml: &str, native: impl Scheduler + 'static) -> App {
+    let set = app.hooks.extender.policies.current();
+    let wasm = &set.scheduler[0];
+    let policies = PolicySet {
+        scheduler: vec![Arc::new(ScheduledPolicy {
+            id: wasm.id.clone(),
+            digest: "native".into(),
+            selector: wasm.selector.clone(),
+            failure_mode: wasm.failure_mode,
+            policy: Box::new(native),
+        })],
+        ..PolicySet::default()
+    };
+    let config = steward_tests::config(policies_yaml);
+    App::new(
+        &config,
+        Hooks::new(policies, app.hooks.cluster.clone(), Backend::Snapshot),
+    )
+}
+
+/// A built-in placement policy compiled into this bench with its default
+/// settings (as the bench configures its component), answering the host's
+/// calls with the same copies of the input a Wasm call makes.
+struct Native<P: SchedulerPolicy> {
+    settings: P::Settings,
+    needs: steward::wit::SchedulerNeeds,
+    policy: PhantomData<fn() -> P>,
+}
+
+impl<P: SchedulerPolicy> Native<P> {
+    fn new() -> Native<P> {
+        let needs = steward_sdk::scheduler::validate_settings::<P>("").expect("default settings");
+        Native {
+            settings: steward_sdk::settings::parse("").expect("default settings"),
+            needs: steward::wit::SchedulerNeeds {
+                node_labels: needs.node_labels,
+                capacity_sources: needs
+                    .capacity_sources
+                    .into_iter()
+                    .map(host_source)
+                    .collect(),
+                tidb_operator: needs.tidb_operator,
+            },
+            policy: PhantomData,
+        }
+    }
+}
+
+impl<P> Scheduler for Native<P>
+where
+    P: SchedulerPolicy,
+    P::Settings: Send + Sync,
+{
+    fn needs(&self) -> &steward::wit::SchedulerNeeds {
+        &self.needs
+    }
+
+    fn filter(
+        &self,
+        cluster: ClusterQuery,
+        pod: &Pod,
+        nodes: &Candidates,
+    ) -> Result<FilterResult, EvalError> {
+        let result = P::filter(
+            &NativeView(cluster),
+            &self.settings,
+            &sdk_pod(pod),
+            &sdk_candidates(nodes),
+        )
+        .map_err(EvalError::Guest)?;
+        Ok(FilterResult {
+            reasons: result.reasons,
+            rejections: result
+                .rejections
+                .into_iter()
+                .map(|r| steward::wit::Rejection {
+                    node: r.node,
+                    reason: r.reason,
+                    unresolvable: r.unresolvable,
+                })
+                .collect(),
+        })
+    }
+
+    fn prioritize(
+        &self,
+        cluster: ClusterQuery,
+        pod: &Pod,
+        nodes: &Candidates,
+    ) -> Result<Vec<NodeScore>, EvalError> {
+        let scores = P::prioritize(
+            &NativeView(cluster),
+            &self.settings,
+            &sdk_pod(pod),
+            &sdk_candidates(nodes),
+        )
+        .map_err(EvalError::Guest)?;
+        Ok(scores
+            .into_iter()
+            .map(|s| NodeScore {
+                node: s.node,
+                score: s.score,
+            })
+            .collect())
+    }
+}
+
+fn sdk_candidates(nodes: &Candidates) -> steward_sdk::scheduler::Candidates {
+    steward_sdk::scheduler::Candidates {
+        nodes: nodes.nodes.clone(),
+        labels: nodes.labels.clone(),
+    }
 }
 
 /// pd-quorum's cluster queries answered natively from the same cache.

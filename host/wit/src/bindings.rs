@@ -68,5 +68,5 @@ pub use common::steward::policy::types::{
     TidbCluster, TidbComponent, Volume, Workload,
 };
 pub use scheduler::steward::policy::scheduling::{
-    Candidates, FilterResult, NodeScore, SchedulerNeeds,
+    Candidates, FilterResult, NodeScore, Rejection, SchedulerNeeds,
 };

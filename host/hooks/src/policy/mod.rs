@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
+use steward_cluster::ClusterQuery;
 use steward_cluster::convert::requirement;
 use steward_cluster::kinds::OptionalKind;
 use steward_oci::RegistryClient;
 use steward_runtime::{
-    AdmissionPolicy, Limits, PdReader, ReconcilePolicy, Runtime, SchedulerPolicy, World,
+    AdmissionPolicy, EvalError, Limits, PdReader, ReconcilePolicy, Runtime, SchedulerPolicy, World,
 };
-use steward_wit::Pod;
+use steward_wit::{Candidates, FilterResult, NodeScore, Pod, SchedulerNeeds};
 
 use crate::config::{
     AdmissionMode, Config, FailureMode, Hook, ModuleSource, PodSelectorConfig, PolicyConfig,
@@ -58,13 +59,56 @@ impl PodSelector {
     }
 }
 
+/// What the extender asks of a scheduler policy. Steward loads Wasm
+/// components; its benchmarks also link the same policies natively, to
+/// price the sandbox on the very same request path.
+pub trait Scheduler: Send + Sync {
+    fn needs(&self) -> &SchedulerNeeds;
+    fn filter(
+        &self,
+        cluster: ClusterQuery,
+        pod: &Pod,
+        nodes: &Candidates,
+    ) -> Result<FilterResult, EvalError>;
+    fn prioritize(
+        &self,
+        cluster: ClusterQuery,
+        pod: &Pod,
+        nodes: &Candidates,
+    ) -> Result<Vec<NodeScore>, EvalError>;
+}
+
+impl Scheduler for SchedulerPolicy {
+    fn needs(&self) -> &SchedulerNeeds {
+        SchedulerPolicy::needs(self)
+    }
+
+    fn filter(
+        &self,
+        cluster: ClusterQuery,
+        pod: &Pod,
+        nodes: &Candidates,
+    ) -> Result<FilterResult, EvalError> {
+        SchedulerPolicy::filter(self, cluster, pod, nodes)
+    }
+
+    fn prioritize(
+        &self,
+        cluster: ClusterQuery,
+        pod: &Pod,
+        nodes: &Candidates,
+    ) -> Result<Vec<NodeScore>, EvalError> {
+        SchedulerPolicy::prioritize(self, cluster, pod, nodes)
+    }
+}
+
 /// A scheduler policy with what the host needs to route to it.
 pub struct ScheduledPolicy {
     pub id: String,
     pub digest: String,
     pub selector: PodSelector,
     pub failure_mode: FailureMode,
-    pub policy: SchedulerPolicy,
+    pub policy: Box<dyn Scheduler>,
 }
 
 impl ScheduledPolicy {
@@ -317,7 +361,7 @@ pub fn build(
                 digest,
                 selector: PodSelector::from_config(&p.select),
                 failure_mode: p.failure_mode,
-                policy,
+                policy: Box::new(policy),
             }))
         }
         Hook::Admission => {
