@@ -16,9 +16,10 @@
 //! extender protocol itself costs kube-scheduler on this machine, the
 //! floor of any extender's ratio. Each run prints the CPU each part used
 //! per pod over the measured time (kube-scheduler, the API server, etcd,
-//! the controllers, the extender, the bench's own pod creator and watcher)
-//! and how busy the machine was; the Steward run also Steward's mean time
-//! per request by endpoint.
+//! the controllers, the extender, the bench's own pod creator and watcher),
+//! how busy the machine was and the API server's work per pod (requests by
+//! verb and resource, watch events sent by kind); the Steward run also
+//! Steward's mean time per request by endpoint.
 //!
 //! The pods are TiDB server pods of a TidbCluster (no volumes): both
 //! placement policies of `deploy/base` select them and are evaluated for
@@ -137,6 +138,9 @@ struct Run {
     evaluations: Vec<(&'static str, f64)>,
     /// Steward's requests and mean time per request, by endpoint.
     endpoints: Vec<(&'static str, f64, Duration)>,
+    /// What the API server did over the measured time: requests by verb
+    /// and resource, and watch events sent by kind; the largest counts.
+    api: Vec<(String, f64)>,
 }
 
 impl Run {
@@ -162,6 +166,12 @@ impl Run {
             .collect();
         println!("  CPU per pod: {}", per_pod.join(", "));
         println!("  machine: {:.2} of {} cores busy", self.busy, self.cores);
+        let api: Vec<String> = self
+            .api
+            .iter()
+            .map(|(what, count)| format!("{what} {:.1}", count / self.pods as f64))
+            .collect();
+        println!("  API server per pod: {}", api.join(", "));
         for (policy, count) in &self.evaluations {
             println!("  {policy}: {count} evaluations");
         }
@@ -325,6 +335,7 @@ async fn run(version: KubeVersion, counts: Counts, extender: Extender) -> Result
         .await?;
 
     let bound = tokio::spawn(all_bound(client.clone(), counts.pods));
+    let api_before = api_work(&client).await?;
     let cpu_before = cpu_use(&control_plane, extender)?;
     let machine_before = machine_cpu()?;
     let started = Instant::now();
@@ -343,6 +354,16 @@ async fn run(version: KubeVersion, counts: Counts, extender: Extender) -> Result
         .map(|((part, after), (_, before))| (part, after.saturating_sub(before)))
         .collect();
     let (machine_busy, cores) = machine_cpu()?;
+    let mut api: Vec<(String, f64)> = api_work(&client)
+        .await?
+        .into_iter()
+        .map(|(what, after)| {
+            let before = api_before.get(&what).copied().unwrap_or(0.0);
+            (what, after - before)
+        })
+        .filter(|(_, count)| *count >= counts.pods as f64 / 10.0)
+        .collect();
+    api.sort_by(|a, b| b.1.total_cmp(&a.1));
     let busy = machine_busy.saturating_sub(machine_before.0).as_secs_f64() / took.as_secs_f64();
     control_plane.check().await?;
     let (evaluations, endpoints) = match &steward {
@@ -382,7 +403,43 @@ async fn run(version: KubeVersion, counts: Counts, extender: Extender) -> Result
         cores,
         evaluations,
         endpoints,
+        api,
     })
+}
+
+/// The API server's counters so far: requests by verb and resource
+/// (`apiserver_request_total`) and watch events sent by kind
+/// (`apiserver_watch_events_total`), from its `/metrics`.
+async fn api_work(client: &Client) -> Result<std::collections::BTreeMap<String, f64>> {
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(request).await?;
+    let mut work = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let label = |name: &str| {
+            series
+                .split_once(&format!("{name}=\""))
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map_or("", |(value, _)| value)
+        };
+        let what = if series.starts_with("apiserver_request_total{") {
+            let sub = label("subresource");
+            let resource = if sub.is_empty() {
+                label("resource").to_string()
+            } else {
+                format!("{}/{sub}", label("resource"))
+            };
+            format!("{} {resource}", label("verb"))
+        } else if series.starts_with("apiserver_watch_events_total{") {
+            format!("watch events {}", label("kind"))
+        } else {
+            continue;
+        };
+        *work.entry(what).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+    }
+    Ok(work)
 }
 
 /// The CPU time used so far by each server of the control plane, the
