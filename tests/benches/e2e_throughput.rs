@@ -11,10 +11,11 @@
 //! rounds (`STEWARD_BENCH_ROUNDS`, default 3) of one run per setup; a
 //! ratio line gives the median of the rounds' ratios, then each.
 //!
-//! A third run puts a minimal extender in Steward's place (every node
-//! passes, no preference, the bind through the API server): what the
-//! extender protocol itself costs kube-scheduler on this machine, the
-//! floor of any extender's ratio. Each run prints the CPU each part used
+//! Two more runs per round: a minimal extender in Steward's place (every
+//! node passes, no preference, the bind through the API server), what the
+//! extender protocol itself costs on this machine, the floor of any
+//! extender's ratio; and Steward without `bindVerb`, kube-scheduler
+//! binding each pod itself (tidb-scheduler's setup). Each run prints the CPU each part used
 //! per pod over the measured time (kube-scheduler, the API server, etcd,
 //! the controllers, the extender, the bench's own pod creator and watcher),
 //! how busy the machine was and the API server's work per pod (requests by
@@ -102,6 +103,8 @@ enum Extender {
     Minimal,
     /// Steward with `deploy/base`'s placement policies.
     Steward,
+    /// The same, kube-scheduler binding each pod itself (no `bindVerb`).
+    StewardNoBind,
 }
 
 impl Extender {
@@ -110,6 +113,7 @@ impl Extender {
             Extender::None => "without extender",
             Extender::Minimal => "minimal extender",
             Extender::Steward => "with Steward",
+            Extender::StewardNoBind => "Steward, no bind",
         }
     }
 
@@ -120,7 +124,7 @@ impl Extender {
             Extender::None => "no-extender",
             Extender::Minimal => "minimal-ext",
             // Also Steward's epoch thread, `steward-epoch`.
-            Extender::Steward => "steward",
+            Extender::Steward | Extender::StewardNoBind => "steward",
         }
     }
 }
@@ -202,7 +206,7 @@ fn main() {
             CLIENT_RATE.1,
             counts.rounds
         );
-        let (mut minimal, mut steward) = (Vec::new(), Vec::new());
+        let (mut minimal, mut steward, mut no_bind) = (Vec::new(), Vec::new(), Vec::new());
         for round in 1..=counts.rounds {
             println!("round {round}:");
             let runs = measure(version, counts);
@@ -218,11 +222,17 @@ fn main() {
             let without = rate(Extender::None);
             minimal.push(rate(Extender::Minimal) / without);
             steward.push(rate(Extender::Steward) / without);
+            no_bind.push(rate(Extender::StewardNoBind) / without);
         }
         let minimal = Ratios::new(minimal);
         let steward = Ratios::new(steward);
+        let no_bind = Ratios::new(no_bind);
         println!(
             "minimal extender / without ({}): {minimal}",
+            version.release()
+        );
+        println!(
+            "Steward, kube-scheduler binding / without ({}): {no_bind}",
             version.release()
         );
         println!("with / without ({}): {steward}", version.release());
@@ -264,7 +274,12 @@ fn measure(version: KubeVersion, counts: Counts) -> Vec<(Extender, Run)> {
         .expect("a tokio runtime");
     let outcome = runtime.block_on(async {
         let mut runs = Vec::new();
-        for extender in [Extender::None, Extender::Minimal, Extender::Steward] {
+        for extender in [
+            Extender::None,
+            Extender::Minimal,
+            Extender::Steward,
+            Extender::StewardNoBind,
+        ] {
             let run = run(version, counts, extender)
                 .await
                 .with_context(|| format!("the run {}", extender.label()))?;
@@ -314,7 +329,7 @@ async fn run(version: KubeVersion, counts: Counts, extender: Extender) -> Result
             let client = client_for(&kubeconfig).await?;
             Some(extender_runtime.spawn(minimal_extender(client)).await??)
         }
-        (Extender::Steward, Some(kubeconfig)) => {
+        (Extender::Steward | Extender::StewardNoBind, Some(kubeconfig)) => {
             // Steward is ready once it has listed HwameiStor's objects too.
             install_crds(
                 &client,
@@ -330,9 +345,18 @@ async fn run(version: KubeVersion, counts: Counts, extender: Extender) -> Result
         }
         _ => None,
     };
-    control_plane
-        .start_scheduler_with(addr, Some(CLIENT_RATE))
-        .await?;
+    match (extender, addr) {
+        (Extender::StewardNoBind, Some(addr)) => {
+            control_plane
+                .start_scheduler_binding_itself_with(addr, Some(CLIENT_RATE))
+                .await?
+        }
+        _ => {
+            control_plane
+                .start_scheduler_with(addr, Some(CLIENT_RATE))
+                .await?
+        }
+    }
 
     let bound = tokio::spawn(all_bound(client.clone(), counts.pods));
     let api_before = api_work(&client).await?;

@@ -394,13 +394,31 @@ impl ControlPlane {
     /// kube-scheduler binds every pod itself, and Steward learns of each
     /// binding from its watch (the setup of tidb-scheduler).
     pub async fn start_scheduler_binding_itself(&mut self, extender: SocketAddr) -> Result<()> {
+        self.start_scheduler_binding_itself_with(extender, None)
+            .await
+    }
+
+    /// [`ControlPlane::start_scheduler_binding_itself`] with its API client
+    /// at `client_rate` (qps, burst) when given.
+    pub async fn start_scheduler_binding_itself_with(
+        &mut self,
+        extender: SocketAddr,
+        client_rate: Option<(u32, u32)>,
+    ) -> Result<()> {
         let (mut config, origin) = self.shipped_scheduler_config()?;
         for extender in config["extenders"].as_array_mut().into_iter().flatten() {
             extender.as_object_mut().map(|e| e.remove("bindVerb"));
         }
         let kubeconfig = self.scheduler_kubeconfig.clone();
-        self.run_scheduler(config, &origin, &kubeconfig, Some(extender), None, false)
-            .await
+        self.run_scheduler(
+            config,
+            &origin,
+            &kubeconfig,
+            Some(extender),
+            client_rate,
+            false,
+        )
+        .await
     }
 
     /// The KubeSchedulerConfiguration Steward ships for this release, its
