@@ -413,6 +413,7 @@ async fn run(version: KubeVersion, counts: Counts, extender: Extender) -> Result
                         Duration::from_secs_f64(sum / count.max(1.0)),
                     )
                 })
+                .filter(|(_, count, _)| *count > 0.0)
                 .collect(),
         ),
         None => (Vec::new(), Vec::new()),
