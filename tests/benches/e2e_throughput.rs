@@ -433,7 +433,7 @@ async fn run(version: KubeVersion, counts: Counts, extender: Extender) -> Result
 }
 
 /// The API server's counters so far: requests by verb and resource
-/// (`apiserver_request_total`) and watch events sent by kind
+/// (`apiserver_request_total`) and watch events sent by kind or resource
 /// (`apiserver_watch_events_total`), from its `/metrics`.
 async fn api_work(client: &Client) -> Result<std::collections::BTreeMap<String, f64>> {
     let request = http::Request::get("/metrics").body(Vec::new())?;
@@ -458,7 +458,12 @@ async fn api_work(client: &Client) -> Result<std::collections::BTreeMap<String, 
             };
             format!("{} {resource}", label("verb"))
         } else if series.starts_with("apiserver_watch_events_total{") {
-            format!("watch events {}", label("kind"))
+            // By kind up to 1.3x, by resource since.
+            let kind = match label("kind") {
+                "" => label("resource"),
+                kind => kind,
+            };
+            format!("watch events {kind}")
         } else {
             continue;
         };
