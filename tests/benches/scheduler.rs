@@ -48,35 +48,12 @@ fn main() {
         _ => {}
     }
 
-    let filter = measure_with(
-        2_000,
-        || CandidateNodes::Names(names.clone()),
-        |candidates| app.hooks.extender.filter_pod(&pd2, candidates),
-    );
-    report("filter, in-process, NodeNames, 5,000 nodes", &filter);
-
-    let http = http_round_trips(&app, &pd2, &names, 1_000);
-    report("filter over HTTP keep-alive, NodeNames, 5,000 nodes", &http);
     let native = with_native(
         &app,
         steward_tests::PD_QUORUM,
         Native::<pd_quorum::PdQuorum>::new(),
     );
-    let native_filter = measure_with(
-        2_000,
-        || CandidateNodes::Names(names.clone()),
-        |candidates| native.hooks.extender.filter_pod(&pd2, candidates),
-    );
-    report(
-        "filter, in-process, pd-quorum native, 5,000 nodes",
-        &native_filter,
-    );
-    let native_http = http_round_trips(&native, &pd2, &names, 1_000);
-    report(
-        "filter over HTTP keep-alive, pd-quorum native, 5,000 nodes",
-        &native_http,
-    );
-    price("pd-quorum", &filter, &native_filter, &http, &native_http);
+    request_price("pd-quorum", &app, &native, &pd2, &names, || {});
 
     pd_quorum_ratio(&app, &pd2, &names);
     let accepted = app
@@ -139,9 +116,8 @@ fn pd_quorum_ratio(app: &App, pd2: &Pod, names: &[String]) {
         report("pd-quorum filter in Wasm (fresh instance)", &wasm);
         report("pd-quorum filter native (same input)", &native);
         println!(
-            "Wasm/native ratio at {count} candidates: median {:.2}x, p99 {:.2}x",
-            median(&wasm).as_secs_f64() / median(&native).as_secs_f64(),
-            p99(&wasm).as_secs_f64() / p99(&native).as_secs_f64()
+            "Wasm/native ratio at {count} candidates: {}",
+            ratio(&wasm, &native)
         );
     }
 }
@@ -204,48 +180,16 @@ fn local_pv(app: &App, names: &[String]) {
         cache.pod_count(),
         resident_mib()
     );
-    let filter = measure_with(
-        2_000,
-        || {
-            // The filter records db-0 as in flight; clear it so every
-            // sample sees the same cluster.
-            cache.abandon_placement(&db.uid);
-            CandidateNodes::Names(names.to_vec())
-        },
-        |candidates| lpv.hooks.extender.filter_pod(&db, candidates),
-    );
-    report(
-        "local-pv filter, in-process, NodeNames, 5,000 nodes",
-        &filter,
-    );
-    let http = http_round_trips(&lpv, &db, names, 1_000);
-    report(
-        "local-pv filter over HTTP keep-alive, NodeNames, 5,000 nodes",
-        &http,
-    );
     let native = with_native(
         &lpv,
         steward_tests::LOCAL_PV,
         Native::<local_pv::LocalPv>::new(),
     );
-    let native_filter = measure_with(
-        2_000,
-        || {
-            cache.abandon_placement(&db.uid);
-            CandidateNodes::Names(names.to_vec())
-        },
-        |candidates| native.hooks.extender.filter_pod(&db, candidates),
-    );
-    report(
-        "local-pv filter, in-process, native, 5,000 nodes",
-        &native_filter,
-    );
-    let native_http = http_round_trips(&native, &db, names, 1_000);
-    report(
-        "local-pv filter over HTTP keep-alive, native, 5,000 nodes",
-        &native_http,
-    );
-    price("local-pv", &filter, &native_filter, &http, &native_http);
+    // The filter records db-0 as in flight; clear it so every sample sees
+    // the same cluster.
+    request_price("local-pv", &lpv, &native, &db, names, || {
+        cache.abandon_placement(&db.uid)
+    });
     let candidates = CandidateNodes::Names(names.to_vec());
     let prioritize = measure(2_000, || {
         lpv.hooks.extender.prioritize_pod(&db, &candidates);
@@ -278,9 +222,8 @@ fn local_pv(app: &App, names: &[String]) {
     report("local-pv filter in Wasm (fresh instance)", &wasm);
     report("local-pv filter native (same input)", &native);
     println!(
-        "local-pv Wasm/native ratio at {NODES} candidates: median {:.2}x, p99 {:.2}x",
-        median(&wasm).as_secs_f64() / median(&native).as_secs_f64(),
-        p99(&wasm).as_secs_f64() / p99(&native).as_secs_f64()
+        "local-pv Wasm/native ratio at {NODES} candidates: {}",
+        ratio(&wasm, &native)
     );
     let refused = policy
         .filter(query.clone(), &db, &candidates)
@@ -562,27 +505,54 @@ fn k8s_pod_json(p: &Pod) -> serde_json::Value {
     })
 }
 
-/// Prints the sandbox's price per request: Wasm over native medians and
-/// p99s of the same filter request, in process and over HTTP.
-fn price(
+/// The same filter request for `pod` against `names` through `wasm` and
+/// through `native` (the same policy compiled natively), in process and
+/// over HTTP keep-alive; prints each and the sandbox's price per request,
+/// Wasm over native. `reset` runs before each in-process sample.
+fn request_price(
     policy: &str,
-    wasm: &[Duration],
-    native: &[Duration],
-    wasm_http: &[Duration],
-    native_http: &[Duration],
+    wasm: &App,
+    native: &App,
+    pod: &Pod,
+    names: &[String],
+    reset: impl Fn(),
 ) {
-    let ratio = |wasm: &[Duration], native: &[Duration]| {
-        (
-            median(wasm).as_secs_f64() / median(native).as_secs_f64(),
-            p99(wasm).as_secs_f64() / p99(native).as_secs_f64(),
-        )
+    let both_paths = |app: &App, build: &str| {
+        let in_process = measure_with(
+            2_000,
+            || {
+                reset();
+                CandidateNodes::Names(names.to_vec())
+            },
+            |candidates| app.hooks.extender.filter_pod(pod, candidates),
+        );
+        report(
+            &format!("{policy} filter, in-process, {build}, 5,000 nodes"),
+            &in_process,
+        );
+        let http = http_round_trips(app, pod, names, 1_000);
+        report(
+            &format!("{policy} filter over HTTP keep-alive, {build}, 5,000 nodes"),
+            &http,
+        );
+        (in_process, http)
     };
-    let (in_process, in_process_p99) = ratio(wasm, native);
-    let (http, http_p99) = ratio(wasm_http, native_http);
+    let (wasm_in, wasm_http) = both_paths(wasm, "Wasm");
+    let (native_in, native_http) = both_paths(native, "native");
     println!(
-        "{policy} request with Wasm / native, 5,000 nodes: in process median {in_process:.2}x \
-         (p99 {in_process_p99:.2}x), over HTTP median {http:.2}x (p99 {http_p99:.2}x)"
+        "{policy} request with Wasm / native, 5,000 nodes: in process {}, over HTTP {}",
+        ratio(&wasm_in, &native_in),
+        ratio(&wasm_http, &native_http)
     );
+}
+
+/// Wasm over native, medians and p99s: `median 1.23x, p99 1.45x`.
+fn ratio(wasm: &[Duration], native: &[Duration]) -> String {
+    format!(
+        "median {:.2}x, p99 {:.2}x",
+        median(wasm).as_secs_f64() / median(native).as_secs_f64(),
+        p99(wasm).as_secs_f64() / p99(native).as_secs_f64()
+    )
 }
 
 /// `app` (configured with `policies_yaml`) with its one scheduler policy
