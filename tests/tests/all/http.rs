@@ -96,9 +96,17 @@ async fn health_readiness_and_metrics() {
         "steward_requests_total{endpoint=\"filter\",code=\"200\"} 1",
         "steward_requests_total{endpoint=\"filter\",code=\"400\"} 1",
         "steward_evaluation_duration_seconds_count{policy=\"pd-quorum\"} 1",
+        // Both answers, the refused one too.
+        "steward_request_duration_seconds_count{endpoint=\"filter\"} 2",
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
+    let took: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("steward_request_duration_seconds_sum{endpoint=\"filter\"} "))
+        .and_then(|sum| sum.parse().ok())
+        .unwrap_or_else(|| panic!("no filter duration sum in\n{metrics}"));
+    assert!(took > 0.0 && took < 10.0, "{took} s for two filters");
 }
 
 #[tokio::test]
