@@ -29,9 +29,9 @@ SCRIPT_VERSION=1
 K8S_VERSION=v1.37.2
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/../lib.sh"
 K8S_MOD="$HERE/kubernetes-1.37"
 ETCD_MOD="$HERE/etcd"
-CACHE="${STEWARD_CACHE:-$HOME/.cache/steward}"
 ROOT="$CACHE/kubernetes-1.37"
 BIN="$ROOT/bin"
 LOG="$ROOT/build.log"
@@ -64,18 +64,13 @@ warm() {
   done
 }
 
-print_paths() {
+result() {
   local b
   for b in "${ALL_BINS[@]}"; do echo "$BIN/$b"; done
 }
 
-if warm; then print_paths; exit 0; fi
-
-mkdir -p "$ROOT" "$BIN"
-# Two test runs may call this at once; only one builds, the other waits.
-exec 9>"$ROOT/.lock"
-flock 9
-if warm; then print_paths; exit 0; fi
+exit_if_warm_else_lock "$ROOT/.lock"
+mkdir -p "$BIN"
 
 # The build steps run in a subshell whose output goes to the log; set -e stays
 # in force there because the subshell is not part of an if/&&/|| list.
@@ -142,15 +137,7 @@ build() {
 
 say "building into $BIN (20-40 min on a cold Go cache, 2 cores); log: $LOG"
 rm -f "$MARKER"
-set +e
-(build) >>"$LOG" 2>&1
-rc=$?
-set -e
-if (( rc != 0 )); then
-  say "FAILED (exit $rc); last lines of $LOG:"
-  tail -n 60 "$LOG" >&2
-  exit "$rc"
-fi
+run_logged 60 build
 warm || { say "binaries built but the check failed; see $LOG"; exit 1; }
 say "done"
-print_paths
+result

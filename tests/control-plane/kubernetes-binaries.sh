@@ -13,11 +13,11 @@
 # Idempotent: on a warm cache it only checks the binaries and exits.
 # Never starts a server, never binds a port, never enables a system service.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 # Bump when the build recipe changes: a different marker forces a rebuild.
 SCRIPT_VERSION=3
 
-CACHE="${STEWARD_CACHE:-$HOME/.cache/steward}"
 ROOT="$CACHE/kubernetes-1.20"
 BIN="$ROOT/bin"
 SRC="$ROOT/src"
@@ -46,21 +46,13 @@ warm() {
   done
 }
 
-print_paths() {
+result() {
   local b
   for b in "${ALL_BINS[@]}"; do echo "$BIN/$b"; done
 }
 
-if warm; then print_paths; exit 0; fi
-
-mkdir -p "$ROOT" "$SRC" "$BIN"
-# Two test runs may call this at once; only one builds, the other waits.
-exec 9>"$ROOT/.lock"
-flock 9
-if warm; then print_paths; exit 0; fi
-
-SUDO=""
-if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
+exit_if_warm_else_lock "$ROOT/.lock"
+mkdir -p "$SRC" "$BIN"
 export DEBIAN_FRONTEND=noninteractive
 
 # The build steps run in a subshell whose output goes to the log; set -e stays
@@ -297,15 +289,7 @@ PATCH
 
 say "building into $BIN (about 7-10 min on a cold cache, 2 cores); log: $LOG"
 rm -f "$MARKER"
-set +e
-(build) >>"$LOG" 2>&1
-rc=$?
-set -e
-if (( rc != 0 )); then
-  say "FAILED (exit $rc); last lines of $LOG:"
-  tail -n 60 "$LOG" >&2
-  exit "$rc"
-fi
+run_logged 60 build
 warm || { say "binaries built but the check failed; see $LOG"; exit 1; }
 say "done"
-print_paths
+result

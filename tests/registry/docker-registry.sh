@@ -9,24 +9,16 @@
 # stdout: the binary's absolute path (progress goes to stderr).
 # Idempotent: on a warm cache it only checks the binary and exits.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
-CACHE="${STEWARD_CACHE:-$HOME/.cache/steward}"
 ROOT="$CACHE/registry"
 BIN="$ROOT/usr/bin/docker-registry"
 
 say() { echo "docker-registry: $*" >&2; }
 warm() { [[ -x "$BIN" ]] && "$BIN" --version >/dev/null 2>&1; }
+result() { echo "$BIN"; }
 
-if warm; then echo "$BIN"; exit 0; fi
-
-mkdir -p "$ROOT"
-# Two test processes may call this at once; only one installs.
-exec 9>"$ROOT/.lock"
-flock 9
-if warm; then echo "$BIN"; exit 0; fi
-
-SUDO=""
-if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
+exit_if_warm_else_lock "$ROOT/.lock"
 export DEBIAN_FRONTEND=noninteractive
 
 WORK="$(mktemp -d "$ROOT/download.XXXXXX")"
@@ -40,4 +32,4 @@ fi
 dpkg-deb -x docker-registry_*.deb "$ROOT"
 warm || { say "unpacked, but $BIN --version fails"; exit 1; }
 say "installed $("$BIN" --version)"
-echo "$BIN"
+result

@@ -5,8 +5,8 @@
 # registry the credential tests start.
 # stdout: the venv's python (progress goes to stderr). Idempotent.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
-CACHE="${STEWARD_CACHE:-$HOME/.cache/steward}"
 VENV="$CACHE/oras-venv"
 PY="$VENV/bin/python"
 # The SDK version the tests were written against.
@@ -15,16 +15,9 @@ BCRYPT_VERSION="4.3.0"
 
 say() { echo "oras: $*" >&2; }
 warm() { [[ -x "$PY" ]] && "$PY" -c "import oras.client, bcrypt" >/dev/null 2>&1; }
+result() { echo "$PY"; }
 
-if warm; then echo "$PY"; exit 0; fi
-
-mkdir -p "$CACHE"
-exec 9>"$CACHE/.oras-venv.lock"
-flock 9
-if warm; then echo "$PY"; exit 0; fi
-
-SUDO=""
-if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
+exit_if_warm_else_lock "$CACHE/.oras-venv.lock"
 
 if ! python3 -m venv "$VENV" >&2; then
   say "python3 cannot create a venv; installing python3-venv"
@@ -37,4 +30,4 @@ fi
 "$VENV/bin/pip" install --quiet "oras==$ORAS_VERSION" "bcrypt==$BCRYPT_VERSION" >&2
 warm || { say "installed, but 'import oras.client, bcrypt' fails"; exit 1; }
 say "installed oras $ORAS_VERSION in $VENV"
-echo "$PY"
+result

@@ -17,23 +17,20 @@ set -euo pipefail
 
 NAME="${1:?usage: go-tool.sh oras|helm|cosign}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/../lib.sh"
 MOD="$HERE/$NAME"
 [[ -f "$MOD/go.mod" ]] || { echo "go-tool: no module $MOD/go.mod" >&2; exit 2; }
 RECIPE="$(cat "${BASH_SOURCE[0]}" "$MOD/go.mod" "$MOD/go.sum" | sha256sum | cut -c1-12)"
-CACHE="${STEWARD_CACHE:-$HOME/.cache/steward}"
 ROOT="$CACHE/$NAME-$RECIPE"
 BIN="$ROOT/bin/$NAME"
 LOG="$ROOT/build.log"
 
 say() { echo "$NAME: $*" >&2; }
 warm() { [[ -x "$BIN" && -f "$ROOT/.built" ]] && "$BIN" version >/dev/null 2>&1; }
+result() { echo "$BIN"; }
 
-if warm; then echo "$BIN"; exit 0; fi
+exit_if_warm_else_lock "$ROOT/.lock"
 mkdir -p "$ROOT/bin"
-# Two test runs may call this at once; only one builds, the other waits.
-exec 9>"$ROOT/.lock"
-flock 9
-if warm; then echo "$BIN"; exit 0; fi
 
 build() {
   set -euo pipefail
@@ -55,14 +52,6 @@ build() {
 }
 
 say "building into $BIN (log: $LOG)"
-set +e
-(build) >>"$LOG" 2>&1
-rc=$?
-set -e
-if (( rc != 0 )); then
-  say "FAILED (exit $rc); last lines of $LOG:"
-  tail -n 40 "$LOG" >&2
-  exit "$rc"
-fi
+run_logged 40 build
 warm || { say "built, but '$BIN version' fails; see $LOG"; exit 1; }
-echo "$BIN"
+result

@@ -5,22 +5,16 @@
 # Rust target x86_64-unknown-linux-musl.
 # stdout: podman's path (progress goes to stderr). Idempotent.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 say() { echo "image-tools: $*" >&2; }
 warm() {
   command -v podman >/dev/null && command -v runc >/dev/null && command -v musl-gcc >/dev/null \
     && rustup target list --installed | grep -qx x86_64-unknown-linux-musl
 }
+result() { command -v podman; }
 
-if warm; then command -v podman; exit 0; fi
-CACHE="${STEWARD_CACHE:-$HOME/.cache/steward}"
-mkdir -p "$CACHE"
-exec 9>"$CACHE/.image-tools.lock"
-flock 9
-if warm; then command -v podman; exit 0; fi
-
-SUDO=""
-if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
+exit_if_warm_else_lock "$CACHE/.image-tools.lock"
 if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v musl-gcc >/dev/null; then
   say "installing podman, runc and musl-tools"
   export DEBIAN_FRONTEND=noninteractive
@@ -29,4 +23,4 @@ if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -
 fi
 rustup target add x86_64-unknown-linux-musl >&2
 warm || { say "installed, but podman, runc, musl-gcc or the musl target is missing"; exit 1; }
-command -v podman
+result
