@@ -42,7 +42,7 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-use steward_tests::control_plane::process::own_threads_cpu_time;
+use steward_tests::control_plane::process::{from_ticks, own_threads_cpu_time};
 use steward_tests::control_plane::{ControlPlane, KubeVersion, client_for, finish_runs, versions};
 use steward_tests::e2e::{
     SCHEDULER_NAME, Steward, add_ready_node, create, deploy_service_account, install_crds,
@@ -509,8 +509,7 @@ fn machine_cpu() -> Result<(Duration, usize)> {
         .lines()
         .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
         .count();
-    // USER_HZ is 100.
-    Ok((Duration::from_millis(busy * 10), cores))
+    Ok((from_ticks(busy), cores))
 }
 
 /// The least an extender answers: every node passes, no preference, and

@@ -67,8 +67,6 @@ impl Drop for Process {
 /// The name and CPU time (user + system) of the process or thread whose
 /// `/proc/…/stat` is `stat`.
 pub fn cpu_time(stat: &Path) -> Result<(String, Duration)> {
-    /// USER_HZ: the unit of `/proc` CPU times, 100 on every Linux ABI.
-    const TICKS_PER_SECOND: u64 = 100;
     let text =
         std::fs::read_to_string(stat).with_context(|| format!("cannot read {}", stat.display()))?;
     // `pid (comm) state …`: the name may hold spaces and parentheses.
@@ -85,10 +83,13 @@ pub fn cpu_time(stat: &Path) -> Result<(String, Duration)> {
             .with_context(|| format!("{} has no field {field}", stat.display()))
     };
     let ticks = ticks(14)? + ticks(15)?;
-    Ok((
-        name.to_string(),
-        Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND),
-    ))
+    Ok((name.to_string(), from_ticks(ticks)))
+}
+
+/// A `/proc` CPU time in clock ticks (USER_HZ, 100 on every Linux ABI).
+pub fn from_ticks(ticks: u64) -> Duration {
+    const TICKS_PER_SECOND: u64 = 100;
+    Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
 }
 
 /// The CPU time this process's live threads whose names start with
