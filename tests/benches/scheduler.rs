@@ -78,6 +78,10 @@ fn pd_quorum_ratio(app: &App, pd2: &Pod, names: &[String]) {
     );
     let noop_set =
         steward_tests::load_policies(steward_tests::runtime(), &noop_config).expect("loads");
+    let lean_config =
+        steward_tests::config("- id: lean\n  hook: scheduler\n  module: {lean_noop}\n");
+    let lean_set =
+        steward_tests::load_policies(steward_tests::runtime(), &lean_config).expect("loads");
     for count in [NODES, 50] {
         let ids: Vec<u32> = app
             .hooks
@@ -99,6 +103,12 @@ fn pd_quorum_ratio(app: &App, pd2: &Pod, names: &[String]) {
                 .filter(query.clone(), pd2, &candidates)
                 .expect("filter runs");
         });
+        let lean = measure(2_000, || {
+            lean_set.scheduler[0]
+                .policy
+                .filter(query.clone(), pd2, &candidates)
+                .expect("filter runs");
+        });
         let wasm = measure(2_000, || {
             policy
                 .filter(query.clone(), pd2, &candidates)
@@ -113,6 +123,7 @@ fn pd_quorum_ratio(app: &App, pd2: &Pod, names: &[String]) {
         });
         println!("-- {count} candidates");
         report("a no-op filter in Wasm, same input (sandbox cost)", &noop);
+        report("a no-op filter in Wasm without std, same input", &lean);
         report("pd-quorum filter in Wasm (fresh instance)", &wasm);
         report("pd-quorum filter native (same input)", &native);
         println!(

@@ -29,6 +29,11 @@ pub const GUESTS: &[(&str, &str)] = &[
     ("reads-files", "reads_files"),
 ];
 
+/// Guests built without Rust's `std` (and so without wit-bindgen's `std`
+/// feature): a cargo invocation of their own, as one invocation unifies
+/// the features of every package it builds.
+pub const STD_FREE_GUESTS: &[(&str, &str)] = &[("lean-noop", "lean_noop")];
+
 /// The workspace root: the nearest directory with a `[workspace]` manifest
 /// above the running package (cargo sets `CARGO_MANIFEST_DIR` for `cargo run`
 /// and `cargo test`) or the current directory. Found at run time, not
@@ -156,8 +161,9 @@ pub fn guest_dir() -> PathBuf {
     target_dir().join(WASM_TARGET).join(GUEST_PROFILE)
 }
 
-/// Builds every guest in [`GUESTS`] (one cargo invocation) and returns the
-/// directory of their `.wasm` files. Builds at most once per process on
+/// Builds every guest in [`GUESTS`] (one cargo invocation) and in
+/// [`STD_FREE_GUESTS`] (another) and returns the directory of their
+/// `.wasm` files. Builds at most once per process on
 /// success; concurrent callers wait for the first build.
 pub fn build_guests() -> Result<PathBuf> {
     static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
@@ -166,10 +172,12 @@ pub fn build_guests() -> Result<PathBuf> {
         return Ok(dir.clone());
     }
     ensure_wasm_target()?;
-    run(cargo()
-        .args(["build", "--target", WASM_TARGET, "--profile", GUEST_PROFILE])
-        .args(packages(GUESTS.iter().copied())))
-    .context("building the guests failed")?;
+    for guests in [GUESTS, STD_FREE_GUESTS] {
+        run(cargo()
+            .args(["build", "--target", WASM_TARGET, "--profile", GUEST_PROFILE])
+            .args(packages(guests.iter().copied())))
+        .context("building the guests failed")?;
+    }
     let dir = guest_dir();
     *built = Some(dir.clone());
     Ok(dir)
@@ -204,6 +212,7 @@ pub fn guest_wasm(stem: &str) -> Result<PathBuf> {
             path.display(),
             GUESTS
                 .iter()
+                .chain(STD_FREE_GUESTS)
                 .map(|(_, s)| *s)
                 .collect::<Vec<_>>()
                 .join(", ")

@@ -8,6 +8,8 @@ use steward_sdk::reconcile::{Plan, PollMs, WorkloadState};
 use steward_sdk::tidb::{self, FAILURES_ANNOTATION, Failure};
 use steward_sdk::{Action, EventType, Member, Store, labels};
 
+use crate::tikv_exit::{self, StoreExit};
+
 /// StatefulSet annotation holding [`FailoverState`] (JSON).
 pub const FAILOVER_ANNOTATION: &str = "steward.io/failover";
 /// StatefulSet annotation an operator sets to `"true"` to recover TiKV
@@ -235,37 +237,22 @@ pub fn reconcile(
         // first, and its replica and claims only once PD reports Tombstone.
         let pod = format!("{}-{highest}", w.name);
         let scale_in = fs.scale_in.get_or_insert_with(ScaleIn::default);
-        match view.store(&pod).filter(|s| s.state != "Tombstone") {
-            Some(store) => {
-                if store.state != "Offline" {
+        match StoreExit::of(&stores, &pod, &instance, &w.namespace) {
+            StoreExit::Leaving { store, offline } => {
+                if !offline {
                     plan = plan.action(Action::PdStoreDelete((cluster.clone(), store.id)));
                 }
                 if scale_in.offline_store != Some(store.id) {
                     scale_in.offline_store = Some(store.id);
-                    plan = plan.event(
-                        EventType::Normal,
-                        "TiKVScaleIn",
-                        format!(
-                            "taking store {} of pod {pod} offline in PD; the replica goes once \
-                             its regions have moved and the store is Tombstone",
-                            store.id
-                        ),
-                    );
+                    plan = tikv_exit::taking_offline(plan, store, &pod);
                 }
                 target = w.replicas;
             }
-            None => {
+            StoreExit::Gone => {
                 scale_in.offline_store = None;
                 target = w.replicas - 1;
                 removed_claims = view.claims_of(&pod);
-                plan = plan.event(
-                    EventType::Normal,
-                    "TiKVScaleIn",
-                    format!(
-                        "PD no longer lists a store of pod {pod} (it is Tombstone); removing the \
-                         replica and its claims"
-                    ),
-                );
+                plan = tikv_exit::gone(plan, &pod);
             }
         }
     }
@@ -343,10 +330,12 @@ impl View<'_> {
     }
 
     fn store(&self, pod: &str) -> Option<&Store> {
-        let ns = &self.state.workload.namespace;
-        self.stores
-            .iter()
-            .find(|s| tidb::is_store_of(&s.address, pod, self.instance, ns))
+        tikv_exit::store_of(
+            self.stores,
+            pod,
+            self.instance,
+            &self.state.workload.namespace,
+        )
     }
 
     /// The pod is missing, not ready, or on a node that is not Ready.

@@ -29,6 +29,7 @@
 
 mod failover;
 pub mod scale_in;
+mod tikv_exit;
 
 pub use failover::{
     FAILOVER_ANNOTATION, FailoverState, RECOVER_ANNOTATION, ScaleIn, Settings, reconcile,

@@ -22,6 +22,7 @@ use steward_sdk::tidb::{self, SCALE_IN_ANNOTATION};
 use steward_sdk::{Action, EventType, labels};
 
 use crate::failover::{Settings, claims_of};
+use crate::tikv_exit::{self, StoreExit};
 
 /// StatefulSet annotation: why the scale-in waits, so that the Event
 /// saying so is emitted once per reason.
@@ -123,41 +124,21 @@ pub fn reconcile(
         }
     } else {
         let stores = pd.stores(&cluster)?;
-        let instance = cluster.name.as_str();
-        let store = stores
-            .iter()
-            .find(|s| tidb::is_store_of(&s.address, &pod, instance, &w.namespace));
-        match store {
-            Some(s) if s.state == "Offline" => {
+        match StoreExit::of(&stores, &pod, &cluster.name, &w.namespace) {
+            StoreExit::Leaving {
+                store,
+                offline: true,
+            } => {
                 return waiting(format!(
                     "scale-in of {}: PD is moving the regions of store {} ({pod}) away",
-                    w.name, s.id
+                    w.name, store.id
                 ));
             }
-            Some(s) => {
-                return Ok(plan
-                    .action(Action::PdStoreDelete((cluster, s.id)))
-                    .event(
-                        EventType::Normal,
-                        "TiKVScaleIn",
-                        format!(
-                            "taking store {} of pod {pod} offline in PD; the replica and its \
-                             claims go once its regions have moved and the store is Tombstone",
-                            s.id
-                        ),
-                    )
-                    .requeue_after(poll));
+            StoreExit::Leaving { store, .. } => {
+                let plan = plan.action(Action::PdStoreDelete((cluster.clone(), store.id)));
+                return Ok(tikv_exit::taking_offline(plan, store, &pod).requeue_after(poll));
             }
-            None => {
-                plan = plan.event(
-                    EventType::Normal,
-                    "TiKVScaleIn",
-                    format!(
-                        "PD no longer lists a store of pod {pod} (it is Tombstone); removing the \
-                         replica and its claims"
-                    ),
-                );
-            }
+            StoreExit::Gone => plan = tikv_exit::gone(plan, &pod),
         }
     }
     plan = plan.set_replicas(w.replicas - 1);
@@ -321,15 +302,22 @@ mod tests {
             !plan.changes().any(|a| !matches!(a, Action::Annotate(_))),
             "{plan:?}"
         );
-        // Tombstone: PD lists it no more; the replica and its claim go.
+        // Tombstone: PD lists it as such, or no more; the replica and its
+        // claim go.
+        let tombstone = three
+            .clone()
+            .with_store(tikv_store(3, 6).state("Tombstone"));
+        for pd in [&tombstone, &three] {
+            let plan = run(pd, &state);
+            assert_eq!(
+                plan.changes().cloned().collect::<Vec<_>>(),
+                [
+                    Action::SetReplicas(3),
+                    Action::DeleteClaim("tikv-basic-tikv-3".into())
+                ]
+            );
+        }
         let plan = run(&three, &state);
-        assert_eq!(
-            plan.changes().cloned().collect::<Vec<_>>(),
-            [
-                Action::SetReplicas(3),
-                Action::DeleteClaim("tikv-basic-tikv-3".into())
-            ]
-        );
         let state = state.after(&plan);
         let plan = run(&three, &state);
         assert_eq!(

@@ -69,11 +69,6 @@ impl CandidateNodes {
         names: Option<Vec<String>>,
     ) -> Result<CandidateNodes, BadRequest> {
         match (names, nodes) {
-            // kube-scheduler names each node once; a list longer than the
-            // cluster has repeats, which are dropped rather than echoed.
-            (Some(names), _) if names.len() > cache.node_count() => {
-                Ok(CandidateNodes::Names(distinct(names)))
-            }
             (Some(names), _) => Ok(CandidateNodes::Names(names)),
             (None, Some(list)) => {
                 let mut names = Vec::with_capacity(list.items.len());
@@ -138,7 +133,9 @@ struct Alive {
 }
 
 impl Alive {
-    /// The nodes the cache knows; the others fail with a reason.
+    /// The nodes the cache knows; the others fail with a reason. A node
+    /// named again is dropped: kube-scheduler names each node once, and
+    /// repeats are not echoed back.
     fn known(
         cache: &ClusterCache,
         names: &[String],
@@ -148,9 +145,18 @@ impl Alive {
             index: Vec::with_capacity(names.len()),
             ids: Vec::with_capacity(names.len()),
         };
+        // Host ids are dense, so a flag per id finds repeats.
+        let mut seen: Vec<bool> = Vec::new();
         for (i, id) in cache.node_ids(names).into_iter().enumerate() {
             match id {
                 Some(id) => {
+                    let slot = id as usize;
+                    if slot >= seen.len() {
+                        seen.resize(slot + 1, false);
+                    }
+                    if std::mem::replace(&mut seen[slot], true) {
+                        continue;
+                    }
                     alive.index.push(i);
                     alive.ids.push(id);
                 }
@@ -195,18 +201,6 @@ impl Alive {
 fn decode_pod(pod: Option<k8s::Pod>) -> Result<Pod, BadRequest> {
     let pod = pod.ok_or_else(|| BadRequest("the request has no Pod".into()))?;
     Ok(convert::pod(&pod))
-}
-
-/// `names` without repeats, first occurrence kept.
-fn distinct(names: Vec<String>) -> Vec<String> {
-    let mut seen = rustc_hash::FxHashSet::default();
-    let first: Vec<bool> = names.iter().map(|n| seen.insert(n.as_str())).collect();
-    drop(seen);
-    names
-        .into_iter()
-        .zip(first)
-        .filter_map(|(name, first)| first.then_some(name))
-        .collect()
 }
 
 /// Verdicts of the filter chain over some candidates.
