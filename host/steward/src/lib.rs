@@ -12,6 +12,7 @@
 //! each in a fresh sandboxed instance that queries the cluster cache, and
 //! encodes the answer.
 
+pub mod allocator;
 pub mod cli;
 pub mod server;
 

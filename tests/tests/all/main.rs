@@ -11,6 +11,7 @@ mod hot_swap;
 mod http;
 mod image;
 mod interop;
+mod layout;
 mod local_pv;
 mod new_policy;
 mod oci;

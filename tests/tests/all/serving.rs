@@ -336,3 +336,13 @@ async fn a_bind_that_cannot_reach_the_api_server_names_it() {
         "{refused}"
     );
 }
+
+/// The allocator's options are set before `main` in every binary that
+/// links Steward (this test binary too), not only in `steward` itself.
+#[test]
+fn the_allocator_gives_memory_back_within_its_purge_delay() {
+    assert_eq!(
+        steward::allocator::purge_delay_ms(),
+        steward::allocator::PURGE_DELAY_MS
+    );
+}

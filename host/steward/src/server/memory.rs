@@ -1,9 +1,10 @@
-//! Gives freed heap back to the OS. glibc's malloc keeps what a burst
-//! freed — parsing a snapshot or the first list of 50,000 pods, a flood of
-//! connections or reviews — as resident memory for good; `malloc_trim`
-//! returns the free pages. Measured in BENCHMARKS.md ("Memory after
-//! bursts"). Other C libraries (musl, in the static image) return freed
-//! memory on their own.
+//! Gives the C library's freed heap back to the OS. Rust's heap is
+//! mimalloc ([`crate::allocator`]), which returns freed memory on its own;
+//! C code — aws-lc's TLS state for a flood of HTTPS connections — still
+//! allocates from the C library's malloc, and glibc's keeps what a burst
+//! freed as resident memory for good: `malloc_trim` returns the free pages.
+//! Measured in BENCHMARKS.md ("Memory after bursts"). musl, in the static
+//! image, returns freed memory on its own.
 
 use std::time::Duration;
 
