@@ -73,15 +73,14 @@ fn pd_quorum_ratio(app: &App, pd2: &Pod, names: &[String]) {
     let set = app.hooks.extender.policies.current();
     let policy = &set.scheduler[0].policy;
     let query = ClusterQuery::new(app.hooks.cluster.clone());
-    let noop_config = steward_tests::config(
+    let load = |policies_yaml: &str| {
+        let config = steward_tests::config(policies_yaml);
+        steward_tests::load_policies(steward_tests::runtime(), &config).expect("loads")
+    };
+    let noop_set = load(
         "- id: noop\n  hook: scheduler\n  module: {misbehave}\n  settings: {behaviour: pass}\n",
     );
-    let noop_set =
-        steward_tests::load_policies(steward_tests::runtime(), &noop_config).expect("loads");
-    let lean_config =
-        steward_tests::config("- id: lean\n  hook: scheduler\n  module: {lean_noop}\n");
-    let lean_set =
-        steward_tests::load_policies(steward_tests::runtime(), &lean_config).expect("loads");
+    let lean_set = load("- id: lean\n  hook: scheduler\n  module: {lean_noop}\n");
     for count in [NODES, 50] {
         let ids: Vec<u32> = app
             .hooks
@@ -97,23 +96,17 @@ fn pd_quorum_ratio(app: &App, pd2: &Pod, names: &[String]) {
                 .label_columns(&ids, &policy.needs().node_labels),
             nodes: ids,
         };
-        let noop = measure(2_000, || {
-            noop_set.scheduler[0]
-                .policy
-                .filter(query.clone(), pd2, &candidates)
-                .expect("filter runs");
-        });
-        let lean = measure(2_000, || {
-            lean_set.scheduler[0]
-                .policy
-                .filter(query.clone(), pd2, &candidates)
-                .expect("filter runs");
-        });
-        let wasm = measure(2_000, || {
-            policy
-                .filter(query.clone(), pd2, &candidates)
-                .expect("filter runs");
-        });
+        // A Wasm policy's filter on this input, fresh instance per call.
+        let time = |policy: &dyn Scheduler| {
+            measure(2_000, || {
+                policy
+                    .filter(query.clone(), pd2, &candidates)
+                    .expect("filter runs");
+            })
+        };
+        let noop = time(noop_set.scheduler[0].policy.as_ref());
+        let lean = time(lean_set.scheduler[0].policy.as_ref());
+        let wasm = time(policy.as_ref());
         let native_view = NativeView(query.clone());
         let settings = pd_quorum::Settings::default();
         let native = measure(2_000, || {

@@ -2,11 +2,8 @@
 //! sandbox's trusted base, depends on no Kubernetes or HTTP crate, and on
 //! an async runtime only through wasmtime's WASI.
 
-use std::process::Command;
-
 fn cargo_tree(args: &[&str]) -> String {
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(xtask::workspace_root())
+    let out = xtask::cargo()
         .args([
             "tree",
             "--offline",
